@@ -1,0 +1,35 @@
+"""The ``ledgerbridge`` command. Sub-commands live next to the code they drive."""
+
+from __future__ import annotations
+
+import typer
+
+from ledgerbridge import __version__
+from ledgerbridge.config.cli import config_app, init_command
+from ledgerbridge.contracts import contracts_app
+from ledgerbridge.samplefirm.cli import demo_app
+
+app = typer.Typer(
+    name="ledgerbridge",
+    help="Keeps PSA delivery systems and ERP finance systems in step: time -> cost -> invoice -> ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(contracts_app, name="contracts", help="Export and compare the canonical contracts (JSON Schema).")
+app.add_typer(config_app, name="config", help="Validate a configuration file.")
+app.command("init", help="Write a commented starter configuration.")(init_command)
+app.add_typer(demo_app, name="demo", help="The sample consulting firm and the embedded main job.")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the ledgerbridge version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
