@@ -1,0 +1,631 @@
+"""Billing rules: tax, invoice drafts (time and materials, milestone, fixed-fee schedule) and invoice postings.
+
+Pure functions, no I/O. Money is ``Decimal`` rounded half-up to the currency minor unit.
+
+Decisions (see ``docs/domain-billing-revenue.md`` for worked numbers):
+
+- **Tax is computed per line**, each line rounded to the minor unit; invoice totals are the sums of the lines
+  (``Invoice`` itself refuses headers that differ from its lines).
+- **Invoice amounts are net of tax.** Every amount billed here was (or will be) recognised as revenue at the same
+  figure (T&M accrual at bill rates, percent-complete and milestone revenue), so the invoice net must equal it.
+  An *inclusive* tax code would turn those figures into gross amounts and the invoice net would no longer match
+  the revenue; invoice builders refuse one (``billing.inclusive_tax_on_net_amounts``). :func:`compute_tax`
+  itself handles both kinds.
+- **Billing moves receivables, it never recognises revenue** (except rebilled expenses, below): the ``invoice``
+  posting debits receivables and credits unbilled receivables with the net, and tax payable with the tax.
+  Revenue is recognised by the accrual (T&M), :mod:`ledgerbridge.domain.revenue` (fixed fee, milestone).
+- **Rebilled expenses** are recognised as expense-recovery revenue when invoiced: their net goes to an
+  ``expense_rebill`` posting (Dr receivables / Cr expense_recovery_revenue), not to ``invoice``, because nothing
+  put them on unbilled receivables.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from typing import TypeVar
+
+from ledgerbridge.domain.errors import DomainError
+from ledgerbridge.domain.types import CostedExpense, CostedTime, Posting
+from ledgerbridge.model.base import SourceRef
+from ledgerbridge.model.entities import (
+    BillingMilestone,
+    ContractType,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    MilestoneStatus,
+    Project,
+    TaxCode,
+)
+from ledgerbridge.model.money import quantum, round_money
+
+#: ``(amount, from_currency, to_currency, rate_date) -> amount in to_currency`` (need not be rounded).
+Converter = Callable[[Decimal, str, str, dt.date], Decimal]
+
+#: ``system`` of the SourceRefs this engine mints for documents it creates (invoices, schedule items).
+ENGINE_SYSTEM = "ledgerbridge"
+
+#: Posting txn types produced here. ``expense_rebill`` is not in the starter chart rule set (see the doc).
+TXN_INVOICE = "invoice"
+TXN_EXPENSE_REBILL = "expense_rebill"
+
+#: Months per instalment for :func:`fixed_fee_schedule`.
+FREQUENCIES: dict[str, int] = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 12}
+
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def period_bounds(period: str) -> tuple[dt.date, dt.date]:
+    """First and last day of a ``YYYY-MM`` period; DomainError if the text is not one."""
+    m = _PERIOD.match(period)
+    if m is None:
+        raise DomainError(
+            f"period {period!r}", "billing.bad_period", "a period must be written YYYY-MM", "pass e.g. '2026-03'"
+        )
+    year, month = int(m.group(1)), int(m.group(2))
+    return dt.date(year, month, 1), dt.date(year, month, calendar.monthrange(year, month)[1])
+
+
+def add_months(d: dt.date, months: int) -> dt.date:
+    """``d`` moved by whole months, the day clamped to the month's length (31 Jan + 1 month = 28/29 Feb)."""
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    return dt.date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
+
+
+def _index(items: Mapping[str, T] | Iterable[T], key: Callable[[T], str]) -> Mapping[str, T]:
+    if isinstance(items, Mapping):
+        return items
+    return {key(x): x for x in items}
+
+
+def _check_minor_unit(amount: Decimal, currency: str, item: str) -> None:
+    if amount != round_money(amount, currency):
+        raise DomainError(
+            item,
+            "billing.amount_precision",
+            f"amount {amount} has more decimals than {currency} allows ({quantum(currency)})",
+            f"round the amount to {quantum(currency)} before billing it",
+        )
+
+
+# --------------------------------------------------------------------------------------------------- tax
+
+
+def compute_tax(net_or_gross: Decimal, tax_code: TaxCode, currency: str) -> tuple[Decimal, Decimal]:
+    """``(net, tax)`` for one line amount, both at the currency minor unit; ``net + tax`` is the gross.
+
+    - exclusive code: the amount is the net; ``tax = round(net * rate)``;
+    - inclusive code: the amount is the gross; ``tax = round(gross * rate / (1 + rate))``, ``net = gross - tax``
+      (so ``net + tax == gross`` exactly: the rounding never loses a cent).
+
+    The amount must already be at the minor unit (DomainError otherwise: rounding it here would change what the
+    customer is billed without saying so).
+    """
+    _check_minor_unit(net_or_gross, currency, f"amount {net_or_gross} {currency} under tax code {tax_code.code}")
+    rate = tax_code.rate
+    if tax_code.inclusive:
+        tax = round_money(net_or_gross * rate / (1 + rate), currency)
+        return net_or_gross - tax, tax
+    return net_or_gross, round_money(net_or_gross * rate, currency)
+
+
+def _customer_tax_code(
+    project: Project, customer: Customer | None, tax_codes: Mapping[str, TaxCode] | Iterable[TaxCode]
+) -> tuple[Customer, TaxCode]:
+    """The customer billed for ``project`` and its tax code, checked: known, active, same jurisdiction, exclusive."""
+    if customer is None:
+        raise DomainError(
+            f"project {project.id}",
+            "billing.unknown_customer",
+            f"customer {project.customer_id} of the project is not known",
+            f"sync customer {project.customer_id} from the ERP before billing the project",
+        )
+    if customer.id != project.customer_id:
+        raise DomainError(
+            f"project {project.id}",
+            "billing.customer_mismatch",
+            f"the project belongs to customer {project.customer_id}, not {customer.id}",
+            "bill the project's own customer",
+        )
+    if not customer.active:
+        raise DomainError(
+            f"customer {customer.id}",
+            "billing.inactive_customer",
+            "the customer is inactive in the ERP and cannot be invoiced",
+            f"reactivate customer {customer.id} or move project {project.id} to an active customer",
+        )
+    codes = _index(tax_codes, lambda t: t.code)
+    tc = codes.get(customer.tax_code)
+    if tc is None:
+        raise DomainError(
+            f"customer {customer.id}",
+            "billing.unknown_tax_code",
+            f"tax code {customer.tax_code!r} is not in the ERP tax codes",
+            f"sync tax code {customer.tax_code!r} from the ERP or correct the customer's tax code",
+        )
+    if not tc.active:
+        raise DomainError(
+            f"customer {customer.id}",
+            "billing.inactive_tax_code",
+            f"tax code {tc.code} is inactive",
+            f"give customer {customer.id} an active tax code",
+        )
+    if tc.jurisdiction != customer.tax_jurisdiction:
+        raise DomainError(
+            f"customer {customer.id}",
+            "billing.tax_jurisdiction_mismatch",
+            f"tax code {tc.code} is for jurisdiction {tc.jurisdiction}, the customer is in {customer.tax_jurisdiction}",
+            f"give customer {customer.id} a tax code of jurisdiction {customer.tax_jurisdiction}",
+        )
+    if tc.inclusive:
+        raise DomainError(
+            f"customer {customer.id}",
+            "billing.inclusive_tax_on_net_amounts",
+            f"tax code {tc.code} is tax-inclusive, but billed amounts are net revenue figures "
+            "(accrual at bill rates, percent-complete, milestone), so the invoice net would not match the revenue",
+            f"give customer {customer.id} the exclusive variant of {tc.code}",
+        )
+    return customer, tc
+
+
+def _line(
+    line_no: int,
+    description: str,
+    quantity: Decimal,
+    unit_price: Decimal,
+    net: Decimal,
+    tax_code: TaxCode,
+    currency: str,
+    lineage: tuple[SourceRef, ...],
+) -> InvoiceLine:
+    net, tax = compute_tax(net, tax_code, currency)
+    return InvoiceLine(
+        line_no=line_no,
+        description=description,
+        quantity=quantity,
+        unit_price=unit_price,
+        net_amount=net,
+        tax_code=tax_code.code,
+        tax_amount=tax,
+        lineage=lineage,
+    )
+
+
+def build_invoice(
+    invoice_id: str,
+    project: Project,
+    customer: Customer,
+    invoice_date: dt.date,
+    currency: str,
+    lines: Iterable[InvoiceLine],
+) -> Invoice:
+    """An invoice whose totals are the sums of its lines; due after the customer's credit terms."""
+    ls = tuple(lines)
+    net = sum((ln.net_amount for ln in ls), Decimal(0))
+    tax = sum((ln.tax_amount for ln in ls), Decimal(0))
+    return Invoice(
+        id=invoice_id,
+        legal_entity_id=project.legal_entity_id,
+        customer_id=customer.id,
+        project_id=project.id,
+        invoice_date=invoice_date,
+        due_date=invoice_date + dt.timedelta(days=customer.credit_terms_days),
+        currency=currency,
+        lines=ls,
+        net_total=net,
+        tax_total=tax,
+        total=net + tax,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- T&M
+
+
+def _identity(ref: SourceRef) -> tuple[str, str, str]:
+    return ref.system, ref.entity, ref.id
+
+
+def _project_of(project_id: str, projects: Mapping[str, Project], item: str) -> Project:
+    p = projects.get(project_id)
+    if p is None:
+        raise DomainError(
+            item,
+            "billing.unknown_project",
+            f"project {project_id} is not known",
+            f"sync project {project_id} before billing its time and expenses",
+        )
+    return p
+
+
+def _next_free_id(base: str, issued: Collection[str]) -> str:
+    if base not in issued:
+        return base
+    n = 2
+    while f"{base}-S{n}" in issued:
+        n += 1
+    return f"{base}-S{n}"
+
+
+@dataclass(slots=True)
+class _TimeGroup:
+    hours: Decimal
+    net: Decimal
+    refs: list[SourceRef]
+
+
+@dataclass(slots=True)
+class _ExpenseGroup:
+    net: Decimal
+    refs: list[SourceRef]
+
+
+def tm_invoice_drafts(
+    costed_time: Iterable[CostedTime],
+    costed_expenses: Iterable[CostedExpense],
+    projects: Mapping[str, Project] | Iterable[Project],
+    customers: Mapping[str, Customer] | Iterable[Customer],
+    tax_codes: Mapping[str, TaxCode] | Iterable[TaxCode],
+    billing_period: str,
+    invoice_date: dt.date,
+    *,
+    converter: Converter | None = None,
+    already_billed: Collection[SourceRef] = frozenset(),
+    issued_invoice_ids: Collection[str] = frozenset(),
+) -> list[Invoice]:
+    """Draft time-and-materials invoices, one per project, for the billing run of ``billing_period``.
+
+    Bills every approved, billable item dated on or before the period's last day that is not in
+    ``already_billed`` (so a late-approved entry from an earlier month is caught by the next run, and a second run
+    for the same period bills only what is new). ``costed_time`` / ``costed_expenses`` are the versions currently
+    approved (what approvals + costing produced); non-billable items and items of other projects' types are skipped:
+
+    - time (T&M projects only): one line per resource and bill rate; quantity = hours, unit price = bill rate,
+      net = the sum of the entries' ``billable_value`` (equal to the revenue accrued, cent for cent; it may differ
+      from hours x rate by the per-entry rounding);
+    - billable expenses (any contract type): one line per category, rebilled at cost in the project currency;
+      an expense in another currency is converted per expense with ``converter`` at its expense date and rounded.
+
+    Each line keeps the SourceRefs behind it. The invoice id is ``INV-{project}-{period}``; if that id is in
+    ``issued_invoice_ids`` (a supplementary run) the first free ``-S2``, ``-S3``... is used. Projects with nothing
+    to bill get no invoice. Raises DomainError for an unknown project/customer/tax code, a bill currency other
+    than the project currency, a missing converter, or an item billed before at another version (credit it first).
+    """
+    _, period_end = period_bounds(billing_period)
+    projects_by_id = _index(projects, lambda p: p.id)
+    customers_by_id = _index(customers, lambda c: c.id)
+    billed = set(already_billed)
+    billed_ids = {_identity(r): r for r in billed}
+
+    def unbilled(ref: SourceRef, item: str) -> bool:
+        if ref in billed:
+            return False
+        earlier = billed_ids.get(_identity(ref))
+        if earlier is not None:
+            raise DomainError(
+                item,
+                "billing.billed_item_changed",
+                f"version {ref.version} arrived after version {earlier.version} was already invoiced",
+                f"issue a credit note for {earlier}, then pass {ref} as unbilled and {earlier} as credited "
+                "(remove it from already_billed)",
+            )
+        return True
+
+    time_groups: dict[str, dict[tuple[str, Decimal], _TimeGroup]] = defaultdict(dict)
+    for ct in costed_time:
+        if not ct.billable or ct.work_date > period_end:
+            continue
+        item = f"time_entry {ct.ref}"
+        project = _project_of(ct.project_id, projects_by_id, item)
+        if project.contract_type is not ContractType.TIME_AND_MATERIALS or not unbilled(ct.ref, item):
+            continue
+        if ct.bill_currency != project.currency:
+            raise DomainError(
+                item,
+                "billing.bill_currency_mismatch",
+                f"billable value is in {ct.bill_currency} but project {project.id} bills in {project.currency}",
+                f"price project {project.id} with a {project.currency} bill rate and re-cost the entry",
+            )
+        g = time_groups[project.id].get((ct.resource_id, ct.bill_rate))
+        if g is None:
+            g = time_groups[project.id][(ct.resource_id, ct.bill_rate)] = _TimeGroup(Decimal(0), Decimal(0), [])
+        g.hours += ct.hours
+        g.net += ct.billable_value
+        g.refs.append(ct.ref)
+
+    expense_groups: dict[str, dict[str, _ExpenseGroup]] = defaultdict(dict)
+    for ce in costed_expenses:
+        if not ce.billable or ce.expense_date > period_end:
+            continue
+        item = f"expense {ce.ref}"
+        project = _project_of(ce.project_id, projects_by_id, item)
+        if not unbilled(ce.ref, item):
+            continue
+        amount = ce.amount
+        if ce.currency != project.currency:
+            if converter is None:
+                raise DomainError(
+                    item,
+                    "billing.fx_converter_missing",
+                    f"expense is in {ce.currency}, project {project.id} bills in {project.currency}, "
+                    "and no currency converter was given",
+                    "pass converter=... (e.g. the fx module's rate lookup) to the billing run",
+                )
+            amount = converter(ce.amount, ce.currency, project.currency, ce.expense_date)
+        amount = round_money(amount, project.currency)
+        eg = expense_groups[project.id].get(ce.category)
+        if eg is None:
+            eg = expense_groups[project.id][ce.category] = _ExpenseGroup(Decimal(0), [])
+        eg.net += amount
+        eg.refs.append(ce.ref)
+
+    issued = set(issued_invoice_ids)
+    invoices: list[Invoice] = []
+    for project_id in sorted(time_groups.keys() | expense_groups.keys()):
+        project = projects_by_id[project_id]
+        customer, tc = _customer_tax_code(project, customers_by_id.get(project.customer_id), tax_codes)
+        cur = project.currency
+        lines: list[InvoiceLine] = []
+        for (resource_id, rate), g in sorted(time_groups.get(project_id, {}).items()):
+            lines.append(
+                _line(
+                    len(lines) + 1,
+                    f"Time: {resource_id}, {g.hours} h at {rate} {cur}/h",
+                    g.hours,
+                    rate,
+                    g.net,
+                    tc,
+                    cur,
+                    tuple(g.refs),
+                )
+            )
+        for category, eg in sorted(expense_groups.get(project_id, {}).items()):
+            lines.append(
+                _line(
+                    len(lines) + 1,
+                    f"Expenses: {category} ({len(eg.refs)} items, at cost)",
+                    Decimal(1),
+                    eg.net,
+                    eg.net,
+                    tc,
+                    cur,
+                    tuple(eg.refs),
+                )
+            )
+        inv_id = _next_free_id(f"INV-{project_id}-{billing_period}", issued)
+        issued.add(inv_id)
+        invoices.append(build_invoice(inv_id, project, customer, invoice_date, cur, lines))
+    return invoices
+
+
+# --------------------------------------------------------------------------------------------------- milestones
+
+
+def milestone_ref(milestone: BillingMilestone, source_system: str = "psa") -> SourceRef:
+    """The lineage pointer of a billing milestone (milestones carry no version: it is always 1)."""
+    return SourceRef(system=source_system, entity="billing_milestone", id=milestone.id, version=1)
+
+
+def check_milestone(milestone: BillingMilestone, project: Project) -> None:
+    """DomainError unless the milestone belongs to ``project``, is in its currency and is at the minor unit."""
+    item = f"billing_milestone {milestone.id}"
+    if milestone.project_id != project.id:
+        raise DomainError(
+            item,
+            "billing.milestone_project_mismatch",
+            f"the milestone belongs to project {milestone.project_id}, not {project.id}",
+            "pass the milestone's own project",
+        )
+    if milestone.currency != project.currency:
+        raise DomainError(
+            item,
+            "billing.milestone_currency_mismatch",
+            f"the milestone is in {milestone.currency}, project {project.id} is in {project.currency}",
+            f"restate the milestone amount in {project.currency} in the PSA",
+        )
+    _check_minor_unit(milestone.amount, milestone.currency, item)
+
+
+def milestone_invoice(
+    milestone: BillingMilestone,
+    project: Project,
+    customer: Customer,
+    tax_codes: Mapping[str, TaxCode] | Iterable[TaxCode],
+    invoice_date: dt.date,
+    *,
+    source_system: str = "psa",
+) -> Invoice:
+    """The invoice of a completed milestone: one line for its amount, id ``INV-{project}-MS-{milestone}``.
+
+    DomainError if the milestone is planned, cancelled or already invoiced, belongs to another project, or the
+    project is time-and-materials (its time is billed by the T&M run; billing a milestone too would bill twice).
+    """
+    check_milestone(milestone, project)
+    item = f"billing_milestone {milestone.id}"
+    if milestone.status is not MilestoneStatus.COMPLETED:
+        fixes = {
+            MilestoneStatus.PLANNED: "complete the milestone in the PSA first",
+            MilestoneStatus.CANCELLED: "a cancelled milestone is not billed; reopen it in the PSA if that is wrong",
+            MilestoneStatus.INVOICED: "it is already invoiced; look up its invoice instead of creating another",
+        }
+        raise DomainError(
+            item,
+            "billing.milestone_not_completed",
+            f"only a completed milestone can be invoiced; this one is {milestone.status.value}",
+            fixes[milestone.status],
+        )
+    if project.contract_type is ContractType.TIME_AND_MATERIALS:
+        raise DomainError(
+            item,
+            "billing.milestone_on_tm_project",
+            f"project {project.id} is time-and-materials: its work is billed by the T&M run",
+            f"set project {project.id} to milestone or fixed-fee, or drop the milestone",
+        )
+    _, tc = _customer_tax_code(project, customer, tax_codes)
+    line = _line(
+        1,
+        f"Milestone: {milestone.name}",
+        Decimal(1),
+        milestone.amount,
+        milestone.amount,
+        tc,
+        milestone.currency,
+        (milestone_ref(milestone, source_system),),
+    )
+    return build_invoice(
+        f"INV-{project.id}-MS-{milestone.id}", project, customer, invoice_date, milestone.currency, [line]
+    )
+
+
+# --------------------------------------------------------------------------------------------------- fixed fee
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleItem:
+    """One fixed-fee instalment: bill ``amount`` (project currency) on ``date``; ``seq`` counts from 1."""
+
+    date: dt.date
+    amount: Decimal
+    seq: int
+    currency: str
+
+
+def fixed_fee_schedule(
+    project: Project, start: dt.date, end: dt.date, frequency: str = "monthly"
+) -> list[ScheduleItem]:
+    """Split the project's contract value into equal instalments on ``start``, ``start`` + 1 step, ... ``<= end``.
+
+    Each instalment is ``contract_value / n`` rounded *down* to the minor unit; the last one takes the remainder
+    (so it is never smaller than the others and never negative), and the instalments sum to the contract value
+    exactly. ``frequency`` is monthly, quarterly, semiannual or annual.
+    """
+    item = f"project {project.id}"
+    if project.contract_type is not ContractType.FIXED_FEE:
+        raise DomainError(
+            item,
+            "billing.not_fixed_fee",
+            f"a billing schedule is for fixed-fee projects; this one is {project.contract_type.value}",
+            "bill the project with its own contract type's run",
+        )
+    if project.contract_value is None:
+        raise DomainError(
+            item, "billing.no_contract_value", "the fixed-fee project has no contract value",
+            "set the contract value on the project in the PSA",
+        )
+    step = FREQUENCIES.get(frequency)
+    if step is None:
+        raise DomainError(
+            item, "billing.bad_frequency", f"unknown billing frequency {frequency!r}",
+            f"use one of {', '.join(FREQUENCIES)}",
+        )
+    if end < start:
+        raise DomainError(
+            item, "billing.bad_schedule_dates", f"schedule end {end} is before its start {start}",
+            "pass an end date on or after the start date",
+        )
+    dates: list[dt.date] = []
+    while (d := add_months(start, step * len(dates))) <= end:
+        dates.append(d)
+    cur = project.currency
+    value = project.contract_value
+    _check_minor_unit(value, cur, item)
+    n = len(dates)
+    each = (value / n).quantize(quantum(cur), rounding=ROUND_DOWN)
+    last = value - each * (n - 1)
+    return [
+        ScheduleItem(date=d, amount=last if i == n else each, seq=i, currency=cur)
+        for i, d in enumerate(dates, start=1)
+    ]
+
+
+def fixed_fee_invoice(
+    project: Project,
+    item: ScheduleItem,
+    customer: Customer,
+    tax_codes: Mapping[str, TaxCode] | Iterable[TaxCode],
+    invoice_date: dt.date | None = None,
+) -> Invoice:
+    """The invoice of one fixed-fee instalment, id ``INV-{project}-FF-{seq:03d}``, dated ``item.date`` unless
+    ``invoice_date`` is given. Its net relieves unbilled receivables built by percent-complete revenue."""
+    if item.currency != project.currency:
+        raise DomainError(
+            f"project {project.id}",
+            "billing.schedule_currency_mismatch",
+            f"the instalment is in {item.currency}, the project in {project.currency}",
+            "rebuild the schedule from the project with fixed_fee_schedule",
+        )
+    _, tc = _customer_tax_code(project, customer, tax_codes)
+    ref = SourceRef(system=ENGINE_SYSTEM, entity="fixed_fee_instalment", id=f"{project.id}:{item.seq}", version=1)
+    line = _line(
+        1, f"Fixed fee: instalment {item.seq} due {item.date}", Decimal(1), item.amount, item.amount, tc,
+        project.currency, (ref,),
+    )
+    return build_invoice(
+        f"INV-{project.id}-FF-{item.seq:03d}", project, customer, invoice_date or item.date, project.currency, [line]
+    )
+
+
+# --------------------------------------------------------------------------------------------------- postings
+
+
+def invoice_ref(inv: Invoice) -> SourceRef:
+    """The lineage pointer of an invoice this engine created."""
+    return SourceRef(system=ENGINE_SYSTEM, entity="invoice", id=inv.id, version=1)
+
+
+def is_expense_line(line: InvoiceLine) -> bool:
+    """A rebilled-expense line: every item behind it is an expense."""
+    return bool(line.lineage) and all(r.entity == "expense" for r in line.lineage)
+
+
+def postings_for_invoice(inv: Invoice, legal_entity_id: str | None = None, sign: int = 1) -> list[Posting]:
+    """The ledger facts of an invoice (``sign=-1`` for its reversal, e.g. a void).
+
+    - ``invoice`` (amounts ``net`` and ``tax``): Dr receivables / Cr unbilled receivables on the net of the lines
+      that relieve unbilled (time, milestone, fixed fee), Dr receivables / Cr tax payable on the tax of *all* lines;
+    - ``expense_rebill`` (amount ``net``), only when the invoice has rebilled-expense lines: Dr receivables /
+      Cr expense-recovery revenue on their net.
+
+    ``legal_entity_id`` defaults to the invoice's; another value is refused (intercompany billing is not a rule).
+    """
+    entity = legal_entity_id or inv.legal_entity_id
+    if entity != inv.legal_entity_id:
+        raise DomainError(
+            f"invoice {inv.id}",
+            "billing.entity_mismatch",
+            f"the invoice belongs to legal entity {inv.legal_entity_id}, not {entity}",
+            f"post the invoice in {inv.legal_entity_id}",
+        )
+    if sign not in (1, -1):
+        raise DomainError(
+            f"invoice {inv.id}", "billing.bad_sign", f"sign must be 1 or -1, got {sign}", "pass 1 or -1"
+        )
+    rebill = sum((ln.net_amount for ln in inv.lines if is_expense_line(ln)), Decimal(0))
+    relieve = inv.net_total - rebill
+    def posting(txn_type: str, amounts: tuple[tuple[str, Decimal], ...]) -> Posting:
+        return Posting(
+            txn_type=txn_type,
+            legal_entity_id=entity,
+            date=inv.invoice_date,
+            currency=inv.currency,
+            amounts=amounts,
+            dimensions=(("project", inv.project_id),),
+            source=invoice_ref(inv),
+            sign=sign,
+        )
+
+    out = [posting(TXN_INVOICE, (("net", relieve), ("tax", inv.tax_total)))]
+    if any(is_expense_line(ln) for ln in inv.lines):
+        out.append(posting(TXN_EXPENSE_REBILL, (("net", rebill),)))
+    return out
