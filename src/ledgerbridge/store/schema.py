@@ -291,4 +291,14 @@ stewardship_items = Table(
     Column("resolved_at", UTCDateTime, nullable=True),
     CheckConstraint(_in("status", STEWARDSHIP_STATUSES), name="status"),
     Index(None, "status", "canonical_type", "canonical_id"),
+    # one open question per field of a record: a repeated conflict updates it instead of adding a row
+    Index(
+        "uq_stewardship_items_open_field",
+        "canonical_type",
+        "canonical_id",
+        "field",
+        unique=True,
+        sqlite_where=text("status = 'open'"),
+        postgresql_where=text("status = 'open'"),
+    ),
 )

@@ -169,6 +169,13 @@ def upgrade() -> None:
             ["status", "canonical_type", "canonical_id"],
             unique=False,
         )
+        batch_op.create_index(
+            "uq_stewardship_items_open_field",
+            ["canonical_type", "canonical_id", "field"],
+            unique=True,
+            sqlite_where=sa.text("status = 'open'"),
+            postgresql_where=sa.text("status = 'open'"),
+        )
 
     op.create_table(
         "systems",
@@ -354,6 +361,7 @@ def downgrade() -> None:
     op.drop_table("xref")
     op.drop_table("systems")
     with op.batch_alter_table("stewardship_items", schema=None) as batch_op:
+        batch_op.drop_index("uq_stewardship_items_open_field")
         batch_op.drop_index(batch_op.f("ix_stewardship_items_status_canonical_type_canonical_id"))
 
     op.drop_table("stewardship_items")

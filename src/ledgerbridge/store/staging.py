@@ -1,0 +1,202 @@
+"""Staging: validated ledger-impacting lines (domain ``Posting`` s) waiting for a posting run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, select, update
+
+from ledgerbridge.domain.types import Posting
+from ledgerbridge.model.base import SourceRef
+from ledgerbridge.store._sql import bulk_insert_ignore, chunked
+from ledgerbridge.store.errors import InvalidStatusError, UnknownRunError
+from ledgerbridge.store.schema import posting_runs, staging_lines
+from ledgerbridge.store.types import DecimalRangeError, to_exact_decimal, utcnow
+
+UNIQUE_KEY = ("source_system", "source_entity", "source_id", "source_version", "txn_type", "sign")
+
+
+@dataclass(frozen=True, slots=True)
+class StageItem:
+    """A Posting to stage, with its ledger period (default: the month of ``posting.date``, ``YYYY-MM``) and,
+    when a late item was moved to a later open period, the period it came from."""
+
+    posting: Posting
+    period: str | None = None
+    redated_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StagedLine:
+    id: int
+    posting: Posting
+    period: str
+    status: str
+    posting_run_id: str | None
+    redated_from: str | None
+    created_at: dt.datetime
+
+
+def _row(item: Posting | StageItem, now: dt.datetime) -> dict[str, Any]:
+    si = item if isinstance(item, StageItem) else StageItem(item)
+    p = si.posting
+    if p.sign not in (1, -1):
+        raise ValueError(f"staging {p.txn_type} for {p.source}: sign {p.sign} must be 1 or -1")
+    amounts = []
+    for name, value in p.amounts:
+        try:
+            amounts.append([name, format(to_exact_decimal(value, what=f"amount {name!r}"), "f")])
+        except DecimalRangeError as exc:
+            raise DecimalRangeError(f"staging {p.txn_type} for {p.source}: {exc}") from None
+    return {
+        "txn_type": p.txn_type,
+        "legal_entity_id": p.legal_entity_id,
+        "period": si.period or p.date.strftime("%Y-%m"),
+        "entry_date": p.date,
+        "currency": p.currency,
+        "amounts": amounts,
+        "dimensions": [[k, v] for k, v in p.dimensions],
+        "source_system": p.source.system,
+        "source_entity": p.source.entity,
+        "source_id": p.source.id,
+        "source_version": p.source.version,
+        "sign": p.sign,
+        "status": "staged",
+        "redated_from": si.redated_from,
+        "created_at": now,
+    }
+
+
+def stage_many(
+    conn: Connection,
+    items: Iterable[Posting | StageItem],
+    *,
+    created_at: dt.datetime | None = None,
+    copy_threshold: int | None = None,
+) -> int:
+    """Stage postings; a delta already staged (same source version, txn_type and sign) is skipped.
+
+    Returns the number of new lines. Amounts are stored exactly (never rounded); a float or an amount with
+    more than 10 decimals is refused with the posting named. On PostgreSQL, ``copy_threshold`` rows or more
+    (default ``_sql.COPY_THRESHOLD``) load through COPY.
+    """
+    now = created_at or utcnow()
+    rows = [_row(it, now) for it in items]
+    return bulk_insert_ignore(conn, staging_lines, rows, UNIQUE_KEY, copy_threshold=copy_threshold)
+
+
+def _line(r: Any) -> StagedLine:
+    m = r._mapping
+    posting = Posting(
+        txn_type=m["txn_type"],
+        legal_entity_id=m["legal_entity_id"],
+        date=m["entry_date"],
+        currency=m["currency"],
+        amounts=tuple((k, to_exact_decimal(v)) for k, v in m["amounts"]),
+        dimensions=tuple((k, v) for k, v in m["dimensions"]),
+        source=SourceRef(
+            system=m["source_system"], entity=m["source_entity"], id=m["source_id"], version=m["source_version"]
+        ),
+        sign=m["sign"],
+    )
+    return StagedLine(
+        id=m["id"],
+        posting=posting,
+        period=m["period"],
+        status=m["status"],
+        posting_run_id=m["posting_run_id"],
+        redated_from=m["redated_from"],
+        created_at=m["created_at"],
+    )
+
+
+def list_lines(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    legal_entity_id: str | None = None,
+    period: str | None = None,
+    posting_run_id: str | None = None,
+    txn_types: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[StagedLine]:
+    q = select(staging_lines)
+    if status is not None:
+        q = q.where(staging_lines.c.status == status)
+    if legal_entity_id is not None:
+        q = q.where(staging_lines.c.legal_entity_id == legal_entity_id)
+    if period is not None:
+        q = q.where(staging_lines.c.period == period)
+    if posting_run_id is not None:
+        q = q.where(staging_lines.c.posting_run_id == posting_run_id)
+    if txn_types is not None:
+        q = q.where(staging_lines.c.txn_type.in_(list(txn_types)))
+    q = q.order_by(staging_lines.c.id)
+    if limit is not None:
+        q = q.limit(limit)
+    return [_line(r) for r in conn.execute(q)]
+
+
+def claim_for_run(
+    conn: Connection, run_id: str, *, txn_types: Sequence[str] | None = None, limit: int | None = None
+) -> list[StagedLine]:
+    """Move staged lines of the run's legal entity and period into the run and return every line the run holds.
+
+    Idempotent: a run resumed after a crash gets back the lines it already claimed (plus any new ones). Two
+    workers never claim the same line (the UPDATE re-checks ``status = 'staged'`` under the row lock).
+    """
+    run = conn.execute(
+        select(posting_runs.c.legal_entity_id, posting_runs.c.period, posting_runs.c.status).where(
+            posting_runs.c.id == run_id
+        )
+    ).first()
+    if run is None:
+        raise UnknownRunError(f"posting run {run_id!r} does not exist: create it with journals.start_run() first")
+    if run.status != "started":
+        raise InvalidStatusError(f"posting run {run_id!r} is {run.status}: only a started run can claim lines")
+    cond = and_(
+        staging_lines.c.status == "staged",
+        staging_lines.c.legal_entity_id == run.legal_entity_id,
+        staging_lines.c.period == run.period,
+    )
+    if txn_types is not None:
+        cond = and_(cond, staging_lines.c.txn_type.in_(list(txn_types)))
+    target: Any = cond
+    if limit is not None:
+        pick = select(staging_lines.c.id).where(cond).order_by(staging_lines.c.id).limit(limit)
+        if conn.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        target = staging_lines.c.id.in_(pick.scalar_subquery())
+    conn.execute(update(staging_lines).where(target).values(status="in_run", posting_run_id=run_id))
+    return list_lines(conn, status="in_run", posting_run_id=run_id)
+
+
+def mark_posted(conn: Connection, run_id: str, line_ids: Iterable[int] | None = None) -> int:
+    """Mark the run's claimed lines (all, or ``line_ids``) posted; returns lines changed."""
+    return _move(conn, run_id, line_ids, "posted")
+
+
+def release(conn: Connection, run_id: str, line_ids: Iterable[int] | None = None) -> int:
+    """Give the run's claimed lines back to staging (e.g. the run failed before anything was posted)."""
+    return _move(conn, run_id, line_ids, "staged")
+
+
+def mark_dead(conn: Connection, run_id: str, line_ids: Iterable[int]) -> int:
+    """Take claimed lines out of the run for good (their dead letter carries the reason)."""
+    return _move(conn, run_id, line_ids, "dead")
+
+
+def _move(conn: Connection, run_id: str, line_ids: Iterable[int] | None, status: str) -> int:
+    base = and_(staging_lines.c.posting_run_id == run_id, staging_lines.c.status == "in_run")
+    values: dict[str, Any] = {"status": status}
+    if status == "staged":
+        values["posting_run_id"] = None
+    if line_ids is None:
+        return int(conn.execute(update(staging_lines).where(base).values(**values)).rowcount)
+    n = 0
+    for part in chunked(list(line_ids)):
+        n += conn.execute(update(staging_lines).where(base, staging_lines.c.id.in_(part)).values(**values)).rowcount
+    return n
