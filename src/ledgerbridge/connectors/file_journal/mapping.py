@@ -373,9 +373,9 @@ def merge_ack(
             continue
         prev = seen.get((r.journal_id, r.line_no))
         if prev is not None and prev.status != r.status:
-            where = "the whole journal" if r.line_no is None else f"line {r.line_no}"
-            problems.append(f"line {r.source_line}: {where} of journal {r.journal_id} is {r.status} but line "
-                            f"{prev.source_line} says {prev.status}")
+            what = f"journal {r.journal_id}" if r.line_no is None else f"line {r.line_no} of journal {r.journal_id}"
+            problems.append(f"line {r.source_line}: {what} is {r.status} but line {prev.source_line} says "
+                            f"{prev.status}")
             continue
         seen[(r.journal_id, r.line_no)] = r
         by_journal[r.journal_id].append(r)
