@@ -1,0 +1,414 @@
+"""The one configuration file of ledgerbridge, as typed pydantic models (unknown keys refused everywhere).
+
+Parsing (types, ranges, unknown keys) is done by the models; the cross-references between sections (routing names
+a configured system, a posting rule names a known account role, ...) are checked by :func:`cross_check`, which
+returns every problem with its exact key path. ``ledgerbridge.config.loader`` adds YAML line numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator, model_validator
+from pydantic import ValidationInfo as _Info
+
+from ledgerbridge.config.secrets import HOW, SecretRef, has_reference
+
+__all__ = [
+    "AccountRoles",
+    "ConfigIssue",
+    "LatePolicy",
+    "LedgerbridgeConfig",
+    "Limits",
+    "Policies",
+    "PostingFailurePolicy",
+    "PostingRuleLine",
+    "RateLimit",
+    "RetryPolicies",
+    "RetryPolicy",
+    "RouteTargets",
+    "Routing",
+    "RuntimeConfig",
+    "StoreConfig",
+    "SystemConfig",
+    "cross_check",
+    "format_path",
+]
+
+KeyPath = tuple[str | int, ...]
+
+SystemRole = Literal["psa", "erp", "crm", "reporting", "file"]
+LateItemAction = Literal["reject", "next_open_period"]
+FxRateDate = Literal["transaction_date", "period_end"]
+PostingFailureMode = Literal["line_level", "all_or_nothing"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+#: Option keys that look like credentials: a plain value under one of these is refused (move it to ``secrets``).
+SECRET_LIKE_OPTION = re.compile(
+    r"^(.*[_-])?(pass|passwd|password|passphrase|secret|token|api[_-]?key|private[_-]?key|credentials?)$", re.I
+)
+SYSTEM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def format_path(path: KeyPath) -> str:
+    """``("systems", "erp_us", "limits")`` -> ``systems.erp_us.limits``; list indexes as ``[0]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a configuration file: dotted key path, YAML line (1-based) when known, and the message."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path or "(file)"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class _Model(BaseModel):
+    # hide_input_in_errors: a ValidationError must never echo a value (it might be a pasted secret)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+# --------------------------------------------------------------------------- field types
+
+
+def _database_url(value: Any) -> str | SecretRef:
+    if isinstance(value, SecretRef):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a database URL is a non-empty string such as sqlite:///.ledgerbridge/state.sqlite")
+    if has_reference(value):
+        return SecretRef(value, template=True)
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        password = None
+    if password:
+        raise ValueError(
+            "the URL contains a plain password; keep it out of the file with a reference, e.g. "
+            "postgresql://app:${env:PGPASSWORD}@db/ledger or ${env:DATABASE_URL}"
+        )
+    return value
+
+
+#: A SQLAlchemy URL, or a template with ``${env:...}``/``${file:...}`` references (use ``reveal_url``).
+DatabaseUrl = Annotated[str | SecretRef, PlainValidator(_database_url), PlainSerializer(str)]
+
+
+def _account_code(value: Any) -> Any:
+    if isinstance(value, int | float):  # bool is an int
+        raise ValueError(f'account codes are text: quote it ("{value}") so leading zeros and formatting survive')
+    return value
+
+
+AccountCode = Annotated[str, BeforeValidator(_account_code)]
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def reveal_url(url: str | SecretRef) -> str:
+    return url.reveal() if isinstance(url, SecretRef) else url
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class StoreConfig(_Model):
+    """The state store (xref, cursors, inbox, staging, audit). SQLite by default, PostgreSQL by URL."""
+
+    url: DatabaseUrl = "sqlite:///.ledgerbridge/state.sqlite"
+
+    def reveal_url(self) -> str:
+        return reveal_url(self.url)
+
+
+class RuntimeConfig(_Model):
+    """DBOS durable-execution settings."""
+
+    system_database_url: DatabaseUrl = "sqlite:///.ledgerbridge/dbos.sqlite"
+    application_version: str = Field(default="1", min_length=1)
+    executor_id: str = Field(default="local", min_length=1)
+    log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
+
+    def reveal_system_database_url(self) -> str:
+        return reveal_url(self.system_database_url)
+
+
+class RateLimit(_Model):
+    """At most ``limit`` calls per ``period_seconds``; ledgerbridge uses ``headroom`` of it (0.8 = 80%)."""
+
+    limit: int = Field(ge=1)
+    period_seconds: Decimal = Field(gt=0)
+    headroom: Decimal = Field(default=Decimal("0.8"), gt=0, le=1)
+
+    @property
+    def effective_limit(self) -> int:
+        """Calls per period after headroom, never below 1."""
+        return max(1, int(self.limit * self.headroom))
+
+
+class Limits(_Model):
+    concurrency: int = Field(default=1, ge=1)
+    rate: RateLimit | None = None
+
+
+class SystemConfig(_Model):
+    """A configured instance of a product (``connector``) playing one ``role``."""
+
+    connector: str = Field(min_length=1)
+    role: SystemRole
+    options: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    batch_size: int = Field(default=500, ge=1)
+
+    def secret(self, name: str) -> str:
+        """The clear value of secret ``name`` (explicit resolution; raises with the key path when unresolvable)."""
+        try:
+            ref = self.secrets[name]
+        except KeyError:
+            raise KeyError(f"no secret named {name!r}; configured: {sorted(self.secrets) or 'none'}") from None
+        return ref.reveal()
+
+
+ROUTE_KEYS = ("ledger", "invoices", "customers", "projects", "resources", "time", "expenses", "milestones", "reporting")
+
+
+class RouteTargets(_Model):
+    """Which configured system plays each part for a legal entity. ``None`` = not routed."""
+
+    ledger: str | None = None
+    invoices: str | None = None
+    customers: str | None = None
+    projects: str | None = None
+    resources: str | None = None
+    time: str | None = None
+    expenses: str | None = None
+    milestones: str | None = None
+    reporting: str | None = None
+
+
+class Routing(_Model):
+    default: RouteTargets = Field(default_factory=RouteTargets)
+    by_entity: dict[str, RouteTargets] = Field(default_factory=dict)
+
+    def for_entity(self, legal_entity_id: str) -> RouteTargets:
+        """The default targets with the entity's overrides applied."""
+        override = self.by_entity.get(legal_entity_id)
+        if override is None:
+            return self.default
+        merged = self.default.model_dump()
+        merged.update({k: v for k, v in override.model_dump().items() if v is not None})
+        return RouteTargets(**merged)
+
+
+class AccountRoles(_Model):
+    """Role -> account code; ``by_entity`` overrides single roles for one legal entity."""
+
+    default: dict[str, AccountCode] = Field(default_factory=dict)
+    by_entity: dict[str, dict[str, AccountCode]] = Field(default_factory=dict)
+
+    def account(self, role: str, legal_entity_id: str | None = None) -> str:
+        if legal_entity_id is not None and role in self.by_entity.get(legal_entity_id, {}):
+            return self.by_entity[legal_entity_id][role]
+        try:
+            return self.default[role]
+        except KeyError:
+            raise KeyError(f"unknown account role {role!r}; known: {', '.join(sorted(self.default))}") from None
+
+
+class PostingRuleLine(_Model):
+    """One balanced debit/credit pair on one named amount component of a posting."""
+
+    debit: str
+    credit: str
+    amount: str
+    dimensions: list[str] = Field(default_factory=list)
+
+
+class LatePolicy(_Model):
+    """What happens to an item whose period is closed: ``reject`` (financial dead letter) or
+    ``next_open_period`` (posted into the next open period, the redating recorded)."""
+
+    default: LateItemAction = "reject"
+    by_entity: dict[str, LateItemAction] = Field(default_factory=dict)
+
+    def for_entity(self, legal_entity_id: str) -> LateItemAction:
+        return self.by_entity.get(legal_entity_id, self.default)
+
+
+class RetryPolicy(_Model):
+    """Retry of transient errors: wait ``interval_seconds`` then multiply by ``backoff_rate``, capped."""
+
+    max_attempts: int = Field(default=5, ge=1)
+    interval_seconds: Decimal = Field(default=Decimal(1), gt=0)
+    backoff_rate: Decimal = Field(default=Decimal(2), ge=1)
+    max_interval_seconds: Decimal = Field(default=Decimal(300), gt=0)
+
+    @model_validator(mode="after")
+    def _cap(self) -> RetryPolicy:
+        if self.max_interval_seconds < self.interval_seconds:
+            raise ValueError("max_interval_seconds is below interval_seconds: raise the cap or lower the interval")
+        return self
+
+
+class RetryPolicies(_Model):
+    default: RetryPolicy = Field(default_factory=RetryPolicy)
+    by_type: dict[str, RetryPolicy] = Field(default_factory=dict)
+
+    def for_type(self, txn_type: str) -> RetryPolicy:
+        return self.by_type.get(txn_type, self.default)
+
+
+class PostingFailurePolicy(_Model):
+    """When a line of a posting batch is refused by the target: ``all_or_nothing`` (the whole batch waits) or
+    ``line_level`` (good lines post, bad lines go to the financial dead letter)."""
+
+    default: PostingFailureMode = "all_or_nothing"
+    by_system: dict[str, PostingFailureMode] = Field(default_factory=dict)
+
+    def for_system(self, system: str) -> PostingFailureMode:
+        return self.by_system.get(system, self.default)
+
+
+class Policies(_Model):
+    late_item: LatePolicy = Field(default_factory=LatePolicy)
+    fx_rate_date: FxRateDate = "transaction_date"
+    retry: RetryPolicies = Field(default_factory=RetryPolicies)
+    posting_failure_mode: PostingFailurePolicy = Field(default_factory=PostingFailurePolicy)
+
+
+class LedgerbridgeConfig(_Model):
+    """The whole configuration file."""
+
+    version: Literal[1] = 1
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    systems: dict[str, SystemConfig] = Field(default_factory=dict)
+    routing: Routing = Field(default_factory=Routing)
+    account_roles: AccountRoles = Field(default_factory=AccountRoles)
+    posting_rules: dict[str, list[PostingRuleLine]] = Field(default_factory=dict)
+    policies: Policies = Field(default_factory=Policies)
+    mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bind_and_check(self, info: _Info) -> LedgerbridgeConfig:
+        ctx = info.context or {}
+        base_dir = ctx.get("base_dir")
+        for path, ref in self.secret_refs():
+            ref.bind(format_path(path), Path(base_dir) if base_dir else None)
+        if not ctx.get("skip_cross_check"):
+            issues = cross_check(self)
+            if issues:
+                raise ValueError("; ".join(f"{format_path(p)}: {m}" for p, m in issues))
+        return self
+
+    def secret_refs(self) -> list[tuple[KeyPath, SecretRef]]:
+        """Every secret reference in the configuration with its key path."""
+        out: list[tuple[KeyPath, SecretRef]] = []
+        if isinstance(self.store.url, SecretRef):
+            out.append((("store", "url"), self.store.url))
+        if isinstance(self.runtime.system_database_url, SecretRef):
+            out.append((("runtime", "system_database_url"), self.runtime.system_database_url))
+        for name, system in self.systems.items():
+            for key, ref in system.secrets.items():
+                out.append((("systems", name, "secrets", key), ref))
+        return out
+
+    def posting_config(self) -> dict[str, Any]:
+        """``account_roles`` and ``posting_rules`` as plain data, in the shape of the posting-rule contract."""
+        return self.model_dump(mode="json", include={"account_roles", "posting_rules"})
+
+
+# --------------------------------------------------------------------------- cross references
+
+
+def cross_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
+    """Every cross-reference problem as ``(key path, message)`` pairs (empty when consistent)."""
+    problems: list[tuple[KeyPath, str]] = []
+    systems = sorted(cfg.systems)
+    known = ", ".join(systems) or "none configured"
+
+    for name, system in cfg.systems.items():
+        if not SYSTEM_NAME.match(name):
+            problems.append((("systems", name), "system names start with a letter and use letters, digits, _ "
+                             "or - only (they become part of idempotency keys, where ':' separates fields)"))
+        for key, value in system.options.items():
+            if SECRET_LIKE_OPTION.search(key) and isinstance(value, str) and value:
+                problems.append((("systems", name, "options", key),
+                                 f"looks like a credential; move it under systems.{name}.secrets and {HOW}"))
+
+    def check_targets(targets: RouteTargets, base: KeyPath) -> None:
+        for key in ROUTE_KEYS:
+            target = getattr(targets, key)
+            if target is not None and target not in cfg.systems:
+                problems.append(((*base, key), f"unknown system {target!r}; configured systems: {known}"))
+
+    check_targets(cfg.routing.default, ("routing", "default"))
+    for entity, targets in cfg.routing.by_entity.items():
+        check_targets(targets, ("routing", "by_entity", entity))
+
+    roles = cfg.account_roles.default
+    role_list = ", ".join(sorted(roles)) or "none defined"
+    for role, code in roles.items():
+        if not code.strip():
+            problems.append((("account_roles", "default", role), "empty account code"))
+    for entity, overrides in cfg.account_roles.by_entity.items():
+        for role, code in overrides.items():
+            path: KeyPath = ("account_roles", "by_entity", entity, role)
+            if role not in roles:
+                problems.append((path, f"override of unknown account role {role!r}; add it to account_roles.default "
+                                       f"first (known roles: {role_list})"))
+            elif not code.strip():
+                problems.append((path, "empty account code"))
+
+    for txn_type, lines in cfg.posting_rules.items():
+        if not lines:
+            problems.append((("posting_rules", txn_type), "a posting rule needs at least one debit/credit line"))
+        for i, line in enumerate(lines):
+            base: KeyPath = ("posting_rules", txn_type, i)
+            for side in ("debit", "credit"):
+                role = getattr(line, side)
+                if not role.strip():
+                    problems.append(((*base, side), f"empty {side} account role"))
+                elif role not in roles:
+                    problems.append(((*base, side), f"unknown account role {role!r}; define it under "
+                                                    f"account_roles.default (known roles: {role_list})"))
+            if line.debit and line.debit == line.credit:
+                problems.append((base, f"debit and credit are the same role {line.debit!r}: the line has no effect"))
+            if not line.amount.strip():
+                problems.append(((*base, "amount"), "empty amount component: name the posting amount (e.g. cost, "
+                                                    "net, tax)"))
+            for k, dim in enumerate(line.dimensions):
+                if not dim.strip():
+                    problems.append(((*base, "dimensions", k), "empty dimension name"))
+            seen: set[str] = set()
+            for k, dim in enumerate(line.dimensions):
+                if dim in seen:
+                    problems.append(((*base, "dimensions", k), f"dimension {dim!r} listed twice"))
+                seen.add(dim)
+
+    for target in cfg.policies.posting_failure_mode.by_system:
+        if target not in cfg.systems:
+            problems.append((("policies", "posting_failure_mode", "by_system", target),
+                             f"unknown system {target!r}; configured systems: {known}"))
+    return problems
