@@ -1,0 +1,69 @@
+"""``ledgerbridge demo``: generate the sample consulting firm's PSA export (and, later, run the main job on it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ledgerbridge.samplefirm.generator import GenerationReport, generate_firm
+
+demo_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+DEFAULT_DEMO_DIR = Path("out/demo")
+DEFAULT_SEED = 42
+DEFAULT_EMPLOYEES = 40
+DEFAULT_MONTHS = 3
+DEFAULT_START = "2026-09"
+
+
+def print_report(report: GenerationReport, console: Console | None = None) -> None:
+    """Rich table of the files written, their rows and bytes, and the elapsed time."""
+    console = console or Console()
+    table = Table(title=f"PSA export in {report.out_dir}", title_justify="left")
+    table.add_column("file")
+    table.add_column("rows", justify="right")
+    table.add_column("bytes", justify="right")
+    for f in report.files:
+        table.add_row(f.name, f"{f.rows:,}", f"{f.bytes:,}")
+    table.add_row("total", f"{report.total_rows:,}", f"{report.total_bytes:,}", style="bold")
+    console.print(table)
+    s = report.stats
+    te_rate = s.get("time_versions", 0) / report.elapsed_seconds if report.elapsed_seconds else 0.0
+    console.print(
+        f"seed {report.seed}, {report.employees} employees, {report.months} month(s) from {report.start} "
+        f"(window {report.window_start} .. {report.window_end}, as of {report.as_of:%Y-%m-%dT%H:%MZ})\n"
+        f"time entries: {s.get('time_items', 0):,} ids, {s.get('time_versions', 0):,} versions "
+        f"({s.get('time_rejected', 0)} rejected, {s.get('time_recalled', 0)} recalled, "
+        f"{s.get('time_edited', 0)} edited after approval, {s.get('time_submitted', 0):,} awaiting approval)\n"
+        f"expenses: {s.get('expense_items', 0):,} ids, {s.get('expense_versions', 0):,} versions\n"
+        f"elapsed {report.elapsed_seconds:.2f} s ({te_rate:,.0f} time-entry rows/s)"
+    )
+
+
+@demo_app.command("generate")
+def generate(
+    out: Path = typer.Option(..., "--out", help="Directory to write the CSV files and manifest.json into."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Random seed (same seed + options = same bytes)."),
+    employees: int = typer.Option(DEFAULT_EMPLOYEES, "--employees", min=1, help="Number of staff booking time."),
+    months: int = typer.Option(DEFAULT_MONTHS, "--months", min=1, help="Months of activity to generate."),
+    start: str = typer.Option(DEFAULT_START, "--start", help="First month of the window, YYYY-MM."),
+) -> None:
+    """Write a realistic consulting firm as PSA export files (see docs/file-format.md)."""
+    try:
+        report = generate_firm(out, seed=seed, employees=employees, months=months, start=start)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    print_report(report)
+
+
+@demo_app.command("run")
+def run(
+    out: Path = typer.Option(DEFAULT_DEMO_DIR, "--out", help="Directory for the demo firm's files."),
+) -> None:
+    """Generate the default small firm (40 employees, 3 months, seed 42) into out/demo and show what was written."""
+    report = generate_firm(out, seed=DEFAULT_SEED, employees=DEFAULT_EMPLOYEES, months=DEFAULT_MONTHS,
+                           start=DEFAULT_START)
+    print_report(report)
