@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ DBOS_LOGGER_NAME = "ledgerbridge.runtime.dbos"
 
 #: Workflow statuses as DBOS stores them.
 STATUSES = ("ENQUEUED", "DELAYED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+_FINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
 
 
 class RuntimeNotLaunchedError(RuntimeError):
@@ -243,27 +245,21 @@ def run(fn: Callable[P, R], *args: Any, workflow_id: str | None = None, **kwargs
     return fn(*args, **kwargs)
 
 
-def result(workflow_id: str, *, timeout_seconds: float | None = None) -> Any:
-    """Wait for a workflow and return its result; re-raises its error (a LedgerbridgeError keeps its class)."""
+def result(workflow_id: str, *, timeout_seconds: float | None = None, poll_seconds: float = 0.05) -> Any:
+    """Wait for a workflow and return its result; re-raises its error (a LedgerbridgeError keeps its class).
+    Raises :class:`TimeoutError` when ``timeout_seconds`` pass first (the workflow keeps running)."""
     Runtime.current()
+    handle = DBOS.retrieve_workflow(workflow_id)
     if timeout_seconds is None:
-        return DBOS.retrieve_workflow(workflow_id).get_result()
-    box: dict[str, Any] = {}
-
-    def waiter() -> None:
-        try:
-            box["value"] = DBOS.retrieve_workflow(workflow_id).get_result()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=waiter, daemon=True, name=f"lb-result-{workflow_id}")
-    thread.start()
-    thread.join(timeout_seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout_seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+        return handle.get_result(polling_interval_sec=poll_seconds)
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        status = str(handle.get_status().status)
+        if status in _FINAL_STATUSES:
+            return handle.get_result(polling_interval_sec=poll_seconds)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout_seconds} s (status {status})")
+        time.sleep(poll_seconds)
 
 
 def sleep(seconds: float) -> None:
