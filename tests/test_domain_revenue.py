@@ -201,3 +201,10 @@ def test_catch_up_sums_to_value_times_final_percent_complete(
     assert recognized == round_money(value * min(D(1), ctd / est), cur)
     if finish:
         assert recognized == value
+
+
+def test_contract_position_splits_asset_and_liability() -> None:
+    # 30,000 recognised, 40,000 billed: 10,000 billed in advance is deferred revenue, nothing unbilled.
+    assert revenue.contract_position(D("30000.00"), D("40000.00")) == revenue.ContractPosition(D(0), D("10000.00"))
+    assert revenue.contract_position(D("66000.00"), D("40000.00")) == revenue.ContractPosition(D("26000.00"), D(0))
+    assert revenue.contract_position(D("5.00"), D("5.00")) == revenue.ContractPosition(D(0), D(0))

@@ -16,6 +16,7 @@ A contract whose estimated cost exceeds its value is reported as a loss-provisio
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 
 from ledgerbridge.domain.billing import check_milestone, milestone_ref, period_bounds
@@ -222,3 +223,19 @@ def milestone_postings(
             sign=sign,
         )
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class ContractPosition:
+    """Where a contract stands: revenue earned but not billed (an asset, shown on unbilled receivables) or
+    billed ahead of revenue (a contract liability, shown as deferred revenue). At most one is non-zero."""
+
+    unbilled: Decimal
+    deferred: Decimal
+
+
+def contract_position(recognized_to_date: Decimal, billed_net_to_date: Decimal) -> ContractPosition:
+    """Split a project's unbilled-receivables balance (recognised revenue minus billed net) into the asset and
+    the liability side, for reporting or a period-end reclass to deferred revenue (2400)."""
+    diff = recognized_to_date - billed_net_to_date
+    return ContractPosition(unbilled=max(diff, Decimal(0)), deferred=max(-diff, Decimal(0)))
