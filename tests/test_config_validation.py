@@ -255,3 +255,11 @@ def test_direct_model_validation_runs_cross_checks() -> None:
     data = yaml.safe_load(replace_in_starter("    invoices: ledger\n", "    invoices: ledgr\n"))
     with pytest.raises(ValidationError, match=r"routing\.default\.invoices: unknown system 'ledgr'"):
         LedgerbridgeConfig.model_validate(data)
+
+
+def test_unknown_transaction_type() -> None:
+    text = replace_in_starter("  milestone_revenue:\n    - {", "  milestone_revenu:\n    - {")
+    (issue,) = validate_text(text)
+    assert issue.path == "posting_rules.milestone_revenu"
+    assert issue.line == line_of(text, "milestone_revenu:")
+    assert "milestone_revenue" in issue.message  # the allowed types are listed

@@ -7,6 +7,7 @@ returns every problem with its exact key path. ``ledgerbridge.config.loader`` ad
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from pydantic import ValidationInfo as _Info
 
 from ledgerbridge.config.secrets import HOW, SecretRef, has_reference
+from ledgerbridge.model.entities import JournalType
 
 __all__ = [
     "AccountRoles",
@@ -38,6 +40,7 @@ __all__ = [
     "SystemConfig",
     "cross_check",
     "format_path",
+    "parse_path",
 ]
 
 KeyPath = tuple[str | int, ...]
@@ -145,12 +148,23 @@ class RuntimeConfig(_Model):
     """DBOS durable-execution settings."""
 
     system_database_url: DatabaseUrl = "sqlite:///.ledgerbridge/dbos.sqlite"
-    application_version: str = Field(default="1", min_length=1)
+    #: ``None`` = the runtime's own pinned default (``<package version>+wf<N>``, never DBOS's source hash).
+    application_version: str | None = Field(default=None, min_length=1)
     executor_id: str = Field(default="local", min_length=1)
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
 
     def reveal_system_database_url(self) -> str:
         return reveal_url(self.system_database_url)
+
+    def to_runtime(self) -> Any:
+        """A ``ledgerbridge.runtime.RuntimeSettings`` (the database URL's references resolved here)."""
+        from ledgerbridge.runtime.settings import RuntimeSettings
+
+        settings = RuntimeSettings(system_database_url=self.reveal_system_database_url(),
+                                   executor_id=self.executor_id, log_level=self.log_level)
+        if self.application_version is not None:
+            settings = dataclasses.replace(settings, application_version=self.application_version)
+        return settings
 
 
 class RateLimit(_Model):
@@ -257,12 +271,28 @@ class LatePolicy(_Model):
 
 
 class RetryPolicy(_Model):
-    """Retry of transient errors: wait ``interval_seconds`` then multiply by ``backoff_rate``, capped."""
+    """Retry of transient errors: up to ``max_attempts`` calls; the wait after failure *n* is
+    ``min(interval_seconds * backoff_rate ** (n - 1), max_interval_seconds)``. Rate-limited waits are not failures:
+    at most ``max_rate_limit_waits`` of them, ``rate_limit_budget_seconds`` in total. Same fields and defaults as
+    ``ledgerbridge.runtime.RetryPolicy`` (see :meth:`to_runtime`)."""
 
     max_attempts: int = Field(default=5, ge=1)
-    interval_seconds: Decimal = Field(default=Decimal(1), gt=0)
+    interval_seconds: Decimal = Field(default=Decimal(1), ge=0)
     backoff_rate: Decimal = Field(default=Decimal(2), ge=1)
-    max_interval_seconds: Decimal = Field(default=Decimal(300), gt=0)
+    max_interval_seconds: Decimal = Field(default=Decimal(60), ge=0)
+    max_rate_limit_waits: int = Field(default=20, ge=0)
+    rate_limit_budget_seconds: Decimal = Field(default=Decimal(900), ge=0)
+
+    def to_runtime(self) -> Any:
+        """The runtime's ``RetryPolicy`` (seconds as float there: these are durations, not money)."""
+        from ledgerbridge.runtime.settings import RetryPolicy as RuntimeRetryPolicy
+
+        return RuntimeRetryPolicy(
+            max_attempts=self.max_attempts, interval_seconds=float(self.interval_seconds),
+            backoff_rate=float(self.backoff_rate), max_interval_seconds=float(self.max_interval_seconds),
+            max_rate_limit_waits=self.max_rate_limit_waits,
+            rate_limit_budget_seconds=float(self.rate_limit_budget_seconds),
+        )
 
     @model_validator(mode="after")
     def _cap(self) -> RetryPolicy:
@@ -321,6 +351,21 @@ class LedgerbridgeConfig(_Model):
             if issues:
                 raise ValueError("; ".join(f"{format_path(p)}: {m}" for p, m in issues))
         return self
+
+    def queue_specs(self) -> dict[str, Any]:
+        """One ``ledgerbridge.runtime.QueueSpec`` per system (name = system name), from its ``limits``."""
+        from ledgerbridge.runtime.settings import QueueSpec
+
+        out: dict[str, Any] = {}
+        for name, system in self.systems.items():
+            rate = system.limits.rate
+            out[name] = QueueSpec(
+                name=name, concurrency=system.limits.concurrency,
+                rate_limit=None if rate is None else rate.limit,
+                period_seconds=1.0 if rate is None else float(rate.period_seconds),
+                headroom=0.8 if rate is None else float(rate.headroom),
+            )
+        return out
 
     def secret_refs(self) -> list[tuple[KeyPath, SecretRef]]:
         """Every secret reference in the configuration with its key path."""
@@ -381,7 +426,11 @@ def cross_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
             elif not code.strip():
                 problems.append((path, "empty account code"))
 
+    txn_types = sorted(t.value for t in JournalType)
     for txn_type, lines in cfg.posting_rules.items():
+        if txn_type not in txn_types:
+            problems.append((("posting_rules", txn_type), f"{txn_type!r} is not a transaction (journal) type; use one "
+                                                          f"of: {', '.join(txn_types)}"))
         if not lines:
             problems.append((("posting_rules", txn_type), "a posting rule needs at least one debit/credit line"))
         for i, line in enumerate(lines):
@@ -411,4 +460,36 @@ def cross_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
         if target not in cfg.systems:
             problems.append((("policies", "posting_failure_mode", "by_system", target),
                              f"unknown system {target!r}; configured systems: {known}"))
+    if not problems:
+        problems.extend(_domain_check(cfg))
     return problems
+
+
+def _domain_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
+    """Let the domain parse the posting rules too, so a file that validates is one the domain accepts."""
+    from ledgerbridge.domain.errors import DomainError
+    from ledgerbridge.domain.posting import PostingRules
+
+    data = cfg.posting_config()
+    if not data["posting_rules"] and not data["account_roles"]["default"]:
+        return []  # nothing configured yet (a partial file); nothing to post with
+    try:
+        PostingRules.from_config(data["account_roles"], data["posting_rules"])
+    except DomainError as exc:
+        return [(parse_path(exc.item.removeprefix("posting config ")), f"{exc.message} ({exc.rule}); fix: {exc.fix}")]
+    return []
+
+
+def parse_path(text: str) -> KeyPath:
+    """Inverse of :func:`format_path`: ``posting_rules.invoice[1].credit`` -> ``("posting_rules", "invoice", 1,
+    "credit")``."""
+    out: list[str | int] = []
+    for part in text.split("."):
+        m = re.fullmatch(r"([^\[]*)((?:\[\d+\])*)", part)
+        if m is None:
+            out.append(part)
+            continue
+        if m.group(1):
+            out.append(m.group(1))
+        out.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return tuple(out)
