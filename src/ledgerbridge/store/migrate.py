@@ -41,7 +41,9 @@ def migrate(target: str | URL | Engine | Connection | None = None, revision: str
     """Upgrade the store at ``target`` (URL, Engine or Connection; default URL when None) to ``revision``.
 
     Safe to run any number of times: an up-to-date store is left alone. Returns the revision now current.
-    A Connection is used as given (the caller commits); a URL or Engine is migrated in its own transaction.
+    A Connection already in a transaction is migrated inside it (the caller commits or rolls back; DDL is
+    transactional on both backends); a Connection outside a transaction, a URL or an Engine is migrated in a
+    transaction of its own, committed at the end.
     """
     if isinstance(target, Connection):
         cfg = alembic_config()
