@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 
 from ledgerbridge.errors import LedgerbridgeError
 from ledgerbridge.model.entities import JournalEntry
+from ledgerbridge.model.money import quantum
 
 # --------------------------------------------------------------------------------------------------- capabilities
 
@@ -229,6 +230,13 @@ class ReadBack:
         return not self.mismatches(journal)
 
 
+def amount_text(value: Decimal, currency: str) -> str:
+    """Fixed-point text of an amount for file formats, padded to the currency's minor unit when that is exact
+    (``12.5`` USD -> ``12.50``, ``0`` -> ``0.00``); never rounded: an amount with more digits keeps them."""
+    q = value.quantize(quantum(currency))
+    return f"{q:f}" if q == value else f"{value:f}"
+
+
 def _fmt(t: CurrencyTotals | None) -> str:
     return "nothing" if t is None else f"debit {t.debit} / credit {t.credit}"
 
@@ -329,6 +337,7 @@ __all__ = [
     "PostingBatch",
     "ReadBack",
     "SystemKind",
+    "amount_text",
     "atomic_write_bytes",
     "file_lock",
     "fsync_dir",

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ledgerbridge.connectors.base import CurrencyTotals, PostingBatch, ReadBack
+from ledgerbridge.connectors.base import CurrencyTotals, PostingBatch, ReadBack, amount_text
 from ledgerbridge.model.entities import JournalEntry
-from ledgerbridge.model.money import quantum
 
 FORMAT_NAME = "ledgerbridge-journal-csv"
 FORMAT_VERSION = 1
@@ -64,13 +63,6 @@ def ack_names(run_id: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------------------- rendering
-
-
-def amount_text(value: Decimal, currency: str) -> str:
-    """Fixed-point text, padded to the currency's minor unit when that is exact (``12.5`` USD -> ``12.50``);
-    never rounded: an amount with more digits keeps them."""
-    q = value.quantize(quantum(currency))
-    return f"{q:f}" if q == value else f"{value:f}"
 
 
 def dimensions_text(dimensions: Mapping[str, str]) -> str:
