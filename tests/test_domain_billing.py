@@ -364,16 +364,27 @@ def test_fixed_fee_invoice_currency_mismatch() -> None:
 # ------------------------------------------------------------------------------------------------ postings
 
 
-def test_postings_for_tm_invoice_split_unbilled_relief_and_expense_rebill() -> None:
-    [inv] = drafts([ct("T1", "10", "100")], [cx("X1", "40.00")])
-    [main, rebill] = billing.postings_for_invoice(inv, "UK01")
-    assert (main.txn_type, main.amount("net"), main.amount("tax")) == ("invoice", D("1000.00"), D("208.00"))
-    assert (rebill.txn_type, rebill.amount("net")) == ("expense_rebill", D("40.00"))
-    assert main.amount("net") + rebill.amount("net") == inv.net_total
-    for p in (main, rebill):
+def test_postings_for_tm_invoice_recognise_rebilled_expenses_then_relieve_unbilled() -> None:
+    [inv] = drafts([ct("T1", "10", "100")], [cx("X1", "40.00"), cx("X2", "12.50", cat="meals")])
+    [meals, travel, main] = billing.postings_for_invoice(inv, "UK01", cost_center="CC-DEL-UK")
+    assert (main.txn_type, main.amount("net"), main.amount("tax")) == ("invoice", D("1052.50"), D("210.50"))
+    assert main.dimensions == (("project", "P-TM"),)
+    assert main.source == SourceRef(system="ledgerbridge", entity="invoice", id=inv.id, version=1)
+    assert [(p.txn_type, p.amount("billable_value")) for p in (meals, travel)] == [
+        ("revenue_accrual", D("12.50")), ("revenue_accrual", D("40.00"))
+    ]
+    assert meals.source == SourceRef(system="ledgerbridge", entity="invoice_line", id=f"{inv.id}:2", version=1)
+    assert meals.dimensions == (("project", "P-TM"), ("cost_center", "CC-DEL-UK"))
+    for p in (meals, travel, main):
         assert (p.legal_entity_id, p.date, p.currency, p.sign) == ("UK01", MAR, "GBP", 1)
-        assert p.dimensions == (("project", "P-TM"),)
-        assert p.source == SourceRef(system="ledgerbridge", entity="invoice", id=inv.id, version=1)
+
+
+def test_postings_for_invoice_rebill_type_is_configurable_and_time_only_invoice_has_one_posting() -> None:
+    [inv] = drafts([], [cx("X1", "40.00")])
+    [rebill, _] = billing.postings_for_invoice(inv, rebill_txn_type="expense_recovery", rebill_amount="amount")
+    assert (rebill.txn_type, rebill.amount("amount")) == ("expense_recovery", D("40.00"))
+    [inv] = drafts([ct("T1", "1", "100")])
+    assert [p.txn_type for p in billing.postings_for_invoice(inv)] == ["invoice"]
 
 
 def test_postings_for_milestone_invoice_and_reversal() -> None:

@@ -141,10 +141,11 @@ def test_tm_invoice_net_equals_accrued_revenue_plus_rebilled_expenses(
         assert inv.tax_total == sum(ln.tax_amount for ln in inv.lines)
         assert inv.total == inv.net_total + inv.tax_total
         assert all(ln.tax_amount == round_money(ln.net_amount * D("0.20"), "GBP") for ln in inv.lines)
-        # the postings carry the whole invoice: unbilled relief + expense rebill = net, tax = tax
-        posts = billing.postings_for_invoice(inv)
-        assert sum(p.amount("net") for p in posts) == inv.net_total
-        assert posts[0].amount("tax") == inv.tax_total
+        # the invoice posting carries the whole invoice; rebilled expenses are recognised line by line
+        *rebills, main = billing.postings_for_invoice(inv)
+        assert (main.amount("net"), main.amount("tax")) == (inv.net_total, inv.tax_total)
+        expense_net = sum(ln.net_amount for ln in inv.lines if billing.is_expense_line(ln))
+        assert sum(p.amount("billable_value") for p in rebills) == expense_net
         assert inv.id == f"INV-{inv.project_id}-2026-03"
 
 

@@ -12,11 +12,13 @@ Decisions (see ``docs/domain-billing-revenue.md`` for worked numbers):
   the revenue; invoice builders refuse one (``billing.inclusive_tax_on_net_amounts``). :func:`compute_tax`
   itself handles both kinds.
 - **Billing moves receivables, it never recognises revenue** (except rebilled expenses, below): the ``invoice``
-  posting debits receivables and credits unbilled receivables with the net, and tax payable with the tax.
+  posting debits receivables and credits unbilled receivables with the whole net, and tax payable with the tax.
   Revenue is recognised by the accrual (T&M), :mod:`ledgerbridge.domain.revenue` (fixed fee, milestone).
-- **Rebilled expenses** are recognised as expense-recovery revenue when invoiced: their net goes to an
-  ``expense_rebill`` posting (Dr receivables / Cr expense_recovery_revenue), not to ``invoice``, because nothing
-  put them on unbilled receivables.
+- **Rebilled expenses** were never put on unbilled receivables (no chart rule accrues them), so the invoice
+  recognises them: one extra posting per rebilled-expense line on unbilled receivables, by default of txn type
+  ``revenue_accrual`` (Dr unbilled / Cr service revenue), which the ``invoice`` posting then relieves. The chart
+  has no txn type that credits expense_recovery_revenue (4300) and ``JournalType`` would need a new member for one;
+  ``rebill_txn_type`` / ``rebill_amount`` switch to it when it exists.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ Converter = Callable[[Decimal, str, str, dt.date], Decimal]
 #: ``system`` of the SourceRefs this engine mints for documents it creates (invoices, schedule items).
 ENGINE_SYSTEM = "ledgerbridge"
 
-#: Posting txn types produced here. ``expense_rebill`` is not in the starter chart rule set (see the doc).
+#: Posting txn type of an invoice (chart.md rule: Dr receivables / Cr unbilled on ``net``, Cr tax payable on ``tax``).
 TXN_INVOICE = "invoice"
-TXN_EXPENSE_REBILL = "expense_rebill"
+#: Default txn type and amount name that recognise rebilled expenses at invoicing (Dr unbilled / Cr revenue).
+REBILL_TXN_TYPE = "revenue_accrual"
+REBILL_AMOUNT = "billable_value"
 
 #: Months per instalment for :func:`fixed_fee_schedule`.
 FREQUENCIES: dict[str, int] = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 12}
@@ -589,13 +593,23 @@ def is_expense_line(line: InvoiceLine) -> bool:
     return bool(line.lineage) and all(r.entity == "expense" for r in line.lineage)
 
 
-def postings_for_invoice(inv: Invoice, legal_entity_id: str | None = None, sign: int = 1) -> list[Posting]:
-    """The ledger facts of an invoice (``sign=-1`` for its reversal, e.g. a void).
+def postings_for_invoice(
+    inv: Invoice,
+    legal_entity_id: str | None = None,
+    sign: int = 1,
+    *,
+    cost_center: str | None = None,
+    rebill_txn_type: str = REBILL_TXN_TYPE,
+    rebill_amount: str = REBILL_AMOUNT,
+) -> list[Posting]:
+    """The ledger facts of an invoice (``sign=-1`` for its reversal, e.g. a void), all on the invoice date:
 
-    - ``invoice`` (amounts ``net`` and ``tax``): Dr receivables / Cr unbilled receivables on the net of the lines
-      that relieve unbilled (time, milestone, fixed fee), Dr receivables / Cr tax payable on the tax of *all* lines;
-    - ``expense_rebill`` (amount ``net``), only when the invoice has rebilled-expense lines: Dr receivables /
-      Cr expense-recovery revenue on their net.
+    - per rebilled-expense line with a non-zero net: a ``rebill_txn_type`` posting (amount ``rebill_amount`` =
+      the line net; default ``revenue_accrual``/``billable_value``: Dr unbilled receivables / Cr revenue),
+      source ``ledgerbridge:invoice_line:{invoice id}:{line no}``, dimensions project (+ cost_center if given);
+    - one ``invoice`` posting, amounts ``net`` (the invoice net total) and ``tax`` (its tax total): Dr receivables /
+      Cr unbilled receivables, Dr receivables / Cr tax payable; source ``ledgerbridge:invoice:{invoice id}``,
+      dimension project.
 
     ``legal_entity_id`` defaults to the invoice's; another value is refused (intercompany billing is not a rule).
     """
@@ -611,21 +625,32 @@ def postings_for_invoice(inv: Invoice, legal_entity_id: str | None = None, sign:
         raise DomainError(
             f"invoice {inv.id}", "billing.bad_sign", f"sign must be 1 or -1, got {sign}", "pass 1 or -1"
         )
-    rebill = sum((ln.net_amount for ln in inv.lines if is_expense_line(ln)), Decimal(0))
-    relieve = inv.net_total - rebill
-    def posting(txn_type: str, amounts: tuple[tuple[str, Decimal], ...]) -> Posting:
-        return Posting(
-            txn_type=txn_type,
+    project_dim = ("project", inv.project_id)
+    rebill_dims = (project_dim, ("cost_center", cost_center)) if cost_center else (project_dim,)
+    out = [
+        Posting(
+            txn_type=rebill_txn_type,
             legal_entity_id=entity,
             date=inv.invoice_date,
             currency=inv.currency,
-            amounts=amounts,
-            dimensions=(("project", inv.project_id),),
+            amounts=((rebill_amount, ln.net_amount),),
+            dimensions=rebill_dims,
+            source=SourceRef(system=ENGINE_SYSTEM, entity="invoice_line", id=f"{inv.id}:{ln.line_no}", version=1),
+            sign=sign,
+        )
+        for ln in inv.lines
+        if is_expense_line(ln) and ln.net_amount != 0
+    ]
+    out.append(
+        Posting(
+            txn_type=TXN_INVOICE,
+            legal_entity_id=entity,
+            date=inv.invoice_date,
+            currency=inv.currency,
+            amounts=(("net", inv.net_total), ("tax", inv.tax_total)),
+            dimensions=(project_dim,),
             source=invoice_ref(inv),
             sign=sign,
         )
-
-    out = [posting(TXN_INVOICE, (("net", relieve), ("tax", inv.tax_total)))]
-    if any(is_expense_line(ln) for ln in inv.lines):
-        out.append(posting(TXN_EXPENSE_REBILL, (("net", rebill),)))
+    )
     return out
