@@ -263,3 +263,12 @@ def test_unknown_transaction_type() -> None:
     assert issue.path == "posting_rules.milestone_revenu"
     assert issue.line == line_of(text, "milestone_revenu:")
     assert "milestone_revenue" in issue.message  # the allowed types are listed
+
+
+def test_section_with_every_entry_commented_out_means_default() -> None:
+    old = "  by_entity: {}\n  #   UK01: {ledger: erp_uk"
+    text = replace_in_starter(old, old.replace(" {}", ""))
+    assert validate_text(text) == []
+    assert validate_text("systems:\nposting_rules:\n") == []
+    (issue,) = validate_text("systems:\n  erp_us:\n")  # a named system still needs its keys
+    assert issue.path == "systems.erp_us" and issue.line == 2

@@ -88,6 +88,17 @@ class _Model(BaseModel):
     # hide_input_in_errors: a ValidationError must never echo a value (it might be a pasted secret)
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        """``by_entity:`` with every entry commented out is ``None`` in YAML: treat it as "use the default"."""
+        if isinstance(data, dict):
+            empty = [k for k, v in data.items() if v is None and k in cls.model_fields
+                     and not cls.model_fields[k].is_required() and cls.model_fields[k].default is not None]
+            if empty:
+                data = {k: v for k, v in data.items() if k not in empty}
+        return data
+
 
 # --------------------------------------------------------------------------- field types
 
@@ -398,7 +409,7 @@ def cross_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
             problems.append((("systems", name), "system names start with a letter and use letters, digits, _ "
                              "or - only (they become part of idempotency keys, where ':' separates fields)"))
         for key, value in system.options.items():
-            if SECRET_LIKE_OPTION.search(key) and isinstance(value, str) and value:
+            if SECRET_LIKE_OPTION.search(key) and isinstance(value, str | int) and value not in ("", True, False):
                 problems.append((("systems", name, "options", key),
                                  f"looks like a credential; move it under systems.{name}.secrets and {HOW}"))
 
