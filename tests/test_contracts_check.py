@@ -277,3 +277,14 @@ def test_cli_check_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(CLI, [*PREFIX, "check", str(tmp_path / "old"), str(tmp_path / "missing")])
     assert result.exit_code == 2
     assert "not a directory" in result.output
+
+
+def test_recursive_schemas_terminate_and_report_nested_changes() -> None:
+    node = {"$defs": {"Node": {"type": "object", "title": "Node", "required": ["name"], "properties": {
+        "name": {"type": "string"},
+        "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}, "default": []},
+    }}}, "$ref": "#/$defs/Node"}
+    changed = copy.deepcopy(node)
+    changed["$defs"]["Node"]["properties"]["name"]["maxLength"] = 10
+    ch = only(diff_schemas(node, changed), path="name")
+    assert ch.breaking and ch.kind == "constraint_tightened"
