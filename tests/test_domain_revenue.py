@@ -54,9 +54,12 @@ def test_percent_complete_worked_example_with_estimate_rise() -> None:
     # Mar: estimate rises to 110,000, cost 50,000 -> 45.4545 % -> cumulative 54,545.45: catch-up of -11,454.55.
     mar = revenue.percent_complete_revenue(D("120000"), D("110000"), D("50000"), jan + feb, "GBP")
     assert mar == D("-11454.55")
-    # Apr: cost reaches the estimate: 100 % -> the whole contract value, exactly.
-    apr = revenue.percent_complete_revenue(D("120000"), D("110000"), D("110000"), jan + feb + mar, "GBP")
-    assert jan + feb + mar + apr == D("120000.00")
+    # Apr: cost 56,000 -> 50.909 % -> cumulative 61,090.91, this period 6,545.46 (docs example).
+    apr = revenue.percent_complete_revenue(D("120000"), D("110000"), D("56000"), jan + feb + mar, "GBP")
+    assert apr == D("6545.46")
+    # Later: cost reaches the estimate: 100 % -> the whole contract value, exactly.
+    end = revenue.percent_complete_revenue(D("120000"), D("110000"), D("110000"), jan + feb + mar + apr, "GBP")
+    assert jan + feb + mar + apr + end == D("120000.00")
 
 
 def test_percent_complete_is_capped_at_100_percent() -> None:
