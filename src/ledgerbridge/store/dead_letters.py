@@ -140,7 +140,7 @@ def list_letters(
     if older_than is not None:
         cutoff = utcnow() - older_than if isinstance(older_than, dt.timedelta) else older_than
         q = q.where(dead_letters.c.first_seen < cutoff)
-    q = q.order_by(dead_letters.c.first_seen, dead_letters.c.id).limit(limit)
+    q = q.order_by(dead_letters.c.first_seen, *[dead_letters.c[c] for c in _OPEN_KEY], dead_letters.c.id).limit(limit)
     return [_letter(r) for r in conn.execute(q)]
 
 

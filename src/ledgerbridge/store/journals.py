@@ -220,17 +220,12 @@ def record_journals(
         }
         for e, h in by_id.values()
     ]
+    # check before writing (a refused batch writes nothing) and again after (a concurrent writer may have won)
+    _check_same_content(conn, by_id, list(by_id))
     stmt = insert_for(conn, posted_journals).on_conflict_do_nothing(index_elements=["id"])
     inserted = {r[0] for r in conn.execute(stmt.returning(posted_journals.c.id), headers)}
     existing = [jid for jid in by_id if jid not in inserted]
-    if existing:
-        stored = _hashes(conn, existing)
-        bad = [jid for jid in existing if stored.get(jid) != by_id[jid][1]]
-        if bad:
-            raise JournalConflictError(
-                f"journal(s) {', '.join(sorted(bad)[:5])} already posted with different content: posted journals "
-                "are never edited; post a reversing entry and a new entry with a new id"
-            )
+    _check_same_content(conn, by_id, existing)
     lines = [
         {
             "journal_id": jid,
@@ -254,6 +249,18 @@ def record_journals(
     if lines:
         conn.execute(posted_journal_lines.insert(), lines)
     return RecordResult(inserted=[jid for jid in by_id if jid in inserted], existing=existing)
+
+
+def _check_same_content(conn: Connection, by_id: Mapping[str, tuple[JournalEntry, str]], ids: list[str]) -> None:
+    if not ids:
+        return
+    stored = _hashes(conn, ids)
+    bad = [jid for jid in ids if jid in stored and stored[jid] != by_id[jid][1]]
+    if bad:
+        raise JournalConflictError(
+            f"journal(s) {', '.join(sorted(bad)[:5])} already posted with different content: posted journals "
+            "are never edited; post a reversing entry and a new entry with a new id"
+        )
 
 
 def _hashes(conn: Connection, ids: Sequence[str]) -> dict[str, str]:

@@ -89,7 +89,8 @@ def list_items(
         q = q.where(stewardship_items.c.canonical_type == canonical_type)
     if canonical_id is not None:
         q = q.where(stewardship_items.c.canonical_id == canonical_id)
-    q = q.order_by(stewardship_items.c.created_at, stewardship_items.c.id).limit(limit)
+    q = q.order_by(stewardship_items.c.created_at, *[stewardship_items.c[c] for c in _KEY], stewardship_items.c.id)
+    q = q.limit(limit)
     return [StewardshipItem(**r._mapping) for r in conn.execute(q)]
 
 
