@@ -828,7 +828,7 @@ def _file_stat(path: Path, rows: int) -> FileStat:
     h = hashlib.sha256()
     size = 0
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
+        while chunk := fh.read(1 << 16):
             h.update(chunk)
             size += len(chunk)
     return FileStat(path.name, rows, size, h.hexdigest())

@@ -1,0 +1,52 @@
+"""``ledgerbridge demo generate`` / ``demo run`` through Typer's CliRunner on ``demo_app``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ledgerbridge.samplefirm.cli import demo_app
+from ledgerbridge.samplefirm.fileformat import FILE_MODELS, MANIFEST
+from ledgerbridge.samplefirm.reader import load_firm
+
+runner = CliRunner()
+
+
+def test_generate_writes_the_files_and_prints_a_table(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    res = runner.invoke(demo_app, ["generate", "--out", str(out), "--seed", "9", "--employees", "12",
+                                   "--months", "2", "--start", "2027-01"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["parameters"] == {"employees": 12, "months": 2, "start": "2027-01"}
+    assert manifest["window"]["closed_period"] == "2026-12"
+    for name in FILE_MODELS:
+        assert (out / name).exists()
+        assert name in res.output
+    te_rows = manifest["files"]["time_entries.csv"]["rows"]
+    assert f"{te_rows:,}" in res.output and "elapsed" in res.output
+    assert load_firm(out, verify=True).errors == []
+
+
+def test_generate_refuses_a_bad_start_month(tmp_path: Path) -> None:
+    res = runner.invoke(demo_app, ["generate", "--out", str(tmp_path), "--start", "2026-13"])
+    assert res.exit_code != 0
+    assert "YYYY-MM" in res.output
+    assert not (tmp_path / MANIFEST).exists()
+
+
+@pytest.mark.parametrize("args", [["--employees", "0"], ["--months", "0"]])
+def test_generate_refuses_nonpositive_sizes(tmp_path: Path, args: list[str]) -> None:
+    res = runner.invoke(demo_app, ["generate", "--out", str(tmp_path), *args])
+    assert res.exit_code != 0 and not (tmp_path / MANIFEST).exists()
+
+
+def test_run_generates_the_default_small_firm(tmp_path: Path) -> None:
+    res = runner.invoke(demo_app, ["run", "--out", str(tmp_path / "demo")])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "demo" / MANIFEST).read_text())
+    assert manifest["seed"] == 42
+    assert manifest["parameters"] == {"employees": 40, "months": 3, "start": "2026-09"}
