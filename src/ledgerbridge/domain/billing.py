@@ -505,6 +505,25 @@ class ScheduleItem:
     currency: str
 
 
+def fixed_fee_contract_value(project: Project, area: str, what: str) -> Decimal:
+    """The contract value of a fixed-fee project; DomainError ``{area}.not_fixed_fee`` / ``{area}.no_contract_value``
+    otherwise (``what`` names the rule that needs it, e.g. "a billing schedule")."""
+    item = f"project {project.id}"
+    if project.contract_type is not ContractType.FIXED_FEE:
+        raise DomainError(
+            item,
+            f"{area}.not_fixed_fee",
+            f"{what} is for fixed-fee projects; this one is {project.contract_type.value}",
+            "use the rule of the project's own contract type",
+        )
+    if project.contract_value is None:
+        raise DomainError(
+            item, f"{area}.no_contract_value", "the fixed-fee project has no contract value",
+            "set the contract value on the project in the PSA",
+        )
+    return project.contract_value
+
+
 def fixed_fee_schedule(
     project: Project, start: dt.date, end: dt.date, frequency: str = "monthly"
 ) -> list[ScheduleItem]:
@@ -515,18 +534,7 @@ def fixed_fee_schedule(
     exactly. ``frequency`` is monthly, quarterly, semiannual or annual.
     """
     item = f"project {project.id}"
-    if project.contract_type is not ContractType.FIXED_FEE:
-        raise DomainError(
-            item,
-            "billing.not_fixed_fee",
-            f"a billing schedule is for fixed-fee projects; this one is {project.contract_type.value}",
-            "bill the project with its own contract type's run",
-        )
-    if project.contract_value is None:
-        raise DomainError(
-            item, "billing.no_contract_value", "the fixed-fee project has no contract value",
-            "set the contract value on the project in the PSA",
-        )
+    value = fixed_fee_contract_value(project, "billing", "a billing schedule")
     step = FREQUENCIES.get(frequency)
     if step is None:
         raise DomainError(
@@ -542,7 +550,6 @@ def fixed_fee_schedule(
     while (d := add_months(start, step * len(dates))) <= end:
         dates.append(d)
     cur = project.currency
-    value = project.contract_value
     _check_minor_unit(value, cur, item)
     n = len(dates)
     each = (value / n).quantize(quantum(cur), rounding=ROUND_DOWN)

@@ -19,7 +19,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ledgerbridge.domain.billing import check_milestone, milestone_ref, period_bounds
+from ledgerbridge.domain.billing import check_milestone, fixed_fee_contract_value, milestone_ref, period_bounds
 from ledgerbridge.domain.errors import DomainError, Violation
 from ledgerbridge.domain.types import Posting
 from ledgerbridge.model.base import SourceRef
@@ -124,18 +124,7 @@ def fixed_fee_postings(
     project's (a re-estimate not yet synced). ``date`` must fall in ``period``; ``ref`` identifies the run
     (e.g. ``ledgerbridge:fixed_fee_revenue:P-1:2026-03``)."""
     item = f"project {project.id}"
-    if project.contract_type is not ContractType.FIXED_FEE:
-        raise DomainError(
-            item,
-            "revenue.not_fixed_fee",
-            f"percent-complete revenue is for fixed-fee projects; this one is {project.contract_type.value}",
-            "recognise this project's revenue with its own contract type's rule",
-        )
-    if project.contract_value is None:
-        raise DomainError(
-            item, "revenue.no_contract_value", "the fixed-fee project has no contract value",
-            "set the contract value on the project in the PSA",
-        )
+    value = fixed_fee_contract_value(project, "revenue", "percent-complete revenue")
     est = estimated_cost if estimated_cost is not None else project.estimated_cost
     if est is None:
         raise DomainError(
@@ -148,9 +137,7 @@ def fixed_fee_postings(
             item, "revenue.date_outside_period", f"posting date {date} is not in period {period}",
             f"date the recognition between {start} and {end}",
         )
-    revenue = percent_complete_revenue(
-        project.contract_value, est, cost_to_date, recognized_to_date, project.currency, item
-    )
+    revenue = percent_complete_revenue(value, est, cost_to_date, recognized_to_date, project.currency, item)
     if revenue == 0:
         return []
     return [
