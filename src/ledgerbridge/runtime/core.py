@@ -20,6 +20,11 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
+from dbos._error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
+    DBOSNonExistentWorkflowError,
+)
 from dbos._logger import dbos_logger
 from sqlalchemy import event
 
@@ -41,6 +46,16 @@ _FINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTE
 
 class RuntimeNotLaunchedError(RuntimeError):
     """A runtime function needing the system database was called before :meth:`Runtime.launch`."""
+
+
+class WorkflowNotFinishedError(RuntimeError):
+    """:func:`result` was asked for a workflow that was cancelled or gave up recovering; ``status`` says which."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        fix = "resume it with resume(id) or fork it from a step" if status != "UNKNOWN" else "check the id"
+        super().__init__(f"workflow {workflow_id} has no result: status {status} — {fix}")
+        self.workflow_id = workflow_id
+        self.status = status
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -249,17 +264,25 @@ def result(workflow_id: str, *, timeout_seconds: float | None = None, poll_secon
     """Wait for a workflow and return its result; re-raises its error (a LedgerbridgeError keeps its class).
     Raises :class:`TimeoutError` when ``timeout_seconds`` pass first (the workflow keeps running)."""
     Runtime.current()
-    handle = DBOS.retrieve_workflow(workflow_id)
-    if timeout_seconds is None:
-        return handle.get_result(polling_interval_sec=poll_seconds)
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        status = str(handle.get_status().status)
-        if status in _FINAL_STATUSES:
+    try:
+        handle = DBOS.retrieve_workflow(workflow_id)
+        if timeout_seconds is None:
             return handle.get_result(polling_interval_sec=poll_seconds)
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout_seconds} s (status {status})")
-        time.sleep(poll_seconds)
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            status = str(handle.get_status().status)
+            if status in _FINAL_STATUSES:
+                return handle.get_result(polling_interval_sec=poll_seconds)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout_seconds} s "
+                                   f"(status {status})")
+            time.sleep(poll_seconds)
+    except DBOSAwaitedWorkflowCancelledError:
+        raise WorkflowNotFinishedError(workflow_id, "CANCELLED") from None
+    except DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded:
+        raise WorkflowNotFinishedError(workflow_id, "MAX_RECOVERY_ATTEMPTS_EXCEEDED") from None
+    except DBOSNonExistentWorkflowError:
+        raise WorkflowNotFinishedError(workflow_id, "UNKNOWN") from None
 
 
 def sleep(seconds: float) -> None:

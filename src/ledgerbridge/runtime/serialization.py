@@ -6,9 +6,9 @@ DBOS pickles by default, so renaming or refactoring a class breaks the replay of
 turns every exception into a generic ``PortableWorkflowError`` (an ``except PermanentError`` in a workflow would
 behave differently on replay). This serializer is strict instead:
 
-- data must be plain JSON: ``dict`` (string keys), ``list``/``tuple`` (stored as list), ``str``, ``int``, ``float``
-  (finite), ``bool``, ``None``. Anything else raises :class:`TypeError` naming the path and the fix — pass money as
-  strings/dicts and models as ``model.model_dump(mode="json")``;
+- data must be plain JSON: ``dict`` (string keys), ``list``, ``str``, ``int``, ``float`` (finite), ``bool``,
+  ``None`` (no tuples: they would come back as lists after a recovery). Anything else raises :class:`TypeError`
+  naming the path and the fix — pass money as strings/dicts and models as ``model.model_dump(mode="json")``;
 - :class:`~ledgerbridge.errors.LedgerbridgeError` round-trips exactly as JSON (class, code, retry_after, details);
 - any other exception (DBOS internals, bugs) is stored with its type and message plus a pickled copy so DBOS can
   re-raise it on replay; if that copy cannot be restored the replay raises :class:`UnrestorableError` with the
@@ -44,8 +44,13 @@ def _check(value: Any, path: str) -> Any:
         if not math.isfinite(value):
             raise TypeError(f"workflow data at {path} is {value!r}: only finite numbers can be stored")
         return value
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         return [_check(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        raise TypeError(
+            f"workflow data at {path} is a tuple: it would come back as a list after recovery, so a workflow "
+            "would see different types before and after a crash. Fix: pass a list"
+        )
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
@@ -78,6 +83,9 @@ def encode(value: Any) -> Any:
                 "pickle": pickled,
             }
         }
+    if isinstance(value, dict) and set(value) == {"args", "kwargs"} and isinstance(value["args"], tuple):
+        # DBOS's own envelope for workflow inputs: positional args arrive as a tuple and are splatted back.
+        return {"args": _check(list(value["args"]), "$.args"), "kwargs": _check(value["kwargs"], "$.kwargs")}
     return _check(value, "$")
 
 
