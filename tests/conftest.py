@@ -95,8 +95,9 @@ def _clean_postgres(engine: Engine) -> None:
     with engine.begin() as conn:
         # replica role skips user triggers, so the append-only audit_log can be emptied between tests
         conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        # DELETE is much cheaper than TRUNCATE on the handful of rows a test leaves
+        for table in reversed(metadata.sorted_tables):
+            conn.exec_driver_sql(f"DELETE FROM {table.name}")
         conn.execute(text("INSERT INTO audit_head (id, last_seq, last_hash) VALUES (1, 0, :h)"), {"h": GENESIS_HASH})
 
 

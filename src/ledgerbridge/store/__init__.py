@@ -29,7 +29,13 @@ from ledgerbridge.store import (
     systems,
     xref,
 )
-from ledgerbridge.store.engine import DEFAULT_URL, StoreURLError, create_store_engine, normalize_url
+from ledgerbridge.store.engine import (
+    DEFAULT_URL,
+    StoreURLError,
+    create_store_engine,
+    normalize_url,
+    snapshot_connection,
+)
 from ledgerbridge.store.errors import (
     InvalidStatusError,
     JournalConflictError,
@@ -67,6 +73,7 @@ __all__ = [
     "migrate",
     "normalize_url",
     "periods",
+    "snapshot_connection",
     "staging",
     "stewardship",
     "systems",

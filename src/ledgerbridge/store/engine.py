@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 #: Where the embedded store lives unless told otherwise (relative to the working directory).
@@ -16,6 +16,8 @@ DEFAULT_URL = "sqlite:///.ledgerbridge/state.sqlite"
 
 #: Milliseconds a SQLite connection waits for a competing writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 
 class StoreURLError(ValueError):
@@ -70,15 +72,22 @@ def _sqlite_file(u: URL) -> Path | None:
     return Path(db)
 
 
-def create_store_engine(url: str | URL | None = None, **engine_kwargs: Any) -> Engine:
+def create_store_engine(
+    url: str | URL | None = None, *, sqlite_begin: str = "IMMEDIATE", **engine_kwargs: Any
+) -> Engine:
     """Create the SQLAlchemy engine of the state store.
 
     SQLite: creates the parent directory, and sets ``journal_mode=WAL``, ``synchronous=NORMAL``,
-    ``foreign_keys=ON`` and ``busy_timeout`` on every connection; transactions begin with ``BEGIN`` when
-    SQLAlchemy begins them (so reads inside a transaction see one snapshot).
+    ``foreign_keys=ON`` and ``busy_timeout`` on every connection. Every transaction SQLAlchemy begins is a real
+    SQLite transaction (reads included), by default ``BEGIN IMMEDIATE``: it takes the write lock up front, so a
+    transaction that reads then writes never fails half-way with "database is locked" when another writer got
+    in between (it waits up to ``busy_timeout`` instead). Read-only work that should not hold the write lock
+    uses :func:`snapshot_connection` (``BEGIN DEFERRED``: a WAL snapshot, never blocks or is blocked by writers).
     PostgreSQL: ``postgresql://`` URLs are normalised to psycopg 3.
     Extra keyword arguments go to :func:`sqlalchemy.create_engine`.
     """
+    if sqlite_begin not in _BEGIN_MODES:
+        raise ValueError(f"sqlite_begin={sqlite_begin!r}: use one of {_BEGIN_MODES}")
     u = normalize_url(url)
     engine_kwargs.setdefault("json_serializer", json_dumps)
     if u.get_backend_name() == "postgresql":
@@ -107,9 +116,18 @@ def create_store_engine(url: str | URL | None = None, **engine_kwargs: Any) -> E
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        mode = conn.get_execution_options().get("sqlite_begin", sqlite_begin)
+        if mode not in _BEGIN_MODES:
+            raise ValueError(f"sqlite_begin={mode!r}: use one of {_BEGIN_MODES}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def snapshot_connection(engine: Engine) -> Connection:
+    """A connection for read-only work: on SQLite its transactions are ``BEGIN DEFERRED`` WAL snapshots that
+    do not take the write lock; on PostgreSQL it is a plain connection."""
+    return engine.connect().execution_options(sqlite_begin="DEFERRED")
 
 
 def is_postgres(engine_or_conn: Any) -> bool:
