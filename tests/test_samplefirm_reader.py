@@ -148,6 +148,17 @@ def test_unknown_currency_and_float_garbage_in_expenses(tmp_path: Path) -> None:
     assert "unknown currency 'XYZ'" in errors[0].message and "ISO 4217" in errors[0].message
 
 
+def test_bytes_that_are_not_utf8_spoil_only_their_row(tmp_path: Path) -> None:
+    p = tmp_path / "time_entries.csv"
+    latin1 = GOOD_TE.replace("TE-1,", "TE-2,").replace("Build", "B\xfcild").encode("latin-1")
+    utf8 = GOOD_TE.replace("TE-1,", "TE-3,").replace("Build", "Büild").encode("utf-8")
+    p.write_bytes(b"\n".join([TE_HEADER.encode(), GOOD_TE.encode(), latin1, utf8]) + b"\n")
+    r = read_file(p, TimeEntry)
+    assert [(e.line, e.field) for e in r.errors] == [(3, "task")]
+    assert "UTF-8" in r.errors[0].message
+    assert [(e.id, e.task) for e in r.items] == [("TE-1", "Build"), ("TE-3", "Büild")]
+
+
 def test_header_problems_give_one_clear_error(tmp_path: Path) -> None:
     missing = write(tmp_path / "time_entries.csv", TE_HEADER.replace(",hours", ""), GOOD_TE)
     r = read_file(missing, TimeEntry)

@@ -92,6 +92,16 @@ def _clean_message(err: Mapping[str, Any]) -> str:
     return msg
 
 
+def _not_utf8(cols: tuple[str, ...], row: list[str]) -> str | None:
+    """The first column whose cell held bytes that are not UTF-8 (decoded as lone surrogates), else None."""
+    for c, v in zip(cols, row, strict=True):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return c
+    return None
+
+
 class CsvReader(Generic[T]):
     """Iterate the rows of one export file as ``model_cls`` objects.
 
@@ -133,7 +143,8 @@ class CsvReader(Generic[T]):
         validate = self.model_cls.model_validate
         lists = list_columns(self.model_cls)
         try:
-            fh = self.path.open("r", encoding="utf-8-sig", newline="")
+            # invalid UTF-8 bytes become lone surrogates, caught per row below (so one bad row does not stop the file)
+            fh = self.path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="")
         except OSError as exc:
             self._error(0, None, f"cannot open the file: {exc.strerror or exc}")
             return
@@ -166,6 +177,12 @@ class CsvReader(Generic[T]):
                                         raw=tuple(row))
                             continue
                         rows += 1
+                        if not "".join(row).isascii():
+                            bad = _not_utf8(cols, row)
+                            if bad is not None:
+                                self._error(rdr.line_num, bad, "not valid UTF-8 text; re-save the file as UTF-8 "
+                                                               "(Excel: 'CSV UTF-8')", raw=tuple(row))
+                                continue
                         data: dict[str, Any] = {k: v for k, v in zip(cols, row, strict=True) if v}
                         for c in list_cols:
                             v = data.get(c)
@@ -189,15 +206,15 @@ class CsvReader(Generic[T]):
                     self.rows = rows
             except csv.Error as exc:
                 self._error(rdr.line_num, None, f"not valid CSV: {exc}; the rest of the file was not read")
-            except UnicodeDecodeError as exc:
-                self._error(rdr.line_num + 1, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a "
-                                                    "read block); re-save the file as UTF-8. The rest of the file "
-                                                    "was not read")
 
 
 def stream(path: Path | str, model_cls: type[T], errors: list[FileError] | None = None) -> Iterator[T]:
     """Yield the good rows of ``path`` as ``model_cls``; append every problem to ``errors``."""
     return iter(CsvReader(path, model_cls, errors))
+
+
+#: Alias: ``read_entities(path, model_cls, errors)`` streams good rows, collecting problems in ``errors``.
+read_entities = stream
 
 
 def read_file(path: Path | str, model_cls: type[T]) -> ReadResult[T]:
