@@ -286,8 +286,12 @@ def result(workflow_id: str, *, timeout_seconds: float | None = None, poll_secon
 
 
 def sleep(seconds: float) -> None:
-    """Durable sleep inside a workflow (a completed sleep is skipped on recovery); plain sleep elsewhere."""
-    DBOS.sleep(seconds)
+    """Durable sleep in workflow code (a completed sleep is skipped on recovery, an interrupted one only waits for
+    what is left); a plain ``time.sleep`` inside steps and outside workflows."""
+    if in_workflow():
+        DBOS.sleep(seconds)
+    elif seconds > 0:
+        time.sleep(seconds)
 
 
 def current_workflow_id() -> str | None:
