@@ -81,8 +81,9 @@ def ledger(tmp_path: Path) -> BeancountLedgerConnector:
     return BeancountLedgerConnector(tmp_path / "books", CHART, ENTITIES, currencies={"UK01": ["EUR"]})
 
 
-def entity_file(ledger: BeancountLedgerConnector, entity: str) -> Path:
-    return ledger.client.root / "ledger" / f"{entity}.beancount"
+def entity_file(ledger: BeancountLedgerConnector, entity: str, period: str = "2026-01") -> Path:
+    """The period file that holds ``entity``'s transactions of ``period``."""
+    return ledger.client.root / "ledger" / entity / f"{period}.beancount"
 
 
 def leftovers(ledger: BeancountLedgerConnector) -> list[str]:
@@ -156,7 +157,7 @@ def test_read_back_totals_equal_the_journals_totals(ledger: BeancountLedgerConne
         assert rb[j.id].totals == journal_totals(j)
         assert rb[j.id].line_count == len(j.lines) and rb[j.id].matches(j)
     assert rb[inv.id].totals["EUR"].debit == Decimal("1200.00")
-    assert rb[js[0].id].target_ref.startswith("ledger/US01.beancount:")
+    assert rb[js[0].id].target_ref.startswith("ledger/US01/2026-01.beancount:")
 
 
 def test_repost_is_idempotent(ledger: BeancountLedgerConnector) -> None:
@@ -239,7 +240,7 @@ def _corrupt(monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
         ("-10.00 USD", "-9.00 USD", "Transaction does not balance"),
         ("Liabilities:US01:2100-AccruedPayroll  -", "Liabilities:US01:2199-NeverOpened  -", "unknown account"),
         ("  Liabilities:US01:2100-AccruedPayroll  -10.00 USD", "  Liabilities:US01:2100-AccruedPayroll  -1O.00 USD",
-         "ledger/US01.beancount:"),
+         "ledger/US01/2026-01.beancount:"),
     ],
 )
 def test_validation_gate_refuses_a_corrupted_render_and_leaves_the_ledger_untouched(
@@ -265,7 +266,8 @@ def test_gate_also_checks_amounts_beancount_would_accept(ledger: BeancountLedger
     expected = re.escape("posted debit 10.00 / credit 10.00, target holds debit 10.10")
     with pytest.raises(RecordValidationError, match=expected):
         ledger.post_journals(run([labor(1, "10.00")]))
-    assert not entity_file(ledger, "US01").exists()
+    assert "journal_id" not in entity_file(ledger, "US01").read_text()  # released empty, nothing appended
+    assert ledger.read_back([labor(1, "10.00").id]) == {}
     assert leftovers(ledger) == []
 
 

@@ -9,7 +9,7 @@ a ``custom "ledgerbridge-period"`` directive (:meth:`set_period_status`); journa
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ledgerbridge.connectors.base import (
@@ -21,8 +21,9 @@ from ledgerbridge.connectors.base import (
     PostStatus,
     ReadBack,
     SystemKind,
+    file_lock,
 )
-from ledgerbridge.connectors.beancount_ledger.client import SYSTEM, BeancountLedgerClient
+from ledgerbridge.connectors.beancount_ledger.client import MAIN_NAME, SYSTEM, BeancountLedgerClient, EntityFiles
 from ledgerbridge.connectors.beancount_ledger.mapping import (
     Chart,
     LedgerState,
@@ -85,21 +86,26 @@ class BeancountLedgerConnector:
 
     # ------------------------------------------------------------------ helpers
 
-    def _path(self, entity: str) -> Path:
+    def _files(self, entity: str) -> EntityFiles:
         if entity not in self.entities:
             raise PermanentError(
                 f"{SYSTEM}: no ledger is configured for legal entity {entity!r} (configured: "
                 f"{sorted(self.entities)}) — add the entity to the Beancount target's configuration",
                 details={"entity": entity},
             )
-        return self.client.entity_path(entity_component(entity))
+        return self.client.files(entity_component(entity))
 
-    def _header(self, entity: str) -> str:
+    def _headers(self, entity: str) -> Callable[[str], str]:
         e = self.entities[entity]
-        return (f"; ledgerbridge ledger of legal entity {e.id} ({e.name}, functional currency "
-                f"{e.functional_currency}).\n; Appended by ledgerbridge posting runs and validated with beancount's "
-                "loader before each release.\n; Posted transactions are never edited: corrections are reversing "
-                "entries.\n\n")
+
+        def header(kind: str) -> str:
+            what = {"entity": "ledger (includes only; generated)", "accounts": "accounts and period statuses"}.get(
+                kind, f"transactions of period {kind}")
+            return (f"; ledgerbridge: {e.id} ({e.name}, functional currency {e.functional_currency}) — {what}.\n"
+                    "; Appended by ledgerbridge posting runs and validated with beancount's loader before each "
+                    "release.\n; Posted transactions are never edited: corrections are reversing entries.\n\n")
+
+        return header
 
     def main_text(self) -> str:
         """``main.beancount``: options plus one ``include`` per entity ledger that exists."""
@@ -108,15 +114,19 @@ class BeancountLedgerConnector:
         lines += [f'option "operating_currency" {quote(c)}'
                   for c in sorted({e.functional_currency for e in self.entities.values()})]
         for eid in sorted(self.entities):
-            path = self.client.entity_path(entity_component(eid))
+            path = self.client.files(entity_component(eid)).entity_file
             if path.exists():
                 lines.append(f"include {quote(self.client.rel(path))}")
         return "\n".join(lines) + "\n"
 
+    def _write_main(self) -> None:
+        with file_lock(self.client.root / f".{MAIN_NAME}.lock"):
+            self.client.write_if_changed(self.client.main_path, self.main_text())
+
     # ------------------------------------------------------------------ posting
 
     def post_journals(self, run: PostingBatch) -> list[PostResult]:
-        """Append the run's new journals to the entity ledger in one validated release.
+        """Append the run's new journals to the entity's period file in one validated release.
 
         Per journal: already held with the same content -> ``posted`` (not appended again); held with different
         content -> ``rejected`` with :class:`ConflictError`; period not open in the ledger, unknown or inactive
@@ -124,13 +134,26 @@ class BeancountLedgerConnector:
         The rest are appended together; if beancount's loader reports any error the whole append is refused
         (:class:`RecordValidationError` raised, ledger untouched)."""
         entity = run.legal_entity_id
-        path = self._path(entity)
-        state = self.client.state(path)
+        ef = self._files(entity)
+        with self.client.entity_lock(ef):
+            results = self._post_locked(run, ef)
+        self._write_main()
+        return [results[j.id] for j in run.journals]
+
+    def _post_locked(self, run: PostingBatch, ef: EntityFiles) -> dict[str, PostResult]:
+        entity = run.legal_entity_id
+        pf = ef.period_file(run.period)
+        state = self.client.state(ef, pf)
+        held_all = dict(state.journals)
+        run_ids = {j.id for j in run.journals}
+        for other in ef.period_files():  # the same journal id in another period's file (cheap text scan first)
+            if other != pf and run_ids & self.client.journal_ids_in(other):
+                held_all.update(self.client.state(ef, other).journals)
         results: dict[str, PostResult] = {}
         todo: list[RenderedJournal] = []
         period_state = state.periods.get(run.period)
         for j in run.journals:
-            held = state.journals.get(j.id)
+            held = held_all.get(j.id)
             problems = journal_problems(j, self.chart, self.currencies[entity], state.opened)
             rendered = None if problems else render_journal(j, self.chart, run.run_id)
             if held is not None:
@@ -158,20 +181,22 @@ class BeancountLedgerConnector:
             else:
                 todo.append(rendered)
         if todo:
-            new_state = self._append(run, path, todo, state)
+            new_state = self._append(run, ef, todo, state)
             for r in todo:
                 results[r.journal_id] = PostResult(r.journal_id, PostStatus.POSTED,
                                                    new_state.journals[r.journal_id].readback.target_ref)
-        if path.exists():
-            self.client.ensure_main(self.main_text())
-        return [results[j.id] for j in run.journals]
+        return results
 
-    def _append(self, run: PostingBatch, path: Path, todo: list[RenderedJournal], state: LedgerState) -> LedgerState:
+    def _append(self, run: PostingBatch, ef: EntityFiles, todo: list[RenderedJournal],
+                state: LedgerState) -> LedgerState:
         entity = run.legal_entity_id
+        pf = ef.period_file(run.period)
+        self.client.ensure_layout(ef, run.period, self._headers(entity))
         new_accounts = set().union(*(r.accounts for r in todo)) - set(state.opened)
-        text = (f"; ---- posting run {run.run_id}: {len(todo)} journal(s), {entity} {run.period}\n\n"
-                + render_opens(new_accounts, self.currencies[entity], self.open_date)
-                + "".join(r.text for r in todo))
+        appends = {pf: f"; ---- posting run {run.run_id}: {len(todo)} journal(s)\n\n" + "".join(r.text for r in todo)}
+        if new_accounts:
+            appends[ef.accounts] = (f"; ---- accounts first used by posting run {run.run_id}\n"
+                                    + render_opens(new_accounts, self.currencies[entity], self.open_date))
         expected = {r.journal_id: r.content_hash for r in todo}
         by_id = {j.id: j for j in run.journals}
 
@@ -186,36 +211,40 @@ class BeancountLedgerConnector:
                 problems += [f"journal {jid}: {m}" for m in held.readback.mismatches(by_id[jid])]
             return problems
 
-        return self.client.append_validated(path, text, self._header(entity), check)
+        return self.client.append_validated(ef, appends, check, view=[ef.accounts, pf])
 
     # ------------------------------------------------------------------ reading
 
     def read_back(self, journal_ids: Sequence[str]) -> dict[str, ReadBack]:
         """Totals per currency and line count of each journal id the ledger holds (from beancount's loaded
-        entries); ids not held are absent."""
+        entries); ids not held are absent. Only period files whose text names a wanted id are loaded."""
         wanted = set(journal_ids)
         out: dict[str, ReadBack] = {}
         for eid in sorted(self.entities):
-            path = self._path(eid)
-            if not wanted & self.client.journal_ids_in(path):
-                continue
-            held = self.client.state(path).journals
-            out.update({jid: held[jid].readback for jid in wanted if jid in held})
+            ef = self._files(eid)
+            for pf in ef.period_files():
+                hits = wanted & self.client.journal_ids_in(pf)
+                if hits:
+                    held = self.client.state(ef, pf).journals
+                    out.update({jid: held[jid].readback for jid in hits if jid in held})
         return out
 
     def period_status(self, entity: str, period: str) -> str | None:
         """The latest ``ledgerbridge-period`` status declared in the entity's ledger, or None when none was."""
         if entity not in self.entities:
             return None
-        return self.client.state(self._path(entity)).periods.get(period)
+        return self.client.state(self._files(entity), None).periods.get(period)
 
     def set_period_status(self, entity: str, period: str, status: str, on: dt.date) -> None:
         """Declare ``period`` of ``entity`` open/closing/closed/locked in the ledger as of ``on`` (validated
-        append). Journals for a period whose latest status is not ``open`` are refused by :meth:`post_journals`."""
-        path = self._path(entity)
-        self.client.append_validated(path, render_period_status(entity, period, status, on), self._header(entity),
-                                     lambda _state: [])
-        self.client.ensure_main(self.main_text())
+        append to the accounts file). Journals for a period whose latest status is not ``open`` are refused by
+        :meth:`post_journals`."""
+        ef = self._files(entity)
+        text = render_period_status(entity, period, status, on)
+        with self.client.entity_lock(ef):
+            self.client.ensure_layout(ef, None, self._headers(entity))
+            self.client.append_validated(ef, {ef.accounts: text}, lambda _state: [], view=[ef.accounts])
+        self._write_main()
 
     def check(self) -> list[str]:
         """``bean-check`` of the whole ledger (main file and every entity file): beancount's error messages."""

@@ -13,7 +13,7 @@ import hashlib
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -207,8 +207,9 @@ class LedgerState:
     periods: dict[str, str] = field(default_factory=dict)
 
 
-def summarize(entries: Sequence[data.Directive], ref_prefix: str) -> LedgerState:
-    """Summarise loaded entries. ``ref_prefix`` names the ledger file in target refs (``ledger/US01.beancount``)."""
+def summarize(entries: Sequence[data.Directive], name_of: Callable[[str], str]) -> LedgerState:
+    """Summarise loaded entries. ``name_of`` maps an entry's file name to the name shown in target refs
+    (``ledger/US01/2026-01.beancount``); a target ref is ``<name>:<line>``."""
     state = LedgerState()
     periods: list[tuple[dt.date, int, str, str]] = []
     for entry in entries:
@@ -225,7 +226,8 @@ def summarize(entries: Sequence[data.Directive], ref_prefix: str) -> LedgerState
                 deb[units.currency] += max(units.number, Decimal(0))
                 cre[units.currency] += max(-units.number, Decimal(0))
             totals = {c: CurrencyTotals(deb[c], cre[c]) for c in sorted(set(deb) | set(cre))}
-            rb = ReadBack(f"{ref_prefix}:{entry.meta.get('lineno')}", totals, len(entry.postings))
+            ref = f"{name_of(str(entry.meta.get('filename', '?')))}:{entry.meta.get('lineno')}"
+            rb = ReadBack(ref, totals, len(entry.postings))
             if jid in state.journals:
                 state.duplicates.append(jid)
             state.journals[jid] = HeldJournal(jid, str(entry.meta.get("content_hash", "")), rb)
