@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ledgerbridge.domain.errors import DomainError
 from ledgerbridge.domain.types import CostedExpense, CostedTime, Posting
@@ -241,16 +241,13 @@ def _identity(ref: SourceRef) -> tuple[str, str, str]:
     return ref.system, ref.entity, ref.id
 
 
-def _project_of(project_id: str, projects: Mapping[str, Project], item: str) -> Project:
-    p = projects.get(project_id)
-    if p is None:
-        raise DomainError(
-            item,
-            "billing.unknown_project",
-            f"project {project_id} is not known",
-            f"sync project {project_id} before billing its time and expenses",
-        )
-    return p
+def _unknown_project(project_id: str, kind: str, ref: SourceRef) -> NoReturn:
+    raise DomainError(
+        f"{kind} {ref}",
+        "billing.unknown_project",
+        f"project {project_id} is not known",
+        f"sync project {project_id} before billing its time and expenses",
+    )
 
 
 def _next_free_id(base: str, issued: Collection[str]) -> str:
@@ -312,13 +309,15 @@ def tm_invoice_drafts(
     billed = set(already_billed)
     billed_ids = {_identity(r): r for r in billed}
 
-    def unbilled(ref: SourceRef, item: str) -> bool:
+    def unbilled(ref: SourceRef, kind: str) -> bool:
+        if not billed:
+            return True
         if ref in billed:
             return False
         earlier = billed_ids.get(_identity(ref))
         if earlier is not None:
             raise DomainError(
-                item,
+                f"{kind} {ref}",
                 "billing.billed_item_changed",
                 f"version {ref.version} arrived after version {earlier.version} was already invoiced",
                 f"issue a credit note for {earlier}, then pass {ref} as unbilled and {earlier} as credited "
@@ -330,13 +329,12 @@ def tm_invoice_drafts(
     for ct in costed_time:
         if not ct.billable or ct.work_date > period_end:
             continue
-        item = f"time_entry {ct.ref}"
-        project = _project_of(ct.project_id, projects_by_id, item)
-        if project.contract_type is not ContractType.TIME_AND_MATERIALS or not unbilled(ct.ref, item):
+        project = projects_by_id.get(ct.project_id) or _unknown_project(ct.project_id, "time_entry", ct.ref)
+        if project.contract_type is not ContractType.TIME_AND_MATERIALS or not unbilled(ct.ref, "time_entry"):
             continue
         if ct.bill_currency != project.currency:
             raise DomainError(
-                item,
+                f"time_entry {ct.ref}",
                 "billing.bill_currency_mismatch",
                 f"billable value is in {ct.bill_currency} but project {project.id} bills in {project.currency}",
                 f"price project {project.id} with a {project.currency} bill rate and re-cost the entry",
@@ -352,22 +350,21 @@ def tm_invoice_drafts(
     for ce in costed_expenses:
         if not ce.billable or ce.expense_date > period_end:
             continue
-        item = f"expense {ce.ref}"
-        project = _project_of(ce.project_id, projects_by_id, item)
-        if not unbilled(ce.ref, item):
+        project = projects_by_id.get(ce.project_id) or _unknown_project(ce.project_id, "expense", ce.ref)
+        if not unbilled(ce.ref, "expense"):
             continue
         amount = ce.amount
         if ce.currency != project.currency:
             if converter is None:
                 raise DomainError(
-                    item,
+                    f"expense {ce.ref}",
                     "billing.fx_converter_missing",
                     f"expense is in {ce.currency}, project {project.id} bills in {project.currency}, "
                     "and no currency converter was given",
                     "pass converter=... (e.g. the fx module's rate lookup) to the billing run",
                 )
             amount = converter(ce.amount, ce.currency, project.currency, ce.expense_date)
-        amount = round_money(amount, project.currency)
+            amount = round_money(amount, project.currency)
         eg = expense_groups[project.id].get(ce.category)
         if eg is None:
             eg = expense_groups[project.id][ce.category] = _ExpenseGroup(Decimal(0), [])
