@@ -1,0 +1,133 @@
+"""Billing and revenue postings through the real posting rules (domain.posting with the chart.md defaults):
+journals balance, and unbilled receivables clear to exactly recognised revenue minus billed net."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from decimal import Decimal as D
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledgerbridge.domain import billing, posting, revenue
+from ledgerbridge.domain.types import CostedExpense, CostedTime, Posting
+from ledgerbridge.model import (
+    BillingMilestone,
+    ContractType,
+    Customer,
+    MilestoneStatus,
+    Project,
+    SourceRef,
+    TaxCode,
+    round_money,
+)
+
+VAT = TaxCode(code="UK-VAT20", name="VAT", jurisdiction="GB", rate=D("0.20"), payable_account="2300")
+CUSTOMER = Customer(
+    id="C1", name="C1", legal_entity_id="UK01", currency="GBP", tax_jurisdiction="GB", tax_code="UK-VAT20"
+)
+
+
+def project(pid: str, kind: ContractType, **kw: object) -> Project:
+    return Project.model_validate(
+        {"id": pid, "name": pid, "customer_id": "C1", "legal_entity_id": "UK01", "contract_type": kind,
+         "currency": "GBP", "cost_center": "CC-DEL-UK", "start_date": dt.date(2026, 1, 1), **kw}
+    )
+
+
+TM = project("P-TM", ContractType.TIME_AND_MATERIALS)
+
+
+def balances(postings: list[Posting]) -> dict[tuple[str, str], D]:
+    """(account, project) -> debit minus credit, from the summarized journals."""
+    summary = posting.summarize(postings, posting.default_rules())
+    assert summary.ok, [str(r.error) for r in [*summary.rejected_postings, *summary.rejected_journals]]
+    out: dict[tuple[str, str], D] = defaultdict(D)
+    for j in summary.journals:
+        assert sum(ln.debit for ln in j.lines) == sum(ln.credit for ln in j.lines)
+        for ln in j.lines:
+            out[(ln.account, ln.dimensions.get("project", ""))] += ln.debit - ln.credit
+    return out
+
+
+@st.composite
+def tm_items(draw: st.DrawFn) -> tuple[list[CostedTime], list[CostedExpense]]:
+    times = []
+    for i in range(draw(st.integers(1, 25))):
+        hours = D(draw(st.integers(1, 40))) / 4
+        rate = D(draw(st.sampled_from([9999, 13333, 15000]))) / 100
+        billable = draw(st.booleans())
+        times.append(CostedTime(
+            ref=SourceRef(system="psa", entity="time_entry", id=f"T{i}", version=1), legal_entity_id="UK01",
+            project_id="P-TM", resource_id=draw(st.sampled_from(["R1", "R2"])), cost_center="CC-DEL-UK",
+            work_date=dt.date(2026, 3, draw(st.integers(1, 31))), hours=hours, billable=billable,
+            cost_rate=D(55), cost_currency="GBP", cost_amount=round_money(hours * 55, "GBP"),
+            bill_rate=rate if billable else D(0), bill_currency="GBP",
+            billable_value=round_money(hours * rate, "GBP") if billable else D("0.00"),
+        ))
+    expenses = [
+        CostedExpense(
+            ref=SourceRef(system="psa", entity="expense", id=f"X{i}", version=1), legal_entity_id="UK01",
+            project_id="P-TM", resource_id="R1", cost_center="CC-DEL-UK", expense_date=dt.date(2026, 3, 9),
+            category=draw(st.sampled_from(["travel", "meals"])), billable=draw(st.booleans()),
+            amount=D(draw(st.integers(1, 50000))) / 100, currency="GBP",
+        )
+        for i in range(draw(st.integers(0, 6)))
+    ]
+    return times, expenses
+
+
+@settings(max_examples=40, deadline=None)
+@given(items=tm_items())
+def test_tm_month_clears_unbilled_and_books_receivable_tax_and_revenue(
+    items: tuple[list[CostedTime], list[CostedExpense]],
+) -> None:
+    times, expenses = items
+    invoices = billing.tm_invoice_drafts(times, expenses, [TM], [CUSTOMER], [VAT], "2026-03", dt.date(2026, 3, 31))
+    ps: list[Posting] = [p for t in times for p in posting.postings_for_time(t)]
+    ps += [p for x in expenses for p in posting.postings_for_expense(x)]
+    ps += [p for inv in invoices for p in billing.postings_for_invoice(inv, cost_center="CC-DEL-UK")]
+    bal = balances(ps)
+    billed_value = sum(t.billable_value for t in times if t.billable)
+    rebilled = sum(x.amount for x in expenses if x.billable)
+    net = sum((inv.net_total for inv in invoices), D(0))
+    tax = sum((inv.tax_total for inv in invoices), D(0))
+    assert bal[("1200", "P-TM")] == 0  # every accrued and rebilled pound is billed
+    # receivables: the net carries the project dimension, the tax rule line carries none (chart.md)
+    assert (bal[("1100", "P-TM")], bal[("1100", "")]) == (net, tax)
+    assert bal[("2300", "")] == -tax
+    assert bal[("4000", "P-TM")] == -(billed_value + rebilled)
+
+
+def test_fixed_fee_and_milestone_unbilled_is_recognised_minus_billed() -> None:
+    ff = project("P-FF", ContractType.FIXED_FEE, contract_value=D("120000.00"), estimated_cost=D("80000.00"))
+    schedule = billing.fixed_fee_schedule(ff, dt.date(2026, 1, 1), dt.date(2026, 12, 1), "quarterly")
+    ps: list[Posting] = []
+    recognized = D(0)
+    for month, cost, est in [(1, "20000", "80000"), (2, "44000", "80000"), (3, "50000", "110000")]:
+        end = dt.date(2026, month, 28)
+        ref = SourceRef(system="ledgerbridge", entity="fixed_fee_revenue", id=f"P-FF:2026-0{month}", version=1)
+        new = revenue.fixed_fee_postings(ff, f"2026-0{month}", D(cost), recognized, end, ref, estimated_cost=D(est))
+        recognized += sum(p.amount("revenue") for p in new)
+        ps += new
+    assert recognized == D("54545.45")
+    billed = [billing.fixed_fee_invoice(ff, item, CUSTOMER, [VAT]) for item in schedule[:2]]  # Jan and Apr
+    ps += [p for inv in billed for p in billing.postings_for_invoice(inv)]
+
+    ms_p = project("P-MS", ContractType.MILESTONE)
+    ms = BillingMilestone(id="M1", project_id="P-MS", name="Go-live", amount=D("15000.00"), currency="GBP",
+                          due_date=dt.date(2026, 3, 15), status=MilestoneStatus.COMPLETED,
+                          completed_on=dt.date(2026, 3, 12))
+    ps += revenue.milestone_postings(ms, ms_p)
+    ps += billing.postings_for_invoice(billing.milestone_invoice(ms, ms_p, CUSTOMER, [VAT], dt.date(2026, 3, 16)))
+
+    bal = balances(ps)
+    assert bal[("4100", "P-FF")] == -recognized
+    assert bal[("1200", "P-FF")] == recognized - D("60000.00") == D("-5454.55")  # billed ahead: a liability
+    assert revenue.contract_position(recognized, D("60000.00")).deferred == -bal[("1200", "P-FF")]
+    assert bal[("1100", "P-FF")] == D("60000.00")
+    assert (bal[("4200", "P-MS")], bal[("1200", "P-MS")], bal[("1100", "P-MS")]) == (
+        D("-15000.00"), D(0), D("15000.00"),
+    )
+    assert bal[("2300", "")] == -bal[("1100", "")] == -(D("12000.00") + D("3000.00"))
