@@ -7,6 +7,9 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import os
+import subprocess
+import sys
 import tracemalloc
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -45,6 +48,16 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:
     assert (a / "expenses.csv").read_bytes() != (c / "expenses.csv").read_bytes()
     assert (a / "resources.csv").read_bytes() != (c / "resources.csv").read_bytes()
     assert (a / MANIFEST).read_bytes() != (c / MANIFEST).read_bytes()
+
+
+def test_bytes_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
+    """No hash()/set ordering leaks into the output: two interpreters with different PYTHONHASHSEED agree."""
+    code = ("import sys; from pathlib import Path; from ledgerbridge.samplefirm.generator import generate_firm; "
+            "generate_firm(Path(sys.argv[1]), seed=5, employees=15, months=1, start='2026-09')")
+    for hs in ("1", "2"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / hs)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": hs})
+    assert (tmp_path / "1" / MANIFEST).read_bytes() == (tmp_path / "2" / MANIFEST).read_bytes()
 
 
 def test_counts_scale_with_employees_and_months(tmp_path: Path) -> None:
