@@ -1,9 +1,10 @@
 """The Beancount ledger target: the embedded ledger of the demo, and a reference :class:`LedgerTarget`.
 
-``post_journals`` appends a posting run to the entity's ledger file, validated with beancount's loader (zero errors)
-before release; a journal id the ledger already holds is not appended again (same content -> ``posted``; different
-content -> ``ConflictError``). ``read_back`` answers from the loaded ledger. Periods can be closed in the ledger with
-a ``custom "ledgerbridge-period"`` directive (:meth:`set_period_status`); journals for a non-open period are refused.
+``post_journals`` appends a posting run to the entity's period file (``ledger/US01/2026-01.beancount``, included
+via ``ledger/US01.beancount`` from ``main.beancount``), validated with beancount's loader (zero errors) before
+release; a journal id the ledger already holds is not appended again (same content -> ``posted``; different content
+-> ``ConflictError``). ``read_back`` answers from the loaded ledger. Periods can be closed in the ledger with a
+``custom "ledgerbridge-period"`` directive (:meth:`set_period_status`); journals for a non-open period are refused.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ CAPABILITIES = Capabilities(
 
 
 class BeancountLedgerConnector:
-    """A :class:`~ledgerbridge.connectors.base.LedgerTarget` writing ``<root>/ledger/<ENTITY>.beancount`` files,
-    included from ``<root>/main.beancount``.
+    """A :class:`~ledgerbridge.connectors.base.LedgerTarget` keeping one Beancount ledger per legal entity under
+    ``root`` (layout: :mod:`ledgerbridge.connectors.beancount_ledger.client`), all included from ``main.beancount``.
 
     ``accounts``: the chart (shared accounts have ``legal_entity_id`` None). ``entities``: the legal entities this
     ledger keeps. ``currencies``: extra currencies allowed per entity besides its functional currency (they go into
