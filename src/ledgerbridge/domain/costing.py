@@ -28,14 +28,14 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol, TypeVar
 
 from ledgerbridge.domain.errors import DomainError, Violation
 from ledgerbridge.domain.types import CostedExpense, CostedTime
 from ledgerbridge.model.base import SourceRef
 from ledgerbridge.model.entities import Expense, Project, RateCardLine, RateKind, Resource, TimeEntry
-from ledgerbridge.model.money import minor_unit, round_money
+from ledgerbridge.model.money import MINOR_UNITS, minor_unit, quantum, round_money
 
 __all__ = [
     "RateBook",
@@ -50,6 +50,8 @@ __all__ = [
 
 _Scope = tuple[str | None, str | None, str | None]  # (resource_id, role, project_id)
 _ZERO = Decimal(0)
+#: Minor-unit quantum per currency, precomputed (same rounding as ``round_money``, without per-call lookups).
+_QUANTA: dict[str, Decimal] = {c: quantum(c) for c in MINOR_UNITS}
 _ONE_DAY = dt.timedelta(days=1)
 
 
@@ -155,7 +157,9 @@ class RateBook:
     """An index over rate-card lines for fast, exact rate resolution. Build once per batch with
     :meth:`from_lines`; :meth:`line_for` / :meth:`rate_for` are then O(log n)."""
 
-    __slots__ = ("_by_scope", "_resolved", "lines")
+    __slots__ = ("_bill", "_by_scope", "_cost", "_resolved", "lines")
+
+    # Per-kind caches keyed by plain string tuples (hashing an enum member calls Python code: too slow per entry).
 
     def __init__(self, lines: Sequence[RateCardLine]) -> None:
         self.lines: tuple[RateCardLine, ...] = tuple(lines)
@@ -165,15 +169,18 @@ class RateBook:
         self._by_scope: dict[tuple[RateKind, _Scope], _Timeline] = {
             key: _Timeline.build(_line_boundaries(group), _ScopePick(group)) for key, group in grouped.items()
         }
-        self._resolved: dict[tuple[RateKind, str, str, str], _Timeline] = {}
+        self._resolved: dict[RateKind, dict[tuple[str, str, str], _Timeline]] = {k: {} for k in RateKind}
+        self._cost = self._resolved[RateKind.COST]
+        self._bill = self._resolved[RateKind.BILL]
 
     @classmethod
     def from_lines(cls, lines: Iterable[RateCardLine]) -> RateBook:
         return cls(list(lines))
 
     def _timeline(self, kind: RateKind, resource_id: str, role: str, project_id: str) -> _Timeline:
-        key = (kind, resource_id, role, project_id)
-        tl = self._resolved.get(key)
+        cache = self._resolved[kind]
+        key = (resource_id, role, project_id)
+        tl = cache.get(key)
         if tl is None:
             candidates: list[_Scope] = [  # most specific first: (resource, role, project) presence, lexicographic
                 (resource_id, role, project_id),
@@ -187,7 +194,7 @@ class RateBook:
             levels = [t for t in (self._by_scope.get((kind, c)) for c in candidates) if t is not None]
             boundaries = [b for t in levels for b in t.starts]
             tl = _Timeline.build(boundaries, _LevelsPick(levels))
-            self._resolved[key] = tl
+            cache[key] = tl
         return tl
 
     def line_for(
@@ -197,23 +204,7 @@ class RateBook:
         pick = self._timeline(kind, resource_id, role, project_id).at(on)
         if pick.line is not None:
             return pick.line
-        if pick.tied:
-            ids = ", ".join(ln.id for ln in pick.tied)
-            raise DomainError(
-                item,
-                "rates.ambiguous_rate",
-                f"{kind.value} rate lines {ids} have the same scope and start date and all cover {on.isoformat()} "
-                f"(resource {resource_id}, role {role}, project {project_id})",
-                "end-date or remove all but one of these rate-card lines, then replay the item",
-            )
-        raise DomainError(
-            item,
-            f"rates.missing_{kind.value}_rate",
-            f"no {kind.value} rate for resource {resource_id}, role {role}, project {project_id} "
-            f"on {on.isoformat()}",
-            f"add a {kind.value} rate-card line covering {on.isoformat()} for this resource, role or project, "
-            "then replay the item (a missing rate is never costed at zero)",
-        )
+        raise _no_rate(pick, kind, resource_id, role, project_id, on, item)
 
     def rate_for(
         self, kind: RateKind, *, resource_id: str, role: str, project_id: str, on: dt.date
@@ -221,6 +212,27 @@ class RateBook:
         """``(rate per hour, currency)`` of the winning line."""
         ln = self.line_for(kind, resource_id=resource_id, role=role, project_id=project_id, on=on)
         return ln.rate, ln.currency
+
+
+def _no_rate(
+    pick: _Pick, kind: RateKind, resource_id: str, role: str, project_id: str, on: dt.date, item: str
+) -> DomainError:
+    if pick.tied:
+        ids = ", ".join(ln.id for ln in pick.tied)
+        return DomainError(
+            item,
+            "rates.ambiguous_rate",
+            f"{kind.value} rate lines {ids} have the same scope and start date and all cover {on.isoformat()} "
+            f"(resource {resource_id}, role {role}, project {project_id})",
+            "end-date or remove all but one of these rate-card lines, then replay the item",
+        )
+    return DomainError(
+        item,
+        f"rates.missing_{kind.value}_rate",
+        f"no {kind.value} rate for resource {resource_id}, role {role}, project {project_id} on {on.isoformat()}",
+        f"add a {kind.value} rate-card line covering {on.isoformat()} for this resource, role or project, "
+        "then replay the item (a missing rate is never costed at zero)",
+    )
 
 
 def validate_rate_card(lines: Iterable[RateCardLine]) -> list[Violation]:
@@ -273,52 +285,59 @@ def _mismatch(item: str, what: str, entry_value: str, given: str) -> DomainError
 def cost_time(entry: TimeEntry, project: Project, resource: Resource, rates: RateBook) -> CostedTime:
     """Value one time-entry version: cost at the cost rate (in the cost rate's currency) and, when billable,
     billable value at the bill rate, which must be in the project currency. Amounts are rounded half-up to the
-    currency minor unit. Cost center and legal entity are the project's (labor cost is charged where it is billed).
-    """
-    item = item_label("time_entry", entry.source_system, entry.id, entry.version)
-    if entry.project_id != project.id:
-        raise _mismatch(item, "project", entry.project_id, project.id)
-    if entry.resource_id != resource.id:
-        raise _mismatch(item, "resource", entry.resource_id, resource.id)
-    on = entry.work_date
+    currency minor unit (as :func:`~ledgerbridge.model.money.round_money`). Cost center and legal entity are the
+    project's (labor cost is charged where the work is billed)."""
+    pid, rid, role, on = project.id, resource.id, resource.role, entry.work_date
+    if entry.project_id != pid:
+        raise _mismatch(_label(entry), "project", entry.project_id, pid)
+    if entry.resource_id != rid:
+        raise _mismatch(_label(entry), "resource", entry.resource_id, rid)
     hours = entry.hours
-    cost = rates.line_for(
-        RateKind.COST, resource_id=resource.id, role=resource.role, project_id=project.id, on=on, item=item
-    )
+    key = (rid, role, pid)
+    tl = rates._cost.get(key) or rates._timeline(RateKind.COST, rid, role, pid)
+    pick = tl.at(on)
+    cost = pick.line
+    if cost is None:
+        raise _no_rate(pick, RateKind.COST, rid, role, pid, on, _label(entry))
+    currency = project.currency
     if entry.billable:
-        bill = rates.line_for(
-            RateKind.BILL, resource_id=resource.id, role=resource.role, project_id=project.id, on=on, item=item
-        )
-        if bill.currency != project.currency:
+        tl = rates._bill.get(key) or rates._timeline(RateKind.BILL, rid, role, pid)
+        pick = tl.at(on)
+        bill = pick.line
+        if bill is None:
+            raise _no_rate(pick, RateKind.BILL, rid, role, pid, on, _label(entry))
+        if bill.currency != currency:
             raise DomainError(
-                item,
+                _label(entry),
                 "rates.bill_currency_mismatch",
-                f"bill rate line {bill.id} is in {bill.currency} but project {project.id} bills in {project.currency}",
-                f"add a {project.currency} bill rate for this scope, or correct the project currency",
+                f"bill rate line {bill.id} is in {bill.currency} but project {pid} bills in {currency}",
+                f"add a {currency} bill rate for this scope, or correct the project currency",
             )
         bill_rate = bill.rate
-        billable_value = round_money(hours * bill_rate, project.currency)
+        billable_value = (hours * bill_rate).quantize(_QUANTA[currency], ROUND_HALF_UP)
     else:
         bill_rate = _ZERO
-        billable_value = round_money(_ZERO, project.currency)
+        billable_value = _ZERO.quantize(_QUANTA[currency])
     return CostedTime(
-        ref=SourceRef.model_construct(
-            system=entry.source_system, entity="time_entry", id=entry.id, version=entry.version
-        ),
-        legal_entity_id=project.legal_entity_id,
-        project_id=project.id,
-        resource_id=resource.id,
-        cost_center=project.cost_center,
-        work_date=on,
-        hours=hours,
-        billable=entry.billable,
-        cost_rate=cost.rate,
-        cost_currency=cost.currency,
-        cost_amount=round_money(hours * cost.rate, cost.currency),
-        bill_rate=bill_rate,
-        bill_currency=project.currency,
-        billable_value=billable_value,
+        SourceRef(system=entry.source_system, entity="time_entry", id=entry.id, version=entry.version),
+        project.legal_entity_id,
+        pid,
+        rid,
+        project.cost_center,
+        on,
+        hours,
+        entry.billable,
+        cost.rate,
+        cost.currency,
+        (hours * cost.rate).quantize(_QUANTA[cost.currency], ROUND_HALF_UP),
+        bill_rate,
+        currency,
+        billable_value,
     )
+
+
+def _label(entry: TimeEntry) -> str:
+    return item_label("time_entry", entry.source_system, entry.id, entry.version)
 
 
 def cost_expense(expense: Expense, project: Project, resource: Resource) -> CostedExpense:
@@ -337,9 +356,7 @@ def cost_expense(expense: Expense, project: Project, resource: Resource) -> Cost
             f"correct the receipt amount in the PSA to whole {expense.currency} minor units and resend it",
         )
     return CostedExpense(
-        ref=SourceRef.model_construct(
-            system=expense.source_system, entity="expense", id=expense.id, version=expense.version
-        ),
+        ref=SourceRef(system=expense.source_system, entity="expense", id=expense.id, version=expense.version),
         legal_entity_id=project.legal_entity_id,
         project_id=project.id,
         resource_id=resource.id,
