@@ -455,9 +455,17 @@ class _Out:
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(header)
             for row in rows:
+                if len(row) != len(header):
+                    _shape_error(name, header, row)
                 w.writerow(row)
                 n += 1
         self.counts[name] = n
+
+
+def _shape_error(name: str, header: Sequence[str], row: Sequence[str]) -> None:
+    """The generator and the canonical model disagree (a field was added or moved): stop loudly."""
+    raise RuntimeError(f"{name}: generator row has {len(row)} values but the {FILE_MODELS[name].__name__} model has "
+                       f"{len(header)} fields ({','.join(header)}); update ledgerbridge.samplefirm.generator")
 
 
 def _master_rows(firm: _Firm, seed: int, months: int) -> dict[str, list[list[str]]]:
@@ -753,6 +761,8 @@ def _write_time_entries(path: Path, firm: _Firm, seed: int) -> dict[str, int]:
                         if new_q == q:
                             new_q = q + 1
                         batch.extend(vers.follow_up(row, kind, ap_dt, _quarters(new_q)))
+            if batch and len(batch[0]) != len(header):
+                _shape_error(path.name, header, batch[0])
             w.writerows(batch)
     st["versions"] = st["items"] + st["recalled"] + st["edited"] + st["resubmitted"]
     return {f"time_{k}": v for k, v in st.items()}
@@ -816,6 +826,8 @@ def _write_expenses(path: Path, firm: _Firm, seed: int) -> dict[str, int]:
                         kind = 0 if u < 10 else 1 if u < 30 else 2
                         new = max(100, cents + cents * rng.choice((-30, -20, -10, 10, 15, 25)) // 100)
                         batch.extend(vers.follow_up(row, kind, ap, _cents(new)))
+            if batch and len(batch[0]) != len(header):
+                _shape_error(path.name, header, batch[0])
             w.writerows(batch)
     st["versions"] = st["items"] + st["recalled"] + st["edited"] + st["resubmitted"]
     return {f"expense_{k}": v for k, v in st.items()}
