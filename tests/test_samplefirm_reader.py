@@ -10,11 +10,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ledgerbridge.model import ApprovalStatus, Customer, Expense, Project, TimeEntry
 from ledgerbridge.samplefirm.fileformat import FILE_MODELS, MASTER_FILES, columns
 from ledgerbridge.samplefirm.generator import GenerationReport, generate_firm
 from ledgerbridge.samplefirm.reader import (
+    CsvReader,
     FirmLoadError,
     iter_expenses,
     iter_time_entries,
@@ -218,3 +221,33 @@ def test_every_master_file_reads_as_its_model(firm_dir: tuple[Path, GenerationRe
     projects = read_file(d / "projects.csv", Project).items
     assert all(isinstance(c.credit_terms_days, int) for c in customers)
     assert any(p.contract_value is not None and p.estimated_cost is not None for p in projects)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, len(columns(TimeEntry)) - 1),
+                          st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)),
+                min_size=1, max_size=6))
+def test_any_garbage_in_cells_never_stops_the_file(tmp_path: Path, mutations: list[tuple[int, str]]) -> None:
+    """Whatever lands in the cells, each data row ends up either as one item or as errors on its own line."""
+    good = next(csv.reader([GOOD_TE]))
+    lines = [list(columns(TimeEntry))]
+    for i, (col, text) in enumerate(mutations):
+        row = [f"TE-{i}", *good[1:]]
+        row[col] = text
+        lines.append(row)
+        lines.append([f"TE-ok-{i}", *good[1:]])
+    p = tmp_path / "garbage.csv"
+    with p.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows(lines)
+    errors: list = []
+    rdr = CsvReader(p, TimeEntry, errors)
+    items = []
+    item_lines = []
+    for it in rdr:
+        items.append(it)
+        item_lines.append(rdr.line)
+    bad_lines = {e.line for e in errors}
+    assert all(f"TE-ok-{i}" in {x.id for x in items} for i in range(len(mutations)))  # good rows always load
+    assert not bad_lines & set(item_lines)  # a row is an item or an error, never both
+    assert len(items) + len(bad_lines) == rdr.rows == 2 * len(mutations)
+    assert all(e.raw is not None and e.line > 1 for e in errors)
