@@ -17,6 +17,7 @@ from ledgerbridge.domain.types import CostedExpense, CostedTime
 from ledgerbridge.model import ContractType, Customer, Invoice, Project, SourceRef, TaxCode, quantum, round_money
 
 SETTINGS = settings(max_examples=150, deadline=None)
+RUN_SETTINGS = settings(max_examples=60, deadline=None)  # whole billing runs: fewer, larger examples
 CURRENCIES = ["USD", "JPY", "BHD", "EUR"]
 
 
@@ -125,7 +126,7 @@ def expected_net(time: list[CostedTime], exp: list[CostedExpense]) -> dict[str, 
     return out
 
 
-@SETTINGS
+@RUN_SETTINGS
 @given(time=costed_times(), exp=costed_expenses())
 def test_tm_invoice_net_equals_accrued_revenue_plus_rebilled_expenses(
     time: list[CostedTime], exp: list[CostedExpense]
@@ -149,7 +150,7 @@ def test_tm_invoice_net_equals_accrued_revenue_plus_rebilled_expenses(
         assert inv.id == f"INV-{inv.project_id}-2026-03"
 
 
-@SETTINGS
+@RUN_SETTINGS
 @given(time=costed_times(), exp=costed_expenses(), data=st.data())
 def test_supplementary_runs_bill_each_item_exactly_once(
     time: list[CostedTime], exp: list[CostedExpense], data: st.DataObject

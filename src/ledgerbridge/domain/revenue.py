@@ -8,7 +8,9 @@
 - **Milestone**: the milestone amount is recognised when the milestone completes, on its completion date.
   Posting ``milestone_revenue`` (amount ``revenue``).
 
-Recognition puts revenue on unbilled receivables; invoices (``domain.billing``) move it to receivables.
+Recognition puts revenue on unbilled receivables; invoices (``domain.billing``) move it to receivables, so a
+project's unbilled balance is recognised minus billed: :func:`contract_position` splits it into the asset
+(unbilled) and the liability (billed ahead: deferred revenue) side.
 A contract whose estimated cost exceeds its value is reported as a loss-provision warning
 (:func:`revenue_warnings`); booking the provision is left to the accountant.
 """
