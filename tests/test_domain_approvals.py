@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -16,11 +18,13 @@ from ledgerbridge.domain.approvals import (
     decide,
     decide_many,
     effective_version,
+    group_histories,
     is_legal_transition,
 )
 from ledgerbridge.domain.errors import DomainError
 from ledgerbridge.domain.types import DeltaAction, LedgerDelta
 from ledgerbridge.model.entities import ApprovalStatus as S
+from ledgerbridge.model.entities import TimeEntry
 
 A, SUB, REJ, REC, DR = S.APPROVED, S.SUBMITTED, S.REJECTED, S.RECALLED, S.DRAFT
 
@@ -163,6 +167,19 @@ def test_decide_many_matches_decide_and_reports_bad_items() -> None:
     for item in ["a", "b", "c", "d"]:
         expected += decide(histories[item], posted.get(item), entity="time_entry", item_id=item)[0]
     assert out.deltas == expected
+
+
+def test_group_histories_from_source_versions() -> None:
+    def te(id: str, version: int, status: S, system: str = "psa") -> TimeEntry:
+        return TimeEntry(
+            id=id, source_system=system, version=version, project_id="P1", resource_id="R1",
+            work_date=dt.date(2026, 1, 5), hours=Decimal(8), billable=True, approval_status=status,
+        )
+
+    hs = group_histories([te("TE-1", 2, A), te("TE-2", 1, SUB), te("TE-1", 1, SUB), te("TE-1", 2, A, "other")])
+    assert hs == {"psa:TE-1": [(2, A), (1, SUB)], "psa:TE-2": [(1, SUB)], "other:TE-1": [(2, A)]}
+    out = decide_many(hs, {}, entity="time_entry")
+    assert [(d.item_id, d.version) for d in out.deltas] == [("psa:TE-1", 2), ("other:TE-1", 2)]
 
 
 # ---------------------------------------------------------------- properties

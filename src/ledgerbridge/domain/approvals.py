@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from ledgerbridge.domain.errors import DomainError, Violation
 from ledgerbridge.domain.types import DeltaAction, LedgerDelta
-from ledgerbridge.model.entities import ApprovalStatus
+from ledgerbridge.model.entities import ApprovalStatus, Expense, TimeEntry
 
 __all__ = [
     "LEGAL_TRANSITIONS",
@@ -42,6 +42,7 @@ __all__ = [
     "decide",
     "decide_many",
     "effective_version",
+    "group_histories",
     "is_legal_transition",
 ]
 
@@ -259,6 +260,19 @@ def decide_many(
         deltas.extend(item_deltas)
         new_posted[item_id] = new
     return result
+
+
+def group_histories(items: Iterable[TimeEntry | Expense]) -> dict[str, list[VersionState]]:
+    """Group source versions into histories for :func:`decide_many`, keyed ``"{source_system}:{id}"`` (the item
+    id used in deltas). Order within a history is arrival order; duplicates are kept (``decide`` ignores them)."""
+    out: dict[str, list[VersionState]] = {}
+    for it in items:
+        key = f"{it.source_system}:{it.id}"
+        h = out.get(key)
+        if h is None:
+            h = out[key] = []
+        h.append(VersionState(it.version, it.approval_status))
+    return out
 
 
 def check_history(history: Iterable[tuple[int, ApprovalStatus]], *, item: str) -> list[Violation]:
