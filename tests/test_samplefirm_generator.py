@@ -246,12 +246,25 @@ def test_fx_rates_daily_business_days(firm: tuple[Path, GenerationReport]) -> No
 def test_rate_cards_raises_and_overrides(firm: tuple[Path, GenerationReport]) -> None:
     d, report = firm
     lines = rows(d, "rate_cards.csv")
-    bill_std = [r for r in lines if r["kind"] == "bill" and not r["project_id"]]
-    assert {(r["role"], r["currency"]) for r in bill_std} == {
-        (role, cur) for role in ("Analyst", "Consultant", "Senior Consultant", "Manager", "Partner")
-        for cur in ("USD", "GBP", "EUR")}
-    assert any(r["kind"] == "bill" and r["project_id"] for r in lines)
+    projects = {p["id"]: p for p in rows(d, "projects.csv")}
     resources = {r["id"]: r for r in rows(d, "resources.csv")}
+    roles = ("Analyst", "Consultant", "Senior Consultant", "Manager", "Partner")
+    standard = {"USD": (150, 200, 260, 320, 450), "GBP": (120, 160, 210, 260, 360), "EUR": (140, 185, 240, 295, 415)}
+    bill = [r for r in lines if r["kind"] == "bill"]
+    # every client project has one bill line per role, in the project currency, at or below the standard card
+    role_lines = {(r["project_id"], r["role"]): r for r in bill if r["role"]}
+    client = [p for p in projects.values() if not p["id"].startswith("PRJ-INT-")]
+    assert set(role_lines) == {(p["id"], role) for p in client for role in roles}
+    discounted = 0
+    for (pid, role), r in role_lines.items():
+        assert r["currency"] == projects[pid]["currency"] and not r["resource_id"]
+        card = Decimal(standard[r["currency"]][roles.index(role)])
+        assert card * Decimal("0.85") <= Decimal(r["rate"]) <= card
+        discounted += Decimal(r["rate"]) < card
+    assert discounted > 0
+    personal = [r for r in bill if r["resource_id"]]
+    assert personal and all(r["project_id"] and r["currency"] == projects[r["project_id"]]["currency"]
+                            for r in personal)
     currency = {"US01": "USD", "UK01": "GBP", "DE01": "EUR"}
     cost: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in lines:

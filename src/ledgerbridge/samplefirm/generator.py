@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -512,16 +513,28 @@ def _master_rows(firm: _Firm, seed: int, months: int) -> dict[str, list[list[str
 
     rates: list[list[str]] = []
     origin = dt.date(ws.year - 1, 1, 1).isoformat()
-    for cur, table in BILL_RATES.items():
-        for role, rate in zip(ROLES, table, strict=True):
-            rates.append([f"RC-BILL-{ROLE_SLUG[role]}-{cur}", "bill", f"{rate}.00", cur, origin, "", "", role, ""])
+    # Bill rates: the firm's standard card per role in each currency (BILL_RATES), applied to every client project
+    # in the project currency as role+project lines -- a rate line has no currency selector, so one scope carries
+    # one currency. About a quarter of T&M projects have negotiated rates 5-15% below the card for 1-2 roles, and
+    # some projects bill one named person at a personal rate (resource+project, the most specific scope).
+    staff: dict[str, list[_Resource]] = defaultdict(list)
+    for r in firm.resources:
+        for sp in r.projects[1:]:
+            staff[sp.id].append(r)
     for p in firm.projects:
-        if p.contract_type != "time_and_materials" or rng.random() >= 0.25:
-            continue
-        for role_idx in sorted(rng.sample(range(len(ROLES)), rng.choice((1, 2)))):
-            rate = BILL_RATES[p.currency][role_idx] * rng.randint(85, 95) // 100
-            rates.append([f"RC-BILL-{ROLE_SLUG[ROLES[role_idx]]}-{p.id}", "bill", f"{rate}.00", p.currency, origin,
-                          "", "", ROLES[role_idx], p.id])
+        discounted = set()
+        if p.contract_type == "time_and_materials" and rng.random() < 0.25:
+            discounted = set(rng.sample(range(len(ROLES)), rng.choice((1, 2))))
+        for role_idx, role in enumerate(ROLES):
+            rate = BILL_RATES[p.currency][role_idx]
+            if role_idx in discounted:
+                rate = rate * rng.randint(85, 95) // 100
+            rates.append([f"RC-BILL-{ROLE_SLUG[role]}-{p.id}", "bill", f"{rate}.00", p.currency, origin, "", "",
+                          role, p.id])
+        if staff[p.id] and rng.random() < 0.15:
+            r = rng.choice(staff[p.id])
+            rate = BILL_RATES[p.currency][r.role_idx] * rng.randint(90, 120) // 100
+            rates.append([f"RC-BILL-{r.id}-{p.id}", "bill", f"{rate}.00", p.currency, origin, "", r.id, "", p.id])
     for r in firm.resources:
         cur = ENTITY_CURRENCY[r.entity]
         for k, (frm, to, cents) in enumerate(r.cost_cents, start=1):
