@@ -401,3 +401,79 @@ def test_postings_for_invoice_errors(entity: str, sign: int, rule: str) -> None:
     with pytest.raises(DomainError) as e:
         billing.postings_for_invoice(inv, entity, sign)
     assert rule_of(e) == rule
+
+
+# ------------------------------------------------------------------------------------------------ lenient run
+
+
+def test_lenient_run_holds_back_bad_items_and_projects_and_bills_the_rest() -> None:
+    p_us = project("P-US", customer_id="C-GONE", currency="USD")
+    time = [
+        ct("T1", "2", "100"),
+        ct("T-USD", "1", "100", cur="USD"),  # wrong bill currency: this entry held back
+        ct("T-NOPE", "1", "100", pid="P-NOPE"),  # unknown project: held back
+        ct("T-US", "3", "100", pid="P-US", cur="USD"),  # customer unknown: the whole project held back
+    ]
+    run = billing.tm_billing_run(
+        time, [cx("X-EUR", "10", cur="EUR")], [P_TM, p_us], [C_UK], TAX, "2026-03", MAR
+    )
+    assert [(i.id, i.net_total) for i in run.invoices] == [("INV-P-TM-2026-03", D("200.00"))]
+    assert [r.id for i in run.invoices for ln in i.lines for r in ln.lineage] == ["T1"]
+    assert sorted((v.rule, v.item) for v in run.violations) == [
+        ("billing.bill_currency_mismatch", "time_entry psa:time_entry:T-USD@1"),
+        ("billing.fx_converter_missing", "expense psa:expense:X-EUR@1"),
+        ("billing.unknown_customer", "project P-US"),
+        ("billing.unknown_project", "time_entry psa:time_entry:T-NOPE@1"),
+    ]
+    assert all(v.fix for v in run.violations)
+    # strict mode raises the first of them
+    with pytest.raises(DomainError):
+        billing.tm_billing_run(time, [], [P_TM, p_us], [C_UK], TAX, "2026-03", MAR, strict=True)
+
+
+# ------------------------------------------------------------------------------------------------ credit notes
+
+
+def test_credit_note_void_negates_every_line_exactly() -> None:
+    [inv] = drafts([ct("T1", "1.25", "133.33"), ct("T2", "3", "99.99")], [cx("X1", "40.01")])
+    cn = billing.credit_note(inv, dt.date(2026, 4, 2), TAX)
+    assert cn.id == f"CN-{inv.id}-1"
+    assert (cn.net_total, cn.tax_total, cn.total) == (-inv.net_total, -inv.tax_total, -inv.total)
+    assert [ln.lineage for ln in cn.lines] == [ln.lineage for ln in inv.lines]
+    assert billing.credit_note(inv, dt.date(2026, 4, 2), TAX, issued_invoice_ids={cn.id}).id == f"CN-{inv.id}-2"
+
+
+def test_credit_note_for_billed_versions_recomputes_their_amounts() -> None:
+    t1, t2, t3 = ct("T1", "1.25", "133.33"), ct("T2", "1.25", "133.33"), ct("T3", "2", "100", res="R2")
+    x1 = cx("X1", "100.00", cur="EUR")
+
+    def conv(amount: D, frm: str, to: str, on: dt.date) -> D:
+        return amount * D("0.8567")
+
+    [inv] = drafts([t1, t2, t3], [x1], converter=conv)
+    cn = billing.credit_note(inv, dt.date(2026, 4, 2), TAX, [t1, x1], converter=conv)
+    got = [(ln.quantity, ln.unit_price, ln.net_amount, ln.tax_amount, [r.id for r in ln.lineage]) for ln in cn.lines]
+    assert got == [
+        (D("-1.25"), D("133.33"), D("-166.66"), D("-33.33"), ["T1"]),  # -33.332
+        (D(-1), D("85.67"), D("-85.67"), D("-17.13"), ["X1"]),  # -17.134
+    ]
+    # crediting every item of a line gives back exactly that line's tax
+    full = billing.credit_note(inv, dt.date(2026, 4, 2), TAX, [t1, t2])
+    assert (full.lines[0].net_amount, full.lines[0].tax_amount) == (-inv.lines[0].net_amount, -inv.lines[0].tax_amount)
+
+
+@pytest.mark.parametrize(
+    ("items", "kwargs", "rule"),
+    [
+        ([ct("T1", "1", "100", version=2)], {}, "billing.not_on_invoice"),
+        ([ct("T1", "1", "100")], {"tax_codes": [TAX[0]]}, "billing.unknown_tax_code"),
+        ([cx("X1", "10", cur="EUR")], {"converter": None}, "billing.fx_converter_missing"),
+    ],
+)
+def test_credit_note_errors(items: list[CostedTime | CostedExpense], kwargs: dict[str, object], rule: str) -> None:
+    [inv] = drafts([ct("T1", "1", "100")], [cx("X1", "10", cur="EUR")], converter=lambda a, f, t, d: a)
+    args: dict[str, object] = {"tax_codes": TAX, "converter": lambda a, f, t, d: a}
+    args.update(kwargs)
+    with pytest.raises(DomainError) as e:
+        billing.credit_note(inv, MAR, args["tax_codes"], items, converter=args["converter"])  # type: ignore[arg-type]
+    assert rule_of(e) == rule

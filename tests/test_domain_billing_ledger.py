@@ -131,3 +131,41 @@ def test_fixed_fee_and_milestone_unbilled_is_recognised_minus_billed() -> None:
         D("-15000.00"), D(0), D("15000.00"),
     )
     assert bal[("2300", "")] == -bal[("1100", "")] == -(D("12000.00") + D("3000.00"))
+
+
+def test_entry_edited_after_billing_is_credited_and_rebilled_and_unbilled_clears() -> None:
+    def entry(tid: str, hours: str, version: int = 1) -> CostedTime:
+        h = D(hours)
+        return CostedTime(
+            ref=SourceRef(system="psa", entity="time_entry", id=tid, version=version), legal_entity_id="UK01",
+            project_id="P-TM", resource_id="R1", cost_center="CC-DEL-UK", work_date=dt.date(2026, 3, 10), hours=h,
+            billable=True, cost_rate=D(55), cost_currency="GBP", cost_amount=round_money(h * 55, "GBP"),
+            bill_rate=D("133.33"), bill_currency="GBP", billable_value=round_money(h * D("133.33"), "GBP"),
+        )
+
+    t1, t2 = entry("T1", "1.25"), entry("T2", "3")
+    run = [t1, t2]
+    [inv] = billing.tm_invoice_drafts(run, [], [TM], [CUSTOMER], [VAT], "2026-03", dt.date(2026, 3, 31))
+    billed = {r for ln in inv.lines for r in ln.lineage}
+    ps = [p for t in run for p in posting.postings_for_time(t)] + billing.postings_for_invoice(inv)
+
+    # T1 edited to 2 h after it was billed: approvals reverse v1 and post v2.
+    t1v2 = entry("T1", "2", version=2)
+    ps += posting.postings_for_time(t1, sign=-1) + posting.postings_for_time(t1v2)
+    held = billing.tm_billing_run([t1v2, t2], [], [TM], [CUSTOMER], [VAT], "2026-03", dt.date(2026, 3, 31),
+                                  already_billed=billed, issued_invoice_ids={inv.id})
+    assert held.invoices == [] and [v.rule for v in held.violations] == ["billing.billed_item_changed"]
+
+    # The fix the violation names: credit v1, drop it from already_billed, bill again.
+    cn = billing.credit_note(inv, dt.date(2026, 3, 31), [VAT], [t1])
+    ps += billing.postings_for_invoice(cn)
+    [inv2] = billing.tm_invoice_drafts([t1v2, t2], [], [TM], [CUSTOMER], [VAT], "2026-03", dt.date(2026, 3, 31),
+                                       already_billed=billed - {t1.ref}, issued_invoice_ids={inv.id, cn.id})
+    assert inv2.id == "INV-P-TM-2026-03-S2" and inv2.net_total == D("266.66")
+    ps += billing.postings_for_invoice(inv2)
+
+    bal = balances(ps)
+    assert bal[("1200", "P-TM")] == 0
+    assert bal[("4000", "P-TM")] == -(t1v2.billable_value + t2.billable_value)
+    assert bal[("1100", "P-TM")] == inv.net_total + cn.net_total + inv2.net_total == D("666.65")
+    assert bal[("2300", "")] == -(inv.tax_total + cn.tax_total + inv2.tax_total)

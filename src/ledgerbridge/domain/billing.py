@@ -30,9 +30,9 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
-from ledgerbridge.domain.errors import DomainError
+from ledgerbridge.domain.errors import DomainError, Violation
 from ledgerbridge.domain.types import CostedExpense, CostedTime, Posting
 from ledgerbridge.model.base import SourceRef
 from ledgerbridge.model.entities import (
@@ -241,8 +241,8 @@ def _identity(ref: SourceRef) -> tuple[str, str, str]:
     return ref.system, ref.entity, ref.id
 
 
-def _unknown_project(project_id: str, kind: str, ref: SourceRef) -> NoReturn:
-    raise DomainError(
+def _unknown_project(project_id: str, kind: str, ref: SourceRef) -> DomainError:
+    return DomainError(
         f"{kind} {ref}",
         "billing.unknown_project",
         f"project {project_id} is not known",
@@ -272,7 +272,17 @@ class _ExpenseGroup:
     refs: list[SourceRef]
 
 
-def tm_invoice_drafts(
+@dataclass(frozen=True, slots=True)
+class BillingRun:
+    """What a T&M billing run produced: the draft invoices, and the problems that held items or whole projects
+    back (each a Violation naming the item, the rule and the fix). Held-back items stay unbilled: they are not in
+    any invoice's lineage, so the next (supplementary) run after the fix bills them."""
+
+    invoices: list[Invoice]
+    violations: list[Violation]
+
+
+def tm_billing_run(
     costed_time: Iterable[CostedTime],
     costed_expenses: Iterable[CostedExpense],
     projects: Mapping[str, Project] | Iterable[Project],
@@ -284,7 +294,8 @@ def tm_invoice_drafts(
     converter: Converter | None = None,
     already_billed: Collection[SourceRef] = frozenset(),
     issued_invoice_ids: Collection[str] = frozenset(),
-) -> list[Invoice]:
+    strict: bool = False,
+) -> BillingRun:
     """Draft time-and-materials invoices, one per project, for the billing run of ``billing_period``.
 
     Bills every approved, billable item dated on or before the period's last day that is not in
@@ -300,14 +311,24 @@ def tm_invoice_drafts(
 
     Each line keeps the SourceRefs behind it. The invoice id is ``INV-{project}-{period}``; if that id is in
     ``issued_invoice_ids`` (a supplementary run) the first free ``-S2``, ``-S3``... is used. Projects with nothing
-    to bill get no invoice. Raises DomainError for an unknown project/customer/tax code, a bill currency other
-    than the project currency, a missing converter, or an item billed before at another version (credit it first).
+    to bill get no invoice.
+
+    Problems are collected, not raised (``strict=True`` raises the first as DomainError instead): an item of an
+    unknown project, a bill currency other than the project's, a foreign expense without ``converter``, or a new
+    version of an item already billed holds back that item; an unknown/inactive customer or tax code, or an
+    inclusive tax code, holds back the whole project. ``billing_period`` not ``YYYY-MM`` always raises.
     """
     _, period_end = period_bounds(billing_period)
     projects_by_id = _index(projects, lambda p: p.id)
     customers_by_id = _index(customers, lambda c: c.id)
     billed = set(already_billed)
     billed_ids = {_identity(r): r for r in billed}
+    violations: list[Violation] = []
+
+    def refuse(err: DomainError) -> None:
+        if strict:
+            raise err
+        violations.append(err.to_violation())
 
     def unbilled(ref: SourceRef, kind: str) -> bool:
         if not billed:
@@ -316,29 +337,34 @@ def tm_invoice_drafts(
             return False
         earlier = billed_ids.get(_identity(ref))
         if earlier is not None:
-            raise DomainError(
+            refuse(DomainError(
                 f"{kind} {ref}",
                 "billing.billed_item_changed",
                 f"version {ref.version} arrived after version {earlier.version} was already invoiced",
-                f"issue a credit note for {earlier}, then pass {ref} as unbilled and {earlier} as credited "
-                "(remove it from already_billed)",
-            )
+                f"issue a credit note for {earlier} (credit_note), then bill {ref}: remove {earlier} from "
+                "already_billed",
+            ))
+            return False
         return True
 
     time_groups: dict[str, dict[tuple[str, Decimal], _TimeGroup]] = defaultdict(dict)
     for ct in costed_time:
         if not ct.billable or ct.work_date > period_end:
             continue
-        project = projects_by_id.get(ct.project_id) or _unknown_project(ct.project_id, "time_entry", ct.ref)
+        project = projects_by_id.get(ct.project_id)
+        if project is None:
+            refuse(_unknown_project(ct.project_id, "time_entry", ct.ref))
+            continue
         if project.contract_type is not ContractType.TIME_AND_MATERIALS or not unbilled(ct.ref, "time_entry"):
             continue
         if ct.bill_currency != project.currency:
-            raise DomainError(
+            refuse(DomainError(
                 f"time_entry {ct.ref}",
                 "billing.bill_currency_mismatch",
                 f"billable value is in {ct.bill_currency} but project {project.id} bills in {project.currency}",
                 f"price project {project.id} with a {project.currency} bill rate and re-cost the entry",
-            )
+            ))
+            continue
         g = time_groups[project.id].get((ct.resource_id, ct.bill_rate))
         if g is None:
             g = time_groups[project.id][(ct.resource_id, ct.bill_rate)] = _TimeGroup(Decimal(0), Decimal(0), [])
@@ -350,21 +376,24 @@ def tm_invoice_drafts(
     for ce in costed_expenses:
         if not ce.billable or ce.expense_date > period_end:
             continue
-        project = projects_by_id.get(ce.project_id) or _unknown_project(ce.project_id, "expense", ce.ref)
+        project = projects_by_id.get(ce.project_id)
+        if project is None:
+            refuse(_unknown_project(ce.project_id, "expense", ce.ref))
+            continue
         if not unbilled(ce.ref, "expense"):
             continue
         amount = ce.amount
         if ce.currency != project.currency:
             if converter is None:
-                raise DomainError(
+                refuse(DomainError(
                     f"expense {ce.ref}",
                     "billing.fx_converter_missing",
                     f"expense is in {ce.currency}, project {project.id} bills in {project.currency}, "
                     "and no currency converter was given",
                     "pass converter=... (e.g. the fx module's rate lookup) to the billing run",
-                )
-            amount = converter(ce.amount, ce.currency, project.currency, ce.expense_date)
-            amount = round_money(amount, project.currency)
+                ))
+                continue
+            amount = round_money(converter(ce.amount, ce.currency, project.currency, ce.expense_date), project.currency)
         eg = expense_groups[project.id].get(ce.category)
         if eg is None:
             eg = expense_groups[project.id][ce.category] = _ExpenseGroup(Decimal(0), [])
@@ -375,39 +404,160 @@ def tm_invoice_drafts(
     invoices: list[Invoice] = []
     for project_id in sorted(time_groups.keys() | expense_groups.keys()):
         project = projects_by_id[project_id]
-        customer, tc = _customer_tax_code(project, customers_by_id.get(project.customer_id), tax_codes)
-        cur = project.currency
-        lines: list[InvoiceLine] = []
-        for (resource_id, rate), g in sorted(time_groups.get(project_id, {}).items()):
-            lines.append(
-                _line(
-                    len(lines) + 1,
-                    f"Time: {resource_id}, {g.hours} h at {rate} {cur}/h",
-                    g.hours,
-                    rate,
-                    g.net,
-                    tc,
-                    cur,
-                    tuple(g.refs),
-                )
+        try:
+            invoice = _tm_invoice(
+                project, customers_by_id.get(project.customer_id), tax_codes, time_groups.get(project_id, {}),
+                expense_groups.get(project_id, {}), _next_free_id(f"INV-{project_id}-{billing_period}", issued),
+                invoice_date,
             )
-        for category, eg in sorted(expense_groups.get(project_id, {}).items()):
-            lines.append(
-                _line(
-                    len(lines) + 1,
-                    f"Expenses: {category} ({len(eg.refs)} items, at cost)",
-                    Decimal(1),
-                    eg.net,
-                    eg.net,
-                    tc,
-                    cur,
-                    tuple(eg.refs),
+        except DomainError as err:
+            refuse(err)
+            continue
+        issued.add(invoice.id)
+        invoices.append(invoice)
+    return BillingRun(invoices, violations)
+
+
+def _tm_invoice(
+    project: Project,
+    customer: Customer | None,
+    tax_codes: Mapping[str, TaxCode] | Iterable[TaxCode],
+    time_groups: Mapping[tuple[str, Decimal], _TimeGroup],
+    expense_groups: Mapping[str, _ExpenseGroup],
+    invoice_id: str,
+    invoice_date: dt.date,
+) -> Invoice:
+    customer, tc = _customer_tax_code(project, customer, tax_codes)
+    cur = project.currency
+    lines: list[InvoiceLine] = []
+    for (resource_id, rate), g in sorted(time_groups.items()):
+        lines.append(_line(
+            len(lines) + 1, f"Time: {resource_id}, {g.hours} h at {rate} {cur}/h", g.hours, rate, g.net, tc, cur,
+            tuple(g.refs),
+        ))
+    for category, eg in sorted(expense_groups.items()):
+        lines.append(_line(
+            len(lines) + 1, f"Expenses: {category} ({len(eg.refs)} items, at cost)", Decimal(1), eg.net, eg.net, tc,
+            cur, tuple(eg.refs),
+        ))
+    return build_invoice(invoice_id, project, customer, invoice_date, cur, lines)
+
+
+def tm_invoice_drafts(
+    costed_time: Iterable[CostedTime],
+    costed_expenses: Iterable[CostedExpense],
+    projects: Mapping[str, Project] | Iterable[Project],
+    customers: Mapping[str, Customer] | Iterable[Customer],
+    tax_codes: Mapping[str, TaxCode] | Iterable[TaxCode],
+    billing_period: str,
+    invoice_date: dt.date,
+    *,
+    converter: Converter | None = None,
+    already_billed: Collection[SourceRef] = frozenset(),
+    issued_invoice_ids: Collection[str] = frozenset(),
+) -> list[Invoice]:
+    """:func:`tm_billing_run` with ``strict=True``: the invoices, or the first problem raised as DomainError."""
+    return tm_billing_run(
+        costed_time, costed_expenses, projects, customers, tax_codes, billing_period, invoice_date,
+        converter=converter, already_billed=already_billed, issued_invoice_ids=issued_invoice_ids, strict=True,
+    ).invoices
+
+
+# --------------------------------------------------------------------------------------------------- credit notes
+
+
+def _credited_amount(
+    item: CostedTime | CostedExpense, currency: str, converter: Converter | None
+) -> tuple[Decimal, Decimal]:
+    """(quantity, net) an item contributed to its invoice line, recomputed exactly as the billing run did."""
+    if isinstance(item, CostedTime):
+        return item.hours, item.billable_value
+    if item.currency == currency:
+        return Decimal(1), item.amount
+    if converter is None:
+        raise DomainError(
+            f"expense {item.ref}",
+            "billing.fx_converter_missing",
+            f"expense is in {item.currency}, the invoice in {currency}, and no currency converter was given",
+            "pass the converter the billing run used",
+        )
+    return Decimal(1), round_money(converter(item.amount, item.currency, currency, item.expense_date), currency)
+
+
+def credit_note(
+    inv: Invoice,
+    credit_date: dt.date,
+    tax_codes: Mapping[str, TaxCode] | Iterable[TaxCode],
+    items: Iterable[CostedTime | CostedExpense] | None = None,
+    *,
+    converter: Converter | None = None,
+    issued_invoice_ids: Collection[str] = frozenset(),
+) -> Invoice:
+    """A credit note (an Invoice with negative amounts) against ``inv``, id ``CN-{invoice id}-{n}`` (first ``n``
+    from 1 not in ``issued_invoice_ids``).
+
+    - ``items=None``: credits every line in full (a void): each line negated, tax included, exactly;
+    - otherwise: credits those billed items (the *versions that were billed*, e.g. v1 of an entry since edited or
+      recalled), one credit line per invoice line they sit on, with the amounts the billing run gave them
+      (time: ``billable_value``; expense: converted and rounded with the same ``converter``) and tax recomputed per
+      credit line with the original line's tax code (crediting every item of a line gives back exactly its tax).
+
+    Its :func:`postings_for_invoice` reverse the original's: Dr unbilled / Cr receivables on the net (the item's
+    accrual reversal, posted by approvals, then nets unbilled to zero) and Dr tax payable / Cr receivables.
+    DomainError ``billing.not_on_invoice`` for an item whose ref is not in the invoice's lineage.
+    """
+    codes = _index(tax_codes, lambda t: t.code)
+    lines: list[InvoiceLine] = []
+    if items is None:
+        for ln in inv.lines:
+            lines.append(InvoiceLine(
+                line_no=len(lines) + 1, description=f"Credit: {ln.description}", quantity=-ln.quantity,
+                unit_price=ln.unit_price, net_amount=-ln.net_amount, tax_code=ln.tax_code, tax_amount=-ln.tax_amount,
+                revenue_account=ln.revenue_account, lineage=ln.lineage,
+            ))
+    else:
+        line_of = {ref: ln for ln in inv.lines for ref in ln.lineage}
+        per_line: dict[int, tuple[InvoiceLine, list[tuple[SourceRef, Decimal, Decimal]]]] = {}
+        for it in items:
+            hit = line_of.get(it.ref)
+            if hit is None:
+                raise DomainError(
+                    f"{'time_entry' if isinstance(it, CostedTime) else 'expense'} {it.ref}",
+                    "billing.not_on_invoice",
+                    f"this version was not billed on invoice {inv.id}",
+                    "credit the item on the invoice whose lineage holds this exact version",
                 )
-            )
-        inv_id = _next_free_id(f"INV-{project_id}-{billing_period}", issued)
-        issued.add(inv_id)
-        invoices.append(build_invoice(inv_id, project, customer, invoice_date, cur, lines))
-    return invoices
+            qty, net = _credited_amount(it, inv.currency, converter)
+            per_line.setdefault(hit.line_no, (hit, []))[1].append((it.ref, qty, net))
+        for line_no in sorted(per_line):
+            orig, credited = per_line[line_no]
+            tc = codes.get(orig.tax_code)
+            if tc is None:
+                raise DomainError(
+                    f"invoice {inv.id} line {line_no}",
+                    "billing.unknown_tax_code",
+                    f"tax code {orig.tax_code!r} of the credited line is not in the tax codes given",
+                    f"pass tax code {orig.tax_code!r} (inactive codes too) to credit_note",
+                )
+            net = sum((n for _, _, n in credited), Decimal(0))
+            if is_expense_line(orig):  # one line per category: quantity 1 at the credited amount
+                qty, unit = Decimal(-1), net
+            else:  # time: the hours credited at the line's bill rate
+                qty, unit = -sum((q for _, q, _ in credited), Decimal(0)), orig.unit_price
+            lines.append(_line(
+                len(lines) + 1, f"Credit: {orig.description}", qty, unit, -net, tc, inv.currency,
+                tuple(r for r, _, _ in credited),
+            ))
+    n = 1
+    while f"CN-{inv.id}-{n}" in issued_invoice_ids:
+        n += 1
+    net_total = sum((ln.net_amount for ln in lines), Decimal(0))
+    tax_total = sum((ln.tax_amount for ln in lines), Decimal(0))
+    return Invoice(
+        id=f"CN-{inv.id}-{n}", legal_entity_id=inv.legal_entity_id, customer_id=inv.customer_id,
+        project_id=inv.project_id, invoice_date=credit_date, due_date=credit_date, currency=inv.currency,
+        lines=tuple(lines), net_total=net_total, tax_total=tax_total, total=net_total + tax_total,
+    )
 
 
 # --------------------------------------------------------------------------------------------------- milestones
