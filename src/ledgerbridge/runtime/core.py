@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +23,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
+from dbos._core import prepare_enqueued_workflow
+from dbos._dbos import _get_dbos_instance
 from dbos._error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
@@ -92,6 +97,25 @@ def _route_dbos_logging() -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+_PLAIN_SQLITE = sqlite3.connect(":memory:", check_same_thread=False)
+_PLAIN_SQLITE_LOCK = threading.Lock()
+
+
+def _strftime_subsecond_now(fmt: Any, *args: Any) -> Any:
+    """``strftime('%s', 'now')`` with millisecond precision; every other call is answered by SQLite itself.
+
+    DBOS 3.4 on Python < 3.12 stamps ``created_at``/``started_at`` and evaluates its queue rate-limit window with
+    ``strftime('%s','now') * 1000`` — whole seconds. That turns a 0.5 s limiter period into 1 s, aligns windows to
+    calendar seconds (a burst at x.999 and another at x+1.000) and orders same-second enqueues by id. SQLite lets a
+    connection override a built-in function, so the system-database engine gets this one.
+    """
+    if fmt == "%s" and args == ("now",):
+        return round(time.time(), 3)
+    with _PLAIN_SQLITE_LOCK:
+        placeholders = ", ".join("?" for _ in range(len(args) + 1))
+        return _PLAIN_SQLITE.execute(f"SELECT strftime({placeholders})", (fmt, *args)).fetchone()[0]
+
+
 def sqlite_engine(url: str, *, wal: bool = True, pool_size: int | None = None) -> sa.Engine:
     """A SQLite engine as DBOS builds it (IMMEDIATE transactions, 30 s busy timeout, foreign keys) plus, when
     ``wal``, ``journal_mode=WAL`` and ``synchronous=NORMAL`` (about 2x the workflows/s of DBOS's default; a power
@@ -106,6 +130,7 @@ def sqlite_engine(url: str, *, wal: bool = True, pool_size: int | None = None) -
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.create_function("strftime", -1, _strftime_subsecond_now)
         dbapi_conn.isolation_level = "IMMEDIATE"
         dbapi_conn.execute("PRAGMA busy_timeout=30000")
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
@@ -265,7 +290,7 @@ def result(workflow_id: str, *, timeout_seconds: float | None = None, poll_secon
     Raises :class:`TimeoutError` when ``timeout_seconds`` pass first (the workflow keeps running)."""
     Runtime.current()
     try:
-        handle = DBOS.retrieve_workflow(workflow_id)
+        handle: Any = DBOS.retrieve_workflow(workflow_id)
         if timeout_seconds is None:
             return handle.get_result(polling_interval_sec=poll_seconds)
         deadline = time.monotonic() + timeout_seconds
@@ -350,6 +375,19 @@ def register_queues(specs: Iterable[QueueSpec]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _check_queue(runtime: Runtime, queue: str, partition_key: str | None) -> QueueSpec | None:
+    spec = runtime.queues.get(queue)
+    if spec is None and DBOS.retrieve_queue(queue) is None:
+        raise ValueError(f"queue {queue!r} is not registered: add it to the runtime queues (register_queues) "
+                         f"before enqueueing; known: {sorted(runtime.queues)}")
+    if spec is not None and spec.partitioned and not partition_key:
+        raise ValueError(f"queue {queue!r} is partitioned: pass partition_key= (e.g. the project id)")
+    if spec is not None and not spec.partitioned and partition_key:
+        raise ValueError(f"queue {queue!r} is not partitioned: drop partition_key={partition_key!r} or declare "
+                         "the queue with partitioned=True")
+    return spec
+
+
 def enqueue(
     queue: str,
     fn: Callable[P, R],
@@ -365,17 +403,17 @@ def enqueue(
     - ``workflow_id``: the idempotency key (derive it from the business key, e.g. ``"post-invoice:INV-42@3"``);
       enqueueing the same id again returns the existing workflow and does not run it twice.
     - ``partition_key``: required on partitioned queues (e.g. the project id, so one project's work keeps order).
+      Outside workflow code (and without priority/delay) such an enqueue goes through the same path as
+      :func:`enqueue_many`, which stamps millisecond creation times that increase per partition: DBOS's own
+      single-enqueue path stamps whole seconds on SQLite under Python 3.11, which would order items enqueued in
+      the same second by id rather than by arrival.
     """
     runtime = Runtime.current()
-    spec = runtime.queues.get(queue)
-    if spec is None and DBOS.retrieve_queue(queue) is None:
-        raise ValueError(f"queue {queue!r} is not registered: add it to the runtime queues (register_queues) "
-                         f"before enqueueing; known: {sorted(runtime.queues)}")
-    if spec is not None and spec.partitioned and not partition_key:
-        raise ValueError(f"queue {queue!r} is partitioned: pass partition_key= (e.g. the project id)")
-    if spec is not None and not spec.partitioned and partition_key:
-        raise ValueError(f"queue {queue!r} is not partitioned: drop partition_key={partition_key!r} or declare "
-                         "the queue with partitioned=True")
+    _check_queue(runtime, queue, partition_key)
+    if partition_key and priority is None and delay_seconds is None and not in_workflow() and not in_step():
+        wf_id = workflow_id or str(uuid.uuid4())
+        enqueue_many(queue, fn, [(list(args), wf_id, partition_key)], **kwargs)
+        return wf_id
     options: dict[str, Any] = {}
     if partition_key:
         options["queue_partition_key"] = partition_key
@@ -385,13 +423,48 @@ def enqueue(
         if not (delay_seconds >= 0 and math.isfinite(delay_seconds)):
             raise ValueError(f"delay_seconds must be >= 0, got {delay_seconds!r}")
         options["delay_seconds"] = delay_seconds
+    handle: Any
     with SetEnqueueOptions(**options):
         if workflow_id is not None:
             with SetWorkflowID(workflow_id):
                 handle = DBOS.enqueue_workflow(queue, fn, *args, **kwargs)
         else:
             handle = DBOS.enqueue_workflow(queue, fn, *args, **kwargs)
-    return handle.get_workflow_id()
+    return str(handle.get_workflow_id())
+
+
+def enqueue_many(
+    queue: str,
+    fn: Callable[..., Any],
+    items: Iterable[tuple[Sequence[Any], str, str | None]],
+    **kwargs: Any,
+) -> list[str]:
+    """Enqueue many runs of workflow ``fn`` in ONE transaction; returns the ids actually inserted, in input order.
+
+    ``items`` are ``(args, workflow_id, partition_key)``; ``kwargs`` are passed to every run. Ids that already exist
+    are skipped (idempotent, like :func:`enqueue`). Within a partition, items run in the order given, also across
+    calls. Much faster than one :func:`enqueue` per item for backfills. Not for workflow code (the insert is not
+    checkpointed there): call it from the service/CLI side.
+    """
+    runtime = Runtime.current()
+    if in_workflow() or in_step():
+        raise RuntimeError("enqueue_many is not checkpointed: call it outside workflow code, or use enqueue() "
+                           "with deterministic workflow ids inside workflows")
+    dbos = _get_dbos_instance()
+    statuses = []
+    ids: list[str] = []
+    for args, wf_id, partition_key in items:
+        _check_queue(runtime, queue, partition_key)
+        if not wf_id:
+            raise ValueError("enqueue_many needs a workflow_id per item (the idempotency key)")
+        statuses.append(prepare_enqueued_workflow(dbos, fn, tuple(args), dict(kwargs), queue_name=queue,
+                                                  workflow_id=wf_id, queue_partition_key=partition_key))
+        ids.append(wf_id)
+    dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if dupes:
+        raise ValueError(f"enqueue_many: workflow ids repeated in one batch: {dupes[:5]}")
+    inserted = dbos._sys_db.init_workflows(statuses)
+    return [i for i in ids if i in inserted]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -426,6 +499,7 @@ def _workflow_dict(status: Any, *, with_data: bool) -> dict[str, Any]:
         "app_version": status.app_version,
         "created_at": _iso(status.created_at),
         "updated_at": _iso(status.updated_at),
+        "dequeued_at": _iso(status.dequeued_at),
         "completed_at": _iso(status.completed_at),
         "forked_from": status.forked_from,
         "error": _error_dict(status.error),
