@@ -1,4 +1,5 @@
-"""Billing rules: tax, invoice drafts (time and materials, milestone, fixed-fee schedule) and invoice postings.
+"""Billing rules: tax, invoice drafts (time and materials, milestone, fixed-fee schedule), credit notes and invoice
+postings.
 
 Pure functions, no I/O. Money is ``Decimal`` rounded half-up to the currency minor unit.
 
