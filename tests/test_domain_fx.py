@@ -88,6 +88,14 @@ def test_missing_rate_is_an_error_never_one() -> None:
         TABLE.convert(D(1), "GBP", "JPY", day(2026, 6, 1))  # no cross rates are invented
 
 
+def test_unknown_currency_is_a_domain_error() -> None:
+    with pytest.raises(DomainError) as ei:
+        TABLE.rate_for("GBP", "XYZ", day(2026, 1, 5))
+    assert ei.value.rule == "fx.unknown_currency" and "XYZ" in ei.value.message
+    with pytest.raises(DomainError, match=r"fx\.unknown_currency"):
+        allocate_rounding([D(1)], D(1), "ZZZ")
+
+
 def test_conflicting_published_rates_refused() -> None:
     with pytest.raises(DomainError) as ei:
         FxTable.from_rates([fx("EUR", "USD", "1.08", day(2026, 1, 2)), fx("EUR", "USD", "1.09", day(2026, 1, 2))])

@@ -151,8 +151,8 @@ class FxTable:
     def rate_for(self, from_currency: str, to_currency: str, on: dt.date) -> tuple[Decimal, dt.date]:
         """``(rate, rate_date)``: 1 ``from_currency`` = rate ``to_currency``, from the latest rate on or before
         ``on``. Raises :class:`DomainError` ``fx.missing_rate`` when there is none."""
-        src = check_currency(from_currency)
-        dst = check_currency(to_currency)
+        src = _currency(from_currency)
+        dst = _currency(to_currency)
         if src == dst:
             return _ONE, on
         s = self._series.get((src, dst))
@@ -169,7 +169,7 @@ class FxTable:
 
     def is_derived(self, from_currency: str, to_currency: str, on: dt.date) -> bool:
         """True when :meth:`rate_for` would answer with an inverse of a published rate."""
-        s = self._series.get((check_currency(from_currency), check_currency(to_currency)))
+        s = self._series.get((_currency(from_currency), _currency(to_currency)))
         if s is None:
             return False
         i = bisect_right(s.dates, on) - 1
@@ -179,7 +179,7 @@ class FxTable:
         """Convert one amount at the rate for ``on``, rounded half-up to the target currency's minor unit."""
         rate, rate_date = self.rate_for(from_currency, to_currency, on)
         unrounded = amount * rate
-        dst = check_currency(to_currency)
+        dst = _currency(to_currency)
         return Converted(round_money(unrounded, dst), dst, rate, rate_date, unrounded)
 
     def convert_batch(
@@ -191,9 +191,17 @@ class FxTable:
         return convert_batch(amounts, rate, to_currency, rate_date)
 
 
+def _currency(code: str) -> str:
+    try:
+        return check_currency(code)
+    except ValueError as e:
+        fix = "use an ISO 4217 code listed in ledgerbridge.model.money.MINOR_UNITS"
+        raise DomainError(f"currency {code!r}", "fx.unknown_currency", str(e), fix) from None
+
+
 def _check_targets(targets: Sequence[Decimal], currency: str) -> Decimal:
     """Validate the inputs of :func:`allocate_rounding`; return the currency quantum."""
-    q = quantum(currency)
+    q = quantum(_currency(currency))
     for i, t in enumerate(targets):
         if not isinstance(t, Decimal) or not t.is_finite():
             raise DomainError(
@@ -249,7 +257,7 @@ def convert_batch(
     is the rounded conversion of ``sum(amounts)``: a summarized journal line equals the sum of its sources.
 
     Each part is within one minor unit of its own ``amount * rate``. Returns ``(parts, total)``."""
-    dst = check_currency(to_currency)
+    dst = _currency(to_currency)
     unrounded = [a * rate for a in amounts]
     source_sum = sum(amounts, Decimal(0))
     total_unrounded = source_sum * rate
