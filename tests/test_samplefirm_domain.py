@@ -1,18 +1,29 @@
-"""The generated firm is consumable by the real domain rules: the rate card validates, and every time-entry
-version and expense can be costed with no violation (no missing, ambiguous or wrong-currency rate)."""
+"""The generated firm is consumable by the real domain rules: rate card valid and every version costable, every
+version history legal under PSA approval practice, and replaying the versions as they arrive ends with exactly the
+latest approved version of each item on the ledger."""
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 
+import pytest
+
+from ledgerbridge.domain.approvals import check_history, decide, group_histories
 from ledgerbridge.domain.costing import RateBook, cost_expenses_many, cost_many, validate_rate_card
-from ledgerbridge.samplefirm import generate_firm, load_firm
+from ledgerbridge.domain.types import DeltaAction
+from ledgerbridge.model import ApprovalStatus
+from ledgerbridge.samplefirm import Firm, generate_firm, latest_versions, load_firm
 
 
-def test_generated_firm_costs_cleanly(tmp_path: Path) -> None:
-    generate_firm(tmp_path, seed=13, employees=45, months=3, start="2026-09")
-    firm = load_firm(tmp_path, strict=True)
+@pytest.fixture(scope="module")
+def firm(tmp_path_factory: pytest.TempPathFactory) -> Firm:
+    d = tmp_path_factory.mktemp("firm")
+    generate_firm(d, seed=13, employees=45, months=3, start="2026-09")
+    return load_firm(d, strict=True)
+
+
+def test_generated_firm_costs_cleanly(firm: Firm) -> None:
     assert validate_rate_card(firm.rate_cards) == []
     book = RateBook.from_lines(firm.rate_cards)
     entries = list(firm.time_entries())
@@ -30,3 +41,26 @@ def test_generated_firm_costs_cleanly(tmp_path: Path) -> None:
     assert any(len(v) == 2 for v in rates_by_resource.values())
     expenses, x_violations = cost_expenses_many(firm.expenses(), firm.projects, firm.resources)
     assert x_violations == [] and expenses
+
+
+@pytest.mark.parametrize("entity", ["time_entry", "expense"])
+def test_version_histories_are_legal_and_replay_to_the_latest_approved(firm: Firm, entity: str) -> None:
+    items = list(firm.time_entries() if entity == "time_entry" else firm.expenses())
+    histories = group_histories(items)
+    for key, history in histories.items():
+        assert check_history(history, item=key) == [], key
+
+    # replay in file order, one version at a time, as a poller would receive them
+    seen: dict[str, list[tuple[int, ApprovalStatus]]] = {}
+    posted: dict[str, int | None] = {}
+    actions: Counter[DeltaAction] = Counter()
+    for it in items:
+        key = f"{it.source_system}:{it.id}"
+        seen.setdefault(key, []).append((it.version, it.approval_status))
+        deltas, posted[key] = decide(seen[key], posted.get(key), entity=entity, item_id=key)
+        actions.update(d.action for d in deltas)
+    latest = latest_versions(items)
+    for item_id, last in latest.items():
+        expected = last.version if last.approval_status is ApprovalStatus.APPROVED else None
+        assert posted[f"psa_files:{item_id}"] == expected, item_id
+    assert actions[DeltaAction.POST] > actions[DeltaAction.REVERSE] > 0  # recalls and edits reverse postings

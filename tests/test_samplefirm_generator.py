@@ -147,7 +147,7 @@ def test_time_entry_versions_are_coherent(firm: tuple[Path, GenerationReport]) -
         if r["project_id"] in internal:
             assert r["billable"] == "false"
         if r["approval_status"] == "approved":
-            assert r["approved_at"] and ts(r["approved_at"]) > ts(r["updated_at"])
+            assert r["approved_at"] and ts(r["approved_at"]) >= ts(r["updated_at"])
             assert ts(r["approved_at"]) < as_of
         else:
             assert r["approved_at"] == ""
@@ -163,21 +163,30 @@ def test_time_entry_versions_are_coherent(firm: tuple[Path, GenerationReport]) -
                                                                "updated_at", "hours")}
             assert same == {k: v for k, v in prev.items() if k in same}  # a version changes only what it should
         for i, s in enumerate(statuses):
+            prev = statuses[i - 1] if i else None
             if s == "recalled":
-                assert i > 0 and statuses[i - 1] == "approved"
-                assert versions[i]["hours"] == versions[i - 1]["hours"]
+                assert prev == "approved" and versions[i]["hours"] == versions[i - 1]["hours"]
                 kinds["recalled"] += 1
             if s == "rejected":
                 assert i == 0
                 kinds["rejected"] += 1
-        if len(versions) >= 2 and statuses[0] == "approved" and statuses[1] != "recalled":
-            assert versions[1]["hours"] != versions[0]["hours"]
-            kinds["edited"] += 1
+            if s == "submitted" and i:  # corrected and resubmitted after a rejection or a recall
+                assert prev in ("rejected", "recalled")
+                kinds["resubmitted"] += 1
+            if s == "approved" and i:
+                assert prev in ("submitted", "approved")  # approval of a resubmission, or an edit
+                if prev == "submitted":
+                    assert versions[i]["hours"] == versions[i - 1]["hours"]
+                    assert versions[i]["approved_at"] == versions[i]["updated_at"]
+                else:
+                    assert versions[i]["hours"] != versions[i - 1]["hours"]
+                    kinds["edited"] += 1
     n = len(by_id)
     assert n == report.stats["time_items"]
     assert kinds["recalled"] == report.stats["time_recalled"]
     assert kinds["rejected"] == report.stats["time_rejected"]
     assert kinds["edited"] == report.stats["time_edited"]
+    assert kinds["resubmitted"] == report.stats["time_resubmitted"] > 0
     # roughly the configured shares: ~2% recalled, ~1% rejected, ~2% edited after approval
     assert 0.01 * n < kinds["recalled"] < 0.03 * n
     assert 0.004 * n < kinds["rejected"] < 0.02 * n

@@ -591,7 +591,18 @@ def _fx_rows(seed: int, first: dt.date, last: dt.date) -> Iterable[list[str]]:
 
 
 class _Versions:
-    """Counts and produces the later versions of an approved item: recall, rejection, edit after approval."""
+    """Produces the later versions of an approved item (rejection, recall, edit after approval) and counts rows.
+
+    Every status change after v1 is a version of its own, so consecutive versions only ever make transitions that
+    PSA practice allows (``domain.approvals.LEGAL_TRANSITIONS``): approved -> recalled / rejected / approved (edit),
+    recalled / rejected -> submitted (corrected and resubmitted) -> approved. ``stats`` counts rows per status
+    plus the ``edited`` and ``resubmitted`` events."""
+
+    i_version = 2
+    i_status = 9
+    i_approved = 10
+    i_updated = 11
+    i_value = 7
 
     def __init__(self, rng: random.Random, as_of: dt.datetime) -> None:
         self.rng = rng
@@ -603,62 +614,55 @@ class _Versions:
         d = (t + dt.timedelta(days=self.rng.randint(lo_days, hi_days))).date()
         return dt.datetime.combine(d, dt.time(8, 0)) + dt.timedelta(minutes=self.rng.randrange(600))
 
-    def _approve_after(self, row: list[str], t: dt.datetime) -> None:
-        """Set status / approved_at of a new version submitted at ``t`` (status, approved_at, updated_at idx)."""
-        ap = self._later(t, 1, 3)
-        if ap < self.as_of:
-            row[self.i_status], row[self.i_approved] = "approved", _ts(ap)
-            self.stats["approved"] += 1
-        else:
-            row[self.i_status], row[self.i_approved] = "submitted", ""
-            self.stats["submitted"] += 1
-        row[self.i_updated] = _ts(t)
+    def _version(self, base: list[str], extra: list[list[str]], status: str, updated: dt.datetime,
+                 approved: dt.datetime | None = None, value: str | None = None) -> list[str]:
+        row = list(base)
+        row[self.i_version] = str(int(extra[-1][self.i_version] if extra else base[self.i_version]) + 1)
+        row[self.i_status], row[self.i_updated] = status, _ts(updated)
+        row[self.i_approved] = _ts(approved) if approved is not None else ""
+        if value is not None:
+            row[self.i_value] = value
+        self.stats[status] += 1
+        extra.append(row)
+        return row
 
-    i_version = 2
-    i_status = 9
-    i_approved = 10
-    i_updated = 11
-    i_value = 7
-
-    def _resubmit(self, base: list[str], version: str, new_value: str, after: dt.datetime, chance: float,
+    def _resubmit(self, base: list[str], new_value: str, after: dt.datetime, chance: float,
                   extra: list[list[str]]) -> None:
-        """With ``chance``, a corrected copy of ``base`` is submitted 1-2 days after ``after`` as ``version``."""
+        """With ``chance``: a corrected version is submitted 1-2 days after ``after``, and approved (a further
+        version) 1-3 days later when that is before the export time."""
         if self.rng.random() >= chance:
             return
         t = self._later(after, 1, 2)
-        if t < self.as_of:
-            row = list(base)
-            row[self.i_version], row[self.i_value] = version, new_value
-            self._approve_after(row, t)
-            self.stats["resubmitted"] += 1
-            extra.append(row)
+        if t >= self.as_of:
+            return
+        sub = self._version(base, extra, "submitted", t, value=new_value)
+        self.stats["resubmitted"] += 1
+        ap = self._later(t, 1, 3)
+        if ap < self.as_of:
+            self._version(sub, extra, "approved", ap, ap)
 
     def follow_up(self, v1: list[str], kind: int, approved: dt.datetime, new_value: str) -> list[list[str]]:
-        """Later versions of ``v1`` (already approved at ``approved``). ``kind``: 0 reject, 1 recall, 2 edit.
-        May change ``v1`` in place (a rejection replaces its approval). Returns the extra rows, in version order."""
+        """Later versions of ``v1`` (approved at ``approved``). ``kind``: 0 reject, 1 recall, 2 edit. A rejection
+        changes ``v1`` in place (it was rejected instead of approved). Returns the extra rows in version order."""
         extra: list[list[str]] = []
         st = self.stats
-        if kind == 0:  # rejected instead of approved; sometimes corrected and resubmitted as v2
+        if kind == 0:  # rejected instead of approved; often corrected and resubmitted
             v1[self.i_status], v1[self.i_approved], v1[self.i_updated] = "rejected", "", _ts(approved)
             st["approved"] -= 1
             st["rejected"] += 1
-            self._resubmit(v1, "2", new_value, approved, 0.6, extra)
+            self._resubmit(v1, new_value, approved, 0.6, extra)
             return extra
         t = self._later(approved, 1, 10)
         if t >= self.as_of:
             return extra
-        v2 = list(v1)
-        v2[self.i_version] = "2"
-        if kind == 1:  # recalled after approval; half are corrected and resubmitted as v3
-            v2[self.i_status], v2[self.i_approved], v2[self.i_updated] = "recalled", "", _ts(t)
-            st["recalled"] += 1
-            extra.append(v2)
-            self._resubmit(v1, "3", new_value, t, 0.5, extra)
-        else:  # edited after approval: v2 with other value, approved again later (or still waiting)
-            v2[self.i_value] = new_value
-            self._approve_after(v2, t)
-            st["edited"] += 1
-            extra.append(v2)
+        if kind == 1:  # recalled after approval (same values); half are corrected and resubmitted
+            v2 = self._version(v1, extra, "recalled", t)
+            self._resubmit(v2, new_value, t, 0.5, extra)
+        else:  # edited after approval: a new approved version with other values, approved again 1-3 days later
+            ap = self._later(t, 1, 3)
+            if ap < self.as_of:
+                self._version(v1, extra, "approved", t, ap, value=new_value)
+                st["edited"] += 1
         return extra
 
 
@@ -777,7 +781,7 @@ def _write_time_entries(path: Path, firm: _Firm, seed: int) -> dict[str, int]:
             if batch and len(batch[0]) != len(header):
                 _shape_error(path.name, header, batch[0])
             w.writerows(batch)
-    st["versions"] = st["items"] + st["recalled"] + st["edited"] + st["resubmitted"]
+    st["versions"] = st["approved"] + st["submitted"] + st["draft"] + st["rejected"] + st["recalled"]
     return {f"time_{k}": v for k, v in st.items()}
 
 
@@ -842,7 +846,7 @@ def _write_expenses(path: Path, firm: _Firm, seed: int) -> dict[str, int]:
             if batch and len(batch[0]) != len(header):
                 _shape_error(path.name, header, batch[0])
             w.writerows(batch)
-    st["versions"] = st["items"] + st["recalled"] + st["edited"] + st["resubmitted"]
+    st["versions"] = st["approved"] + st["submitted"] + st["draft"] + st["rejected"] + st["recalled"]
     return {f"expense_{k}": v for k, v in st.items()}
 
 
