@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import pickle
 from decimal import Decimal
 
 import pytest
@@ -18,7 +19,7 @@ from ledgerbridge.domain.costing import (
     cost_time,
     validate_rate_card,
 )
-from ledgerbridge.domain.errors import DomainError
+from ledgerbridge.domain.errors import DomainError, Violation
 from ledgerbridge.model.entities import (
     ApprovalStatus,
     ContractType,
@@ -221,6 +222,17 @@ def test_mismatched_master_data_is_refused() -> None:
         cost_time(entry(), project(), resource("R9"), BOOK)
 
 
+def test_domain_error_and_violation_render_item_message_rule_fix() -> None:
+    e = DomainError("time_entry psa_files:TE-1@2", "rates.missing_cost_rate", "no cost rate", "add one")
+    assert isinstance(e, ValueError)
+    assert str(e) == "time_entry psa_files:TE-1@2: no cost rate (rates.missing_cost_rate) — fix: add one"
+    v = e.to_violation()
+    assert v == Violation("time_entry psa_files:TE-1@2", "rates.missing_cost_rate", "no cost rate", "add one")
+    assert str(v) == str(e)
+    back = pickle.loads(pickle.dumps(v.to_error()))  # crosses process boundaries (durable steps) intact
+    assert (back.item, back.rule, back.message, back.fix) == (e.item, e.rule, e.message, e.fix)
+
+
 def test_validate_rate_card() -> None:
     card = [
         line("x1", COST, "90", day(2026, 1, 1), res="R1"),
@@ -235,6 +247,8 @@ def test_validate_rate_card() -> None:
     overlap = next(x for x in v if x.rule == "rates.ambiguous_overlap")
     assert overlap.item == "rate_card_line x1, x2"
     assert "cost rate lines for resource R1 all start on 2026-01-01" in overlap.message
+    dup = next(x for x in v if x.rule == "rates.duplicate_line_id")
+    assert (dup.item, dup.message) == ("rate_card_line x4", "2 rate-card lines share the id x4")
     assert validate_rate_card(CARD) == []
 
 

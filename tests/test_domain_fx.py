@@ -143,6 +143,16 @@ def test_allocation_example_three_thirds() -> None:
     assert ei.value.rule == "fx.allocation_without_parts"
 
 
+def test_allocation_refuses_floats_and_nan() -> None:
+    with pytest.raises(DomainError) as ei:
+        allocate_rounding([D(1), 0.5], D("1.5"), "USD")  # type: ignore[list-item]
+    e = ei.value
+    assert (e.rule, e.item) == ("fx.bad_amount", "rounding target #1")
+    assert "0.5 is not a finite Decimal amount" in e.message and "never floats" in e.fix
+    with pytest.raises(DomainError, match=r"fx\.bad_amount"):
+        allocate_rounding([D("NaN")], D(0), "USD")
+
+
 def test_convert_batch_summary_equals_sources() -> None:
     # three lines of 0.005 GBP each at 1.25: each alone rounds to 0.01 USD (0.03 total), the summary is 0.02
     parts, total = TABLE.convert_batch([D("0.005")] * 3, "GBP", "USD", day(2026, 1, 5))
