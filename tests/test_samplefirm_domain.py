@@ -11,8 +11,11 @@ import pytest
 
 from ledgerbridge.domain.approvals import check_history, decide, group_histories
 from ledgerbridge.domain.costing import RateBook, cost_expenses_many, cost_many, validate_rate_card
+from ledgerbridge.domain.errors import DomainError
+from ledgerbridge.domain.fx import FxTable
+from ledgerbridge.domain.periods import LatePolicy, PeriodBook
 from ledgerbridge.domain.types import DeltaAction
-from ledgerbridge.model import ApprovalStatus
+from ledgerbridge.model import ApprovalStatus, PeriodStatus
 from ledgerbridge.samplefirm import Firm, generate_firm, latest_versions, load_firm
 
 
@@ -64,3 +67,31 @@ def test_version_histories_are_legal_and_replay_to_the_latest_approved(firm: Fir
         expected = last.version if last.approval_status is ApprovalStatus.APPROVED else None
         assert posted[f"psa_files:{item_id}"] == expected, item_id
     assert actions[DeltaAction.POST] > actions[DeltaAction.REVERSE] > 0  # recalls and edits reverse postings
+
+
+def test_periods_place_late_items_and_fx_covers_every_date(firm: Firm) -> None:
+    book = PeriodBook(firm.periods)
+    redated = 0
+    rejected = 0
+    for e in firm.time_entries():
+        entity = firm.projects[e.project_id].legal_entity_id
+        placed = book.place(entity, e.work_date, LatePolicy.NEXT_OPEN_PERIOD)
+        assert book.status(entity, placed.period) is PeriodStatus.OPEN
+        if placed.redated_from is not None:
+            redated += 1
+            assert placed.redated_from == "2026-08" and placed.period == "2026-09"
+            with pytest.raises(DomainError) as exc:
+                book.place(entity, e.work_date, LatePolicy.REJECT)
+            assert exc.value.rule == "period.closed"
+            rejected += 1
+    assert redated > 0 and rejected == redated  # the closed month's late items exercise the policy
+
+    fx = FxTable.from_rates(firm.fx_rates)
+    functional = {k: v.functional_currency for k, v in firm.legal_entities.items()}
+    converted = 0
+    for x in firm.expenses():
+        target = functional[firm.projects[x.project_id].legal_entity_id]
+        c = fx.convert(x.amount, x.currency, target, x.expense_date)
+        assert c.amount > 0 and c.rate_date <= x.expense_date and not fx.is_derived(x.currency, target, x.expense_date)
+        converted += x.currency != target
+    assert converted > 0  # cross-currency expenses exist and convert with a published rate
