@@ -72,6 +72,27 @@ def uk_invoice_with_eur_and_fx() -> JournalEntry:
     )
 
 
+def test_line_numbers_and_lineage_counts_that_differ_from_the_defaults_are_written(
+    tmp_path: Path,
+) -> None:
+    j = JournalEntry(
+        id="US01-2026-01-rounding-00001", legal_entity_id="US01", period="2026-01", entry_date=dt.date(2026, 1, 31),
+        journal_type=JournalType.ROUNDING,
+        lines=(
+            JournalLine(line_no=10, account="7900", debit=Decimal("0.01"), currency="USD", lineage_count=5),
+            JournalLine(line_no=20, account="1100", credit=Decimal("0.01"), currency="USD", lineage_count=2),
+        ),
+    )
+    ledger = BeancountLedgerConnector(tmp_path / "books", CHART, ENTITIES)
+    assert ledger.post_journals(run([j]))[0].status is PostStatus.POSTED
+    entries, errors, _ = loader.load_file(str(ledger.client.root / "main.beancount"))
+    assert errors == []
+    (txn,) = [e for e in entries if isinstance(e, data.Transaction)]
+    assert txn.meta["lineage_count"] == 5 and txn.narration == "rounding"
+    assert [p.meta.get("line_no") for p in txn.postings] == [10, 20]
+    assert [p.meta.get("lineage_count") for p in txn.postings] == [None, 2]
+
+
 def run(journals: list[JournalEntry], run_id: str = "RUN-1") -> PostingBatch:
     return PostingBatch(run_id, journals[0].legal_entity_id, journals[0].period, journals)
 
@@ -129,7 +150,8 @@ def test_rendered_ledger_loads_with_zero_errors_and_carries_metadata(ledger: Bea
     p1 = rev.postings[0]
     assert p1.account == "Expenses:US01:5000-ProjectLaborCost" and p1.units.number == Decimal("101.25")
     assert rev.postings[1].units.number == Decimal("-101.25")
-    assert (p1.meta["dim_project"], p1.meta["dim_cost_center"], p1.meta["line_no"]) == ("P-6", "CC-DEL-US", 1)
+    assert (p1.meta["dim_project"], p1.meta["dim_cost_center"]) == ("P-6", "CC-DEL-US")
+    assert "line_no" not in p1.meta and "lineage_count" not in p1.meta  # defaults: position, transaction's count
 
     inv = txns["UK01-2026-01-invoice-00001"]
     assert inv.narration == 'Invoice "INV-7" for Acme \\ Co' and inv.meta["redated_from"] == "2025-12"

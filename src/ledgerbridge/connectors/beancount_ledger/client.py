@@ -103,6 +103,18 @@ class BeancountLedgerClient:
         except ValueError:
             return str(path)
 
+    def _namer(self, shown: dict[str, Path]) -> Callable[[str], str]:
+        """Released name of a loaded file (temp copies shown as the file they will replace), memoised."""
+        names: dict[str, str] = {}
+
+        def name_of(fname: str) -> str:
+            hit = names.get(fname)
+            if hit is None:
+                hit = names[fname] = self.rel(shown.get(fname, fname))
+            return hit
+
+        return name_of
+
     # ------------------------------------------------------------------ loading
 
     @contextlib.contextmanager
@@ -157,7 +169,7 @@ class BeancountLedgerClient:
                 details={"files": [self.rel(f) for f in files], "rule": "beancount.released_ledger_invalid",
                          "errors": problems},
             )
-        st = summarize(entries, self.rel)
+        st = summarize(entries, self._namer({}))
         self._states[key] = (stamps, st)
         return st
 
@@ -240,10 +252,7 @@ class BeancountLedgerClient:
             shown = {str(t.resolve()): p for p, t in temps.items()}
             problems = self.describe_errors(errors, shown)
 
-            def name_of(fname: str) -> str:
-                return self.rel(shown.get(fname, fname))
-
-            state = summarize(entries, name_of)
+            state = summarize(entries, self._namer(shown))
             if not problems:
                 problems = check(state)
             if problems:

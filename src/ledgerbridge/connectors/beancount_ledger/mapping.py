@@ -83,8 +83,18 @@ class Chart:
                 raise ValueError(f"account {a.code} is defined twice for {a.legal_entity_id or 'all entities'}")
             self._by_key[key] = a
 
+        self._names: dict[tuple[str, str], str] = {}
+
     def resolve(self, entity_id: str, code: str) -> Account | None:
         return self._by_key.get((entity_id, code)) or self._by_key.get((None, code))
+
+    def name(self, entity_id: str, account: Account) -> str:
+        """:func:`account_name`, memoised (a run renders the same few accounts thousands of times)."""
+        key = (entity_id, account.code)
+        hit = self._names.get(key)
+        if hit is None:
+            hit = self._names[key] = account_name(account, entity_id)
+        return hit
 
 
 # --------------------------------------------------------------------------------------------------- rendering
@@ -113,7 +123,7 @@ def journal_problems(
             out.append(f"line {ln.line_no}: account {ln.account} ({acct.name}) is inactive — reactivate it or map "
                        "the posting rule to an active account")
             continue
-        name = account_name(acct, journal.legal_entity_id)
+        name = chart.name(journal.legal_entity_id, acct)
         allowed = opened.get(name, currencies)
         if allowed is not None and ln.currency not in allowed:
             out.append(f"line {ln.line_no}: currency {ln.currency} is not allowed on {name} (allowed: "
@@ -130,32 +140,37 @@ def render_journal(journal: JournalEntry, chart: Chart, run_id: str) -> Rendered
     """One balanced Beancount transaction for ``journal`` (check :func:`journal_problems` first).
 
     Debits are positive, credits negative, in the line currency; functional amounts, FX rate and rate date,
-    dimensions (``dim_<name>``), line number and lineage count go into posting metadata."""
+    dimensions (``dim_<name>``) go into posting metadata, and so do the line number and lineage count when they
+    differ from the posting's position (1-based) and the transaction's ``lineage_count`` (the lines' maximum)."""
     e = journal.legal_entity_id
     links = sorted({x for x in (journal.id, journal.reverses) if x and _LINK.match(x)})
     head = f"{journal.entry_date.isoformat()} * {quote(journal.description or journal.journal_type.value)}"
     if links:
         head += " " + " ".join(f"^{x}" for x in links)
+    lineage = max((ln.lineage_count for ln in journal.lines), default=0)
     meta = [f"  journal_id: {quote(journal.id)}", f"  period: {quote(journal.period)}",
-            f"  journal_type: {quote(journal.journal_type.value)}",
-            f"  lineage_count: {max((ln.lineage_count for ln in journal.lines), default=0)}"]
+            f"  journal_type: {quote(journal.journal_type.value)}", f"  lineage_count: {lineage}"]
     if journal.reverses:
         meta.append(f"  reverses: {quote(journal.reverses)}")
     if journal.redated_from:
         meta.append(f"  redated_from: {quote(journal.redated_from)}")
     body: list[str] = []
     accounts = set()
-    for ln in sorted(journal.lines, key=lambda x: x.line_no):
+    for pos, ln in enumerate(sorted(journal.lines, key=lambda x: x.line_no), start=1):
         acct = chart.resolve(e, ln.account)
         if acct is None:
             raise ValueError(f"journal {journal.id} line {ln.line_no}: account {ln.account} not in the chart")
-        name = account_name(acct, e)
+        name = chart.name(e, acct)
         accounts.add(name)
         body.append(f"  {name}  {amount_text(ln.debit - ln.credit, ln.currency)} {ln.currency}")
-        body.append(f"    line_no: {ln.line_no}")
+        # written only when they differ from the defaults (position; the transaction's lineage_count): a smaller
+        # ledger loads faster, and nothing is lost
+        if ln.line_no != pos:
+            body.append(f"    line_no: {ln.line_no}")
         for k in sorted(ln.dimensions):
             body.append(f"    {DIM_PREFIX}{k}: {quote(ln.dimensions[k])}")
-        body.append(f"    lineage_count: {ln.lineage_count}")
+        if ln.lineage_count != lineage:
+            body.append(f"    lineage_count: {ln.lineage_count}")
         if ln.functional_currency is not None:
             fc = ln.functional_currency
             famt = (ln.functional_debit or Decimal(0)) - (ln.functional_credit or Decimal(0))
