@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import resource
 import sys
 import tempfile
@@ -42,6 +43,7 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="write here instead of a temporary directory")
     args = ap.parse_args()
 
+    print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} (other work on the machine skews wall time)")
     with tempfile.TemporaryDirectory(prefix="lb-bench-gen-") as tmp:
         out = args.keep or Path(tmp)
         rss0 = _rss_mib()
@@ -69,7 +71,7 @@ def main() -> int:
         print(f"load_firm + expenses: {len(firm.projects)} projects, {len(firm.resources)} resources, "
               f"{len(firm.rate_cards)} rate lines, {n_exp:,} expense rows in {time.perf_counter() - t0:.2f} s, "
               f"{len(firm.errors)} errors")
-        print(f"peak RSS at end       : {_rss_mib():,.1f} MiB")
+        print(f"peak RSS at end       : {_rss_mib():,.1f} MiB; load average now {os.getloadavg()[0]:.2f}")
     return 0
 
 
