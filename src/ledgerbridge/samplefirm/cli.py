@@ -53,8 +53,8 @@ def generate(
 ) -> None:
     """Write a realistic consulting firm as PSA export files (see docs/file-format.md).
 
-    Sizes: about 1.9 x employees x weekdays time entries (+5% versions); --employees 2000 --months 12 gives about
-    1.06M time-entry rows. Same seed and options give byte-identical files."""
+    Sizes: about 1.9 x employees x weekdays time entries (+7% versions); --employees 2000 --months 12 gives about
+    1.07M time-entry rows. Same seed and options give byte-identical files."""
     try:
         report = generate_firm(out, seed=seed, employees=employees, months=months, start=start)
     except ValueError as exc:
