@@ -17,6 +17,7 @@ from ledgerbridge.domain.costing import (
     cost_expenses_many,
     cost_many,
     cost_time,
+    specificity,
     validate_rate_card,
 )
 from ledgerbridge.domain.errors import DomainError, Violation
@@ -160,6 +161,7 @@ def test_precedence_chain() -> None:
         for d in range(1, 6)
     ]
     assert got == ["rp", "r", "lp", "l", "p"]
+    assert [specificity(ln) for ln in card[:5]] == [5, 4, 3, 2, 1]
     with pytest.raises(DomainError, match=r"rates\.missing_cost_rate"):
         book.line_for(COST, resource_id="R1", role="Consultant", project_id="P1", on=day(2026, 1, 6))
 
