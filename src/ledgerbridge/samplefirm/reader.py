@@ -227,7 +227,7 @@ def read_file(path: Path | str, model_cls: type[T]) -> ReadResult[T]:
 def iter_time_entries(path: Path | str, errors: list[FileError] | None = None) -> Iterator[TimeEntry]:
     """Stream ``time_entries.csv`` (one row per version) in file order, constant memory.
 
-    Every row goes through ``TimeEntry`` validation (pydantic-core): about 100-160k rows/s per core, measured in
+    Every row goes through ``TimeEntry`` validation (pydantic-core): 80-130k rows/s of CPU, measured in
     ``bench/bench_generator.py``. A hand-written stdlib parser was tried and was no faster, so there is one path."""
     return stream(path, TimeEntry, errors)
 
