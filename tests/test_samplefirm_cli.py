@@ -50,3 +50,23 @@ def test_run_generates_the_default_small_firm(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "demo" / MANIFEST).read_text())
     assert manifest["seed"] == 42
     assert manifest["parameters"] == {"employees": 40, "months": 3, "start": "2026-09"}
+
+
+def test_check_reports_bad_rows_with_line_and_exit_code(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    assert runner.invoke(demo_app, ["generate", "--out", str(out), "--employees", "8", "--months", "1"]).exit_code == 0
+    ok = runner.invoke(demo_app, ["check", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert "no problems" in ok.output
+
+    lines = (out / "time_entries.csv").read_text(encoding="utf-8").splitlines()
+    cells = lines[3].split(",")
+    cells[6] = "2026-02-30"  # work_date on line 4
+    lines[3] = ",".join(cells)
+    (out / "time_entries.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    bad = runner.invoke(demo_app, ["check", str(out)])
+    assert bad.exit_code == 1
+    text = " ".join(bad.output.split())  # undo Rich line wrapping
+    assert "time_entries.csv:4 [work_date]:" in text
+    assert "SHA-256" in text  # the manifest no longer matches the edited file
+    assert f"{len(lines) - 2:,}" in text  # every other row still loaded

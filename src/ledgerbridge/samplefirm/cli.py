@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ledgerbridge.samplefirm.fileformat import FILE_MODELS, MANIFEST
 from ledgerbridge.samplefirm.generator import GenerationReport, generate_firm
+from ledgerbridge.samplefirm.reader import load_firm
 
 demo_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -70,3 +72,44 @@ def run(
     report = generate_firm(out, seed=DEFAULT_SEED, employees=DEFAULT_EMPLOYEES, months=DEFAULT_MONTHS,
                            start=DEFAULT_START)
     print_report(report)
+
+
+@demo_app.command("check")
+def check(
+    directory: Path = typer.Argument(..., help="A PSA export directory (docs/file-format.md)."),
+    show: int = typer.Option(20, "--show", min=0, help="How many problems to list."),
+) -> None:
+    """Read every file of a PSA export back and report each bad row with its file, line and field.
+    Exits 1 when there is any problem (the manifest's SHA-256 is checked too, when there is a manifest)."""
+    console = Console()
+    firm = load_firm(directory, verify=(directory / MANIFEST).exists())
+    errors = list(firm.errors)
+    counts: dict[str, int] = {
+        "legal_entities.csv": len(firm.legal_entities), "accounts.csv": len(firm.accounts),
+        "tax_codes.csv": len(firm.tax_codes), "dimensions.csv": len(firm.dimensions), "periods.csv": len(firm.periods),
+        "fx_rates.csv": len(firm.fx_rates), "customers.csv": len(firm.customers), "projects.csv": len(firm.projects),
+        "resources.csv": len(firm.resources), "rate_cards.csv": len(firm.rate_cards),
+        "milestones.csv": len(firm.milestones),
+    }
+    counts["time_entries.csv"] = sum(1 for _ in firm.time_entries(errors))
+    counts["expenses.csv"] = sum(1 for _ in firm.expenses(errors))
+    per_file: dict[str, int] = {}
+    for e in errors:
+        per_file[e.file] = per_file.get(e.file, 0) + 1
+    table = Table(title=f"PSA export check: {directory}", title_justify="left")
+    table.add_column("file")
+    table.add_column("rows loaded", justify="right")
+    table.add_column("problems", justify="right")
+    for name in FILE_MODELS:
+        n = per_file.get(name, 0)
+        table.add_row(name, f"{counts[name]:,}", f"[red]{n:,}[/red]" if n else "0")
+    console.print(table)
+    for e in errors[:show]:
+        console.print(f"  {e}", markup=False, highlight=False)
+    if len(errors) > show:
+        console.print(f"  ... and {len(errors) - show:,} more")
+    if errors:
+        console.print(f"{len(errors):,} problem(s); the rows listed were not loaded (or, for references and the "
+                      "manifest, loaded but flagged). Fix them in the source and export again.")
+        raise typer.Exit(1)
+    console.print("no problems")
