@@ -214,6 +214,7 @@ def test_bad_journals_are_rejected_alone(ledger: BeancountLedgerConnector) -> No
     unknown = labor(2, "5.00", debit_account="5999")
     inactive = labor(3, "5.00", debit_account="9990")
     wrong_ccy = labor(4, "5.00", currency="JPY")
+    ancient = labor(5, "5.00", period="1999-12")
     res = ledger.post_journals(run([labor(1, "10.00"), unknown, inactive, wrong_ccy]))
     assert [r.status for r in res] == [PostStatus.POSTED] + [PostStatus.REJECTED] * 3
     msgs = [r.error.message for r in res[1:] if r.error is not None]
@@ -221,7 +222,11 @@ def test_bad_journals_are_rejected_alone(ledger: BeancountLedgerConnector) -> No
     assert "account 9990 (Retired suspense) is inactive" in msgs[1]
     assert "currency JPY is not allowed on Expenses:US01:5000-ProjectLaborCost" in msgs[2]
     assert all(isinstance(r.error, RecordValidationError) for r in res[1:])
-    assert set(ledger.read_back([j.id for j in (unknown, inactive, wrong_ccy)])) == set()
+    (old,) = ledger.post_journals(run([ancient], run_id="RUN-OLD"))
+    assert old.status is PostStatus.REJECTED and "before the ledger's account open date 2000-01-01" in str(old.error)
+    ids = [j.id for j in (unknown, inactive, wrong_ccy, ancient)]
+    assert set(ledger.read_back(ids)) == set()
+    assert ledger.check() == []
 
 
 def test_unknown_entity_is_a_permanent_error(ledger: BeancountLedgerConnector) -> None:

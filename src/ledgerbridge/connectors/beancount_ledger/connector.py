@@ -155,7 +155,7 @@ class BeancountLedgerConnector:
         period_state = state.periods.get(run.period)
         for j in run.journals:
             held = held_all.get(j.id)
-            problems = journal_problems(j, self.chart, self.currencies[entity], state.opened)
+            problems = journal_problems(j, self.chart, self.currencies[entity], state.opened, self.open_date)
             rendered = None if problems else render_journal(j, self.chart, run.run_id)
             if held is not None:
                 if rendered is not None and rendered.content_hash == held.content_hash:

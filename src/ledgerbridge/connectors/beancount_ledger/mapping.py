@@ -109,10 +109,17 @@ class RenderedJournal:
 
 
 def journal_problems(
-    journal: JournalEntry, chart: Chart, currencies: frozenset[str], opened: Mapping[str, frozenset[str] | None]
+    journal: JournalEntry,
+    chart: Chart,
+    currencies: frozenset[str],
+    opened: Mapping[str, frozenset[str] | None],
+    open_date: dt.date,
 ) -> list[str]:
     """Reasons the journal cannot go into this entity's ledger (empty = it can)."""
     out: list[str] = []
+    if journal.entry_date < open_date:
+        out.append(f"entry date {journal.entry_date} is before the ledger's account open date {open_date} — "
+                   "configure an earlier open_date for the Beancount target")
     for ln in journal.lines:
         acct = chart.resolve(journal.legal_entity_id, ln.account)
         if acct is None:
