@@ -329,6 +329,8 @@ def test_http_status_error_domain_error_builtins_and_unknown() -> None:
                             "fix": "add a rate card"}
     assert classify_exception(TimeoutError("t")).code == "LB-T002"  # type: ignore[union-attr]
     assert classify_exception(ConnectionResetError("r")).code == "LB-T003"  # type: ignore[union-attr]
+    assert classify_exception(httpx.DecodingError("bad gzip")).code == "LB-T003"  # type: ignore[union-attr]
+    assert classify_exception(httpx.TooManyRedirects("loop")).code == "LB-P007"  # type: ignore[union-attr]
     same = ConflictError("c")
     assert classify_exception(same) is same
     assert classify_exception(KeyError("bug")) is None

@@ -513,7 +513,8 @@ def classify_exception(exc: BaseException, *, system: str = "unknown") -> Ledger
 
     - a :class:`LedgerbridgeError` is returned unchanged;
     - ``httpx`` timeouts -> transient ``LB-T002``; other ``httpx`` transport errors -> transient ``LB-T003``;
-    - ``httpx.HTTPStatusError`` -> :func:`classify_http` on its response;
+    - ``httpx.HTTPStatusError`` -> :func:`classify_http` on its response; ``TooManyRedirects`` -> ``LB-P007``;
+      any other ``httpx.HTTPError`` (e.g. ``DecodingError``, a damaged answer) -> transient ``LB-T003``;
     - built-in ``TimeoutError`` -> ``LB-T002``; ``ConnectionError`` -> ``LB-T003``;
     - :class:`ledgerbridge.domain.errors.DomainError` -> validation ``LB-V005`` (item, rule, fix kept in details);
     - anything else -> ``None``: an unclassified exception is a bug and must surface, not be retried.
@@ -535,6 +536,12 @@ def classify_exception(exc: BaseException, *, system: str = "unknown") -> Ledger
         if isinstance(exc, httpx.HTTPStatusError):
             resp = exc.response
             return classify_http(resp.status_code, resp.headers, resp.content, system=system)
+        if isinstance(exc, httpx.TooManyRedirects):
+            return PermanentError(f"{system}: too many redirects ({exc}) — check the base URL", code="LB-P007",
+                                  details={"system": system, "exception": name})
+        if isinstance(exc, httpx.HTTPError):  # DecodingError and other request errors: a damaged answer
+            return TransientError(f"{system}: the answer could not be read ({name}: {exc})", code="LB-T003",
+                                  details={"system": system, "exception": name})
     if isinstance(exc, TimeoutError):
         return TransientError(f"{system}: timed out ({name}: {exc})", code="LB-T002",
                               details={"system": system, "exception": name})
