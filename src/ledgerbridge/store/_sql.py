@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -41,14 +42,27 @@ def chunked(items: Sequence[T] | Iterable[T], size: int = LOOKUP_CHUNK) -> Itera
 COPY_THRESHOLD = 2000
 
 
-def _processed_rows(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Rows as tuples of driver values, through each column type's (dialect-specific) bind processor."""
+def _processed_rows(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Any]) -> list[Any]:
+    """Rows as sequences of driver values, through each column type's (dialect-specific) bind processor."""
     d = conn.dialect
-    procs = [table.c[c].type.dialect_impl(d).bind_processor(d) for c in cols]
-    if all(p is None for p in procs):
-        return [tuple(r[c] for c in cols) for r in rows]
-    pairs = list(zip(cols, procs, strict=True))
-    return [tuple(p(r[c]) if p is not None else r[c] for c, p in pairs) for r in rows]
+    procs = [(j, p) for j, c in enumerate(cols) if (p := table.c[c].type.dialect_impl(d).bind_processor(d))]
+    get = operator.itemgetter(*cols)
+    if len(cols) == 1:
+        return [(get(r),) for r in rows]
+    if not procs:
+        return [get(r) for r in rows]
+    # remember the last input per column: constant columns (a batch's timestamp) convert once
+    memo: list[list[Any]] = [[object(), None] for _ in procs]
+    out = []
+    for r in rows:
+        vals = list(get(r))
+        for m, (j, p) in zip(memo, procs, strict=True):
+            v = vals[j]
+            if v is not m[0]:
+                m[0], m[1] = v, p(v)
+            vals[j] = m[1]
+        out.append(tuple(vals))
+    return out
 
 
 def bulk_insert_ignore(

@@ -33,9 +33,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} {value!r} in a JSON column: convert it to str, int or dict")
 
 
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
 def json_dumps(value: Any) -> str:
     """JSON serializer used for every JSON column (Decimal -> string, dates -> ISO 8601)."""
-    return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def normalize_url(url: str | URL | None) -> URL:

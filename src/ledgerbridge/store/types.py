@@ -27,6 +27,16 @@ def to_exact_decimal(value: Any, *, what: str = "amount") -> Decimal:
     ``Decimal('100.5')``, ``Decimal('100.00')`` -> ``Decimal('100')``), ``-0`` -> ``0``; the value is unchanged.
     Nothing is ever rounded: a value with more than 10 fractional or 18 integer digits is refused.
     """
+    if type(value) is Decimal:
+        # fast path: already canonical and in range (the common case on hot paths)
+        sign, digits, exponent = value.as_tuple()
+        if (
+            isinstance(exponent, int)
+            and -FRACTION_DIGITS <= exponent <= 0
+            and len(digits) + exponent <= INTEGER_DIGITS
+            and digits[-1] != 0
+        ):
+            return value
     if isinstance(value, bool | float):
         raise DecimalRangeError(
             f"{what} {value!r} refused: floats and booleans cannot hold money exactly; pass a Decimal or a string"
