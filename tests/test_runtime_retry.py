@@ -193,11 +193,16 @@ def test_rate_limit_wait_count_is_capped_and_unknown_retry_after_uses_backoff() 
     assert info.value.code == "LB-X002" and info.value.details["rate_limit_waits"] == 2 and len(CALLS) == 3
 
 
-def test_transient_retry_after_longer_than_backoff_is_honoured() -> None:
+def test_transient_retry_after_longer_than_backoff_is_honoured_up_to_the_max_interval() -> None:
     script(TransientError("503", code="LB-T004", retry_after=0.3), "ok")
     started = time.monotonic()
     assert rt.call_with_policy(target, FAST, "X")["answer"] == "ok"
     assert time.monotonic() - started >= 0.3
+    capped = rt.RetryPolicy(max_attempts=2, interval_seconds=0.01, max_interval_seconds=0.05)
+    script(TransientError("503", code="LB-T004", retry_after=3600.0), "ok")
+    started = time.monotonic()
+    assert rt.call_with_policy(target, capped, "X")["answer"] == "ok"
+    assert time.monotonic() - started < 5
 
 
 def test_unclassified_exceptions_are_bugs_and_propagate_untouched() -> None:

@@ -11,9 +11,10 @@ than an error with our kind and code. Tenacity is not installed. So this is a sm
   waits for what is left, and the attempt count survives the restart.
 - **Inside a step or outside any workflow** the loop runs in place with ``time.sleep``.
 
-Rules: a :class:`TransientError` is retried with the policy's backoff (or the target's ``Retry-After`` when longer)
-up to ``max_attempts`` calls; a :class:`RateLimitedError` waits exactly ``retry_after`` (or the backoff when the
-target gives none) and does not count as a failed attempt, within the policy's rate-limit budget; permanent,
+Rules: a :class:`TransientError` is retried with the policy's backoff (or the target's ``Retry-After`` when longer,
+capped at ``max_interval_seconds``) up to ``max_attempts`` calls; a :class:`RateLimitedError` waits exactly
+``retry_after`` (or the backoff when the target gives none) and does not count as a failed attempt, within the
+policy's rate-limit budget; permanent,
 validation and conflict errors are raised at once (with ``details["attempts"]``); when the policy gives up a
 :class:`RetriesExhaustedError` (``LB-X001`` / ``LB-X002``) carrying ``attempts`` and ``last_error`` is raised.
 Exceptions that :func:`~ledgerbridge.errors.classify_exception` recognises (httpx timeouts, connection errors,
@@ -65,7 +66,7 @@ def _classified(fn: Callable[..., R], system: str) -> Callable[..., R]:
 
 def call_with_policy(
     fn: Callable[..., R],
-    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    policy: RetryPolicy,
     *args: Any,
     name: str | None = None,
     system: str = "unknown",
@@ -139,8 +140,8 @@ def call_with_policy(
                              "rate_limit_waited_seconds": rate_waited},
                 ) from err
             delay = policy.backoff(failures)
-            if err.retry_after is not None:
-                delay = max(delay, err.retry_after)
+            if err.retry_after is not None:  # e.g. 503 + Retry-After: honoured up to the policy's max interval
+                delay = max(delay, min(err.retry_after, policy.max_interval_seconds))
             log.info("transient failure, retrying",
                      extra={"step": step_name, "wait_seconds": delay, "code": err.code, "attempt": failures})
             wait(delay)

@@ -144,7 +144,7 @@ class RetryPolicy:
 
     - Transient errors: up to ``max_attempts`` calls in total; the wait after failed call *n* (1-based) is
       ``min(interval_seconds * backoff_rate ** (n - 1), max_interval_seconds)``, or the target's ``Retry-After`` if
-      that is longer.
+      that is longer (capped at ``max_interval_seconds``).
     - Rate-limited errors: wait exactly ``retry_after`` (or the backoff above when the target gives none); these
       waits are NOT failed attempts, but at most ``max_rate_limit_waits`` of them, totalling at most
       ``rate_limit_budget_seconds``, are made; a longer ``Retry-After`` fails at once with ``LB-X002`` (carrying
