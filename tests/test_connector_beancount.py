@@ -222,6 +222,9 @@ def test_bad_journals_are_rejected_alone(ledger: BeancountLedgerConnector) -> No
     assert "account 9990 (Retired suspense) is inactive" in msgs[1]
     assert "currency JPY is not allowed on Expenses:US01:5000-ProjectLaborCost" in msgs[2]
     assert all(isinstance(r.error, RecordValidationError) for r in res[1:])
+    quoted = labor(6, "5.00").model_copy(update={"id": 'US01-2026-01-"x"'})
+    (q,) = ledger.post_journals(run([quoted], run_id="RUN-Q"))
+    assert q.status is PostStatus.REJECTED and "contains a quote, backslash or line break" in str(q.error)
     (old,) = ledger.post_journals(run([ancient], run_id="RUN-OLD"))
     assert old.status is PostStatus.REJECTED and "before the ledger's account open date 2000-01-01" in str(old.error)
     ids = [j.id for j in (unknown, inactive, wrong_ccy, ancient)]

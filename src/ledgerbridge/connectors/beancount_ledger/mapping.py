@@ -117,6 +117,9 @@ def journal_problems(
 ) -> list[str]:
     """Reasons the journal cannot go into this entity's ledger (empty = it can)."""
     out: list[str] = []
+    if any(ch in journal.id for ch in '"\\\r\n'):
+        out.append(f"journal id {journal.id!r} contains a quote, backslash or line break; journal ids must be "
+                   "plain keys (entity + period + rule + sequence)")
     if journal.entry_date < open_date:
         out.append(f"entry date {journal.entry_date} is before the ledger's account open date {open_date} — "
                    "configure an earlier open_date for the Beancount target")
