@@ -5,6 +5,8 @@
 Builds a realistic rate card (2000 resources, 5 roles, 300 projects in USD/GBP/EUR: per-resource cost rates with a
 mid-year raise, role cost fallbacks, role+project bill rates, resource+project overrides, project-wide bill
 fallbacks) and prints RateBook build time, costing entries/s (wall and process CPU), and the violation count.
+On a shared machine the CPU figure is the steadier one. ``--gc-freeze`` moves the input out of the cyclic
+garbage collector's reach first (about 15-30% less CPU on a 1M batch).
 
 ``make_synthetic(n)`` is reusable: other benches (summarization, posting) take its costed output as input.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import random
 import sys
 import time
@@ -170,6 +173,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() the input first (what a flow can do for big batches)"
+    )
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -180,6 +186,9 @@ def main() -> int:
     )
     print(f"RateBook.from_lines: {s.book_build_seconds * 1000:.0f} ms")
 
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
     t0, c0 = time.perf_counter(), time.process_time()
     costed, violations = cost_many(s.entries, s.projects, s.resources, s.book)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
