@@ -4,6 +4,7 @@ checkpoints, errors surviving replay, management helpers, logging."""
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
 import threading
 from collections import Counter
@@ -136,6 +137,17 @@ def test_sqlite_system_database_journal_mode(tmp_path: Path, wal: bool, mode: st
         assert rt.run(echo, {"x": 1}) == {"x": 1}
     with sqlite3.connect(tmp_path / "dbos-system.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == mode
+
+
+def test_unreachable_system_database_names_the_url_and_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://lb:secret@127.0.0.1:{port}/runtime"
+    with pytest.raises(rt.RuntimeLaunchError, match=rf"lb:\*\*\*@127\.0\.0\.1:{port}/runtime.*check the URL") as info:
+        rt.Runtime.launch(rt.RuntimeSettings(system_database_url=url, log_level="CRITICAL"))
+    assert "secret" not in str(info.value)
+    assert not rt.Runtime.is_launched()
 
 
 def test_launch_twice_is_refused(runtime: rt.Runtime) -> None:

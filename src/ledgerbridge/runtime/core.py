@@ -53,6 +53,10 @@ class RuntimeNotLaunchedError(RuntimeError):
     """A runtime function needing the system database was called before :meth:`Runtime.launch`."""
 
 
+class RuntimeLaunchError(RuntimeError):
+    """The system database could not be opened at launch (message names the URL without password and the fix)."""
+
+
 class WorkflowNotFinishedError(RuntimeError):
     """:func:`result` was asked for a workflow that was cancelled or gave up recovering; ``status`` says which."""
 
@@ -203,10 +207,17 @@ class Runtime:
                 if reset:
                     DBOS.reset_system_database(truncate=True)
                 DBOS.launch()
-            except BaseException:
+            except BaseException as exc:
                 DBOS.destroy()
                 if engine is not None:
                     engine.dispose()
+                if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
+                    safe_url = sa.make_url(settings.system_database_url).render_as_string(hide_password=True)
+                    reason = str(exc).splitlines()[0]
+                    raise RuntimeLaunchError(
+                        f"runtime.system_database_url {safe_url}: cannot open the runtime's system database "
+                        f"({reason}) — check the URL, that the server runs and that the account may create a schema"
+                    ) from exc
                 raise
             runtime = cls(settings, engine)
             cls._current = runtime
