@@ -84,6 +84,14 @@ def gated(label: str) -> dict[str, Any]:
     return {"gate": g, "n": n}
 
 
+@rt.workflow("t_core.parent")
+def parent(n: int) -> dict[str, Any]:
+    direct = rt.run(echo, n)
+    started = rt.result(rt.start(echo, n + 1), timeout_seconds=5)
+    status = rt.get_workflow(rt.current_workflow_id() or "", with_data=False)
+    return {"direct": direct, "started": started, "my_status": status["status"] if status else None}
+
+
 @pytest.fixture()
 def runtime(tmp_path: Path) -> Iterator[rt.Runtime]:
     CALLS.clear()
@@ -288,3 +296,13 @@ def test_dbos_chatter_is_debug_only(tmp_path: Path, caplog: pytest.LogCaptureFix
     routed = [r for r in caplog.records if r.name == rt.DBOS_LOGGER_NAME]
     assert routed and {r.levelname for r in routed} == {"DEBUG"}
     assert any("Executor ID" in r.getMessage() for r in routed)
+
+
+def test_child_workflows_and_status_reads_from_workflow_code_are_checkpointed(runtime: rt.Runtime) -> None:
+    out = rt.run(parent, 1, workflow_id="parent-1")
+    assert out == {"direct": 1, "started": 2, "my_status": "PENDING"}
+    steps = rt.workflow_steps("parent-1")
+    assert [s["child_workflow_id"] for s in steps if s["name"] == "t_core.echo"] == ["parent-1-1", "parent-1-3"]
+    # a fork replays the whole recorded sequence (children, DBOS's own status records) without re-running it
+    forked = rt.fork("parent-1", len(steps) + 1)
+    assert rt.result(forked["workflow_id"], timeout_seconds=10) == out

@@ -298,11 +298,12 @@ def run(fn: Callable[P, R], *args: Any, workflow_id: str | None = None, **kwargs
 
 def result(workflow_id: str, *, timeout_seconds: float | None = None, poll_seconds: float = 0.05) -> Any:
     """Wait for a workflow and return its result; re-raises its error (a LedgerbridgeError keeps its class).
-    Raises :class:`TimeoutError` when ``timeout_seconds`` pass first (the workflow keeps running)."""
+    Raises :class:`TimeoutError` when ``timeout_seconds`` pass first (the workflow keeps running). In workflow code
+    the wait is one checkpointed step and ``timeout_seconds`` is ignored (a timed poll would not replay the same)."""
     Runtime.current()
     try:
         handle: Any = DBOS.retrieve_workflow(workflow_id)
-        if timeout_seconds is None:
+        if timeout_seconds is None or in_workflow():
             return handle.get_result(polling_interval_sec=poll_seconds)
         deadline = time.monotonic() + timeout_seconds
         while True:

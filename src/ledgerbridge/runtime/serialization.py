@@ -12,7 +12,9 @@ behave differently on replay). This serializer is strict instead:
 - :class:`~ledgerbridge.errors.LedgerbridgeError` round-trips exactly as JSON (class, code, retry_after, details);
 - any other exception (DBOS internals, bugs) is stored with its type and message plus a pickled copy so DBOS can
   re-raise it on replay; if that copy cannot be restored the replay raises :class:`UnrestorableError` with the
-  original type and message.
+  original type and message;
+- DBOS's own records that DBOS checkpoints itself (a ``WorkflowStatus`` read from workflow code) are kept pickled:
+  they are DBOS's types and move with the pinned DBOS version.
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ from ledgerbridge.errors import LedgerbridgeError, error_from_dict
 SERIALIZER_NAME = "ledgerbridge_json_v1"
 _ERR = "__lb_error__"
 _EXC = "__lb_exception__"
+_DBOS = "__lb_dbos_object__"
 _RESERVED_PREFIX = "__lb_"
 
 
 class UnrestorableError(RuntimeError):
     """A checkpointed non-ledgerbridge exception whose pickled copy could not be restored on replay."""
+
+
+def _pickled(value: Any) -> str | None:
+    try:
+        return base64.b64encode(pickle.dumps(value)).decode("ascii")
+    except Exception:  # not picklable: the caller keeps what it can
+        return None
 
 
 def _check(value: Any, path: str) -> Any:
@@ -60,6 +70,22 @@ def _check(value: Any, path: str) -> Any:
                 raise TypeError(f"workflow data at {path} uses the reserved key {key!r} (prefix {_RESERVED_PREFIX})")
             out[key] = _check(item, f"{path}.{key}")
         return out
+    if isinstance(value, LedgerbridgeError):
+        return {_ERR: value.to_dict()}
+    if isinstance(value, BaseException):
+        return {
+            _EXC: {
+                "type": f"{type(value).__module__}.{type(value).__qualname__}",
+                "message": str(value),
+                "pickle": _pickled(value),
+            }
+        }
+    if type(value).__module__.split(".")[0] == "dbos":
+        # DBOS checkpoints some of its own records (e.g. a WorkflowStatus read from workflow code). They are
+        # DBOS's types, pinned with DBOS, so they are kept as DBOS made them.
+        blob = _pickled(value)
+        if blob is not None:
+            return {_DBOS: blob}
     raise TypeError(
         f"workflow data at {path} is a {type(value).__module__}.{type(value).__qualname__}: durable workflow inputs "
         "and outputs must be plain JSON data (dict/list/str/int/float/bool/None). Fix: pass Decimal amounts and "
@@ -69,40 +95,34 @@ def _check(value: Any, path: str) -> Any:
 
 def encode(value: Any) -> Any:
     """The JSON-able form of ``value`` as it will be stored (raises TypeError for non-plain data)."""
-    if isinstance(value, LedgerbridgeError):
-        return {_ERR: value.to_dict()}
-    if isinstance(value, BaseException):
-        try:
-            pickled: str | None = base64.b64encode(pickle.dumps(value)).decode("ascii")
-        except Exception:  # an exception that cannot be pickled is stored by type and message only
-            pickled = None
-        return {
-            _EXC: {
-                "type": f"{type(value).__module__}.{type(value).__qualname__}",
-                "message": str(value),
-                "pickle": pickled,
-            }
-        }
     if isinstance(value, dict) and set(value) == {"args", "kwargs"} and isinstance(value["args"], tuple):
         # DBOS's own envelope for workflow inputs: positional args arrive as a tuple and are splatted back.
         return {"args": _check(list(value["args"]), "$.args"), "kwargs": _check(value["kwargs"], "$.kwargs")}
     return _check(value, "$")
 
 
-def decode(data: Any) -> Any:
-    """Inverse of :func:`encode`."""
-    if isinstance(data, dict) and len(data) == 1:
-        if _ERR in data:
-            return error_from_dict(data[_ERR])
-        if _EXC in data:
-            info = data[_EXC]
-            if info.get("pickle"):
-                try:
-                    return pickle.loads(base64.b64decode(info["pickle"]))
-                except Exception:
-                    pass
-            return UnrestorableError(f"{info.get('type')}: {info.get('message')}")
-    return data
+def _restore(obj: dict[str, Any]) -> Any:
+    """``json.loads`` object hook: turn the envelopes written by :func:`_check` back into objects."""
+    if len(obj) != 1:
+        return obj
+    if _ERR in obj:
+        return error_from_dict(obj[_ERR])
+    if _EXC in obj:
+        info = obj[_EXC]
+        if info.get("pickle"):
+            try:
+                return pickle.loads(base64.b64decode(info["pickle"]))
+            except Exception:
+                pass
+        return UnrestorableError(f"{info.get('type')}: {info.get('message')}")
+    if _DBOS in obj:
+        return pickle.loads(base64.b64decode(obj[_DBOS]))
+    return obj
+
+
+def decode(text: str) -> Any:
+    """Inverse of ``json.dumps(encode(value))``."""
+    return json.loads(text, object_hook=_restore)
 
 
 class LedgerbridgeJSONSerializer(Serializer):
@@ -115,4 +135,4 @@ class LedgerbridgeJSONSerializer(Serializer):
         return json.dumps(encode(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     def deserialize(self, serialized_data: str) -> Any:
-        return decode(json.loads(serialized_data))
+        return decode(serialized_data)
