@@ -12,12 +12,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledgerbridge.connectors import base
-from ledgerbridge.connectors.base import LedgerTarget, PostingBatch, PostStatus
+from ledgerbridge.connectors.base import LedgerTarget, PostingBatch, PostStatus, journal_totals
 from ledgerbridge.connectors.file_journal import COLUMNS, FileJournalConnector, WriteOutcome, render_run
+from ledgerbridge.connectors.file_journal.mapping import parse_written_csv
 from ledgerbridge.errors import ConflictError, ErrorKind, PermanentError, RecordValidationError
 from ledgerbridge.model import JournalEntry, JournalLine, JournalType
+from ledgerbridge.model.money import minor_unit
 
 CREATED = dt.datetime(2026, 2, 1, 6, 0, tzinfo=dt.UTC)
 
@@ -64,7 +68,7 @@ def target(tmp_path: Path) -> FileJournalConnector:
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    return list(csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))
 
 
 # ------------------------------------------------------------------------------------------------ content
@@ -113,7 +117,7 @@ def test_csv_rows_trailer_and_manifest_content(target: FileJournalConnector, tmp
 
 def test_functional_fields_fx_and_redating_are_written() -> None:
     r = render_run(batch([fx_journal()], run_id="RUN-UK01"))
-    rows = list(csv.DictReader(io.StringIO(r.csv_bytes.decode())))
+    rows = list(csv.DictReader(io.StringIO(r.csv_bytes.decode(), newline="")))
     line1, line2, trailer = rows
     assert (line1["currency"], line1["debit"], line1["functional_currency"], line1["functional_debit"]) == (
         "EUR", "100.00", "GBP", "85.00")
@@ -126,16 +130,17 @@ def test_functional_fields_fx_and_redating_are_written() -> None:
 def test_one_trailer_row_per_currency_sorted() -> None:
     js = [journal(1, "10.00", currency="USD"), journal(2, "7.25", currency="EUR"), journal(3, "1.00", currency="EUR")]
     r = render_run(batch(js))
-    trailers = [row for row in csv.DictReader(io.StringIO(r.csv_bytes.decode())) if row["record_type"] == "TRAILER"]
+    rows = csv.DictReader(io.StringIO(r.csv_bytes.decode(), newline=""))
+    trailers = [row for row in rows if row["record_type"] == "TRAILER"]
     assert [(t["currency"], t["debit"], t["credit"], t["record_count"]) for t in trailers] == [
         ("EUR", "8.25", "8.25", "4"), ("USD", "10.00", "10.00", "2")]
     assert set(json.loads(r.manifest_bytes)["totals"]) == {"EUR", "USD"}
 
 
 def test_description_with_comma_quote_and_newline_round_trips() -> None:
-    tricky = 'Acme, "Phase 2"\nsecond line'
+    tricky = 'Acme, "Phase 2"\nsecond line\rthird\r\nfourth'
     r = render_run(batch([journal(1, "5.00", description=tricky)]))
-    rows = list(csv.DictReader(io.StringIO(r.csv_bytes.decode())))
+    rows = list(csv.DictReader(io.StringIO(r.csv_bytes.decode(), newline="")))
     assert rows[0]["description"] == tricky
 
 
@@ -244,3 +249,40 @@ def test_connector_satisfies_the_protocol(target: FileJournalConnector) -> None:
     assert caps.system_kind is base.SystemKind.FILE and caps.can_write("journal_entry")
     assert caps.idempotency is base.IdempotencyMechanism.FILE_MANIFEST and caps.supports_read_back
     assert target.period_status("US01", "2026-01") is None
+
+
+# ------------------------------------------------------------------------------------------------ property
+
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@st.composite
+def _journal(draw: st.DrawFn, seq: int) -> JournalEntry:
+    cur = draw(st.sampled_from(["USD", "JPY", "BHD", "EUR"]))
+    places = minor_unit(cur)
+    amounts = draw(st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=4))
+    lines = [JournalLine(line_no=i + 1, account="5000", currency=cur, debit=Decimal(a).scaleb(-places),
+                         description=draw(_text)) for i, a in enumerate(amounts)]
+    lines.append(JournalLine(line_no=len(lines) + 1, account="2100", currency=cur,
+                             credit=sum((ln.debit for ln in lines), Decimal(0))))
+    return JournalEntry(id=f"US01-2026-01-labor_cost-{seq:04d}", legal_entity_id="US01", period="2026-01",
+                        entry_date=dt.date(2026, 1, 31), journal_type=JournalType.LABOR_COST,
+                        description=draw(_text), lines=tuple(lines))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=1, max_value=6).flatmap(lambda n: st.tuples(*(_journal(i) for i in range(n)))))
+def test_written_csv_parses_back_to_the_journals_totals_and_trailer_sums(js: tuple[JournalEntry, ...]) -> None:
+    r = render_run(batch(list(js)))
+    text = r.csv_bytes.decode("utf-8")
+    written = parse_written_csv(text)
+    assert set(written) == {j.id for j in js}
+    for j in js:
+        assert dict(written[j.id].totals) == journal_totals(j) and written[j.id].line_count == len(j.lines)
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    for t in (row for row in rows if row["record_type"] == "TRAILER"):
+        lines = [row for row in rows if row["record_type"] == "LINE" and row["currency"] == t["currency"]]
+        assert Decimal(t["debit"]) == sum(Decimal(x["debit"]) for x in lines) == Decimal(t["credit"])
+        assert int(t["record_count"]) == len(lines)
+    assert json.loads(r.manifest_bytes)["record_count"] == sum(len(j.lines) for j in js)

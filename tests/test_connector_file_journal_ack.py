@@ -108,6 +108,7 @@ def test_read_back_reports_accepted_journals_with_totals_from_the_released_file(
         (f"journal_id,status,error_text\n{J1},accepted,\n{J1},rejected,bad\n",
          f"line 3: journal {J1} is rejected but line 2 says accepted"),
         (f"journal_id,status\n{J1},accepted,extra\n", "line 2: 3 fields, header has 2"),
+        (f"journal_id,status\n{J1},accepted\n{J2},\"accepted\n", "line 3: not valid CSV (unexpected end of data)"),
     ],
 )
 def test_malformed_csv_ack_is_refused_with_line_numbers(posted: FileJournalConnector, body: str,

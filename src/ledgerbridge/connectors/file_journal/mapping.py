@@ -122,7 +122,8 @@ def render_run(batch: PostingBatch, journals: Sequence[JournalEntry] | None = No
         )
     journals = batch.journals if journals is None else journals
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    # RFC 4180: CRLF line ends, so a field holding a CR or LF is always quoted
+    w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(COLUMNS)
     deb: dict[str, Decimal] = defaultdict(Decimal)
     cre: dict[str, Decimal] = defaultdict(Decimal)
@@ -193,7 +194,7 @@ def parse_written_csv(text: str) -> dict[str, WrittenJournal]:
     count: dict[str, int] = defaultdict(int)
     deb: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     cre: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for row in csv.DictReader(io.StringIO(text)):
+    for row in csv.DictReader(io.StringIO(text, newline="")):
         if row["record_type"] != LINE:
             continue
         jid = row["journal_id"]
@@ -246,11 +247,13 @@ class AckFormatError(ValueError):
 
 def parse_ack_csv(text: str, ack_name: str) -> list[AckRow]:
     problems: list[str] = []
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise AckFormatError(ack_name, ["line 1: the file is empty; expected a header row"]) from None
+    except csv.Error as exc:
+        raise AckFormatError(ack_name, [f"line 1: not valid CSV ({exc})"]) from None
     header = [h.strip() for h in header]
     unknown = [h for h in header if h not in ACK_COLUMNS]
     missing = sorted(ACK_REQUIRED - set(header))
@@ -266,7 +269,14 @@ def parse_ack_csv(text: str, ack_name: str) -> list[AckRow]:
             + f"; expected columns {list(ACK_COLUMNS)} (journal_id and status required)"
         ])
     raw: list[tuple[int, dict[str, str]]] = []
-    for values in reader:
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(f"line {reader.line_num}: not valid CSV ({exc}); check the quoting of this row")
+            break
         lineno = reader.line_num
         if not values or all(not v.strip() for v in values):
             continue
