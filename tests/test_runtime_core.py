@@ -7,8 +7,10 @@ import logging
 import socket
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,15 @@ def parent(n: int) -> dict[str, Any]:
     started = rt.result(rt.start(echo, n + 1), timeout_seconds=5)
     status = rt.get_workflow(rt.current_workflow_id() or "", with_data=False)
     return {"direct": direct, "started": started, "my_status": status["status"] if status else None}
+
+
+TICKS: list[tuple[Any, Any]] = []
+
+
+@rt.workflow("t_core.tick")
+def tick(scheduled_at: datetime, context: Any) -> str:
+    TICKS.append((scheduled_at, context))
+    return scheduled_at.isoformat()
 
 
 @pytest.fixture()
@@ -306,3 +317,21 @@ def test_child_workflows_and_status_reads_from_workflow_code_are_checkpointed(ru
     # a fork replays the whole recorded sequence (children, DBOS's own status records) without re-running it
     forked = rt.fork("parent-1", len(steps) + 1)
     assert rt.result(forked["workflow_id"], timeout_seconds=10) == out
+
+
+def test_schedules_start_workflows_with_the_tick_time(tmp_path: Path) -> None:
+    TICKS.clear()
+    with launched_for_test(tmp_path, scheduler_polling_interval_sec=0.05):
+        with pytest.raises(ValueError, match="Invalid cron"):
+            rt.apply_schedules([rt.ScheduleSpec("bad", tick, "every minute")])
+        assert rt.apply_schedules([rt.ScheduleSpec("sync-time", tick, "* * * * * *", context={"system": "psa"})]) \
+            == ["sync-time"]
+        deadline = time.monotonic() + 10
+        while not rt.list_workflows(name="t_core.tick", status="SUCCESS") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (row, *_) = rt.list_workflows(name="t_core.tick", status="SUCCESS", with_data=True)
+    assert row["workflow_id"].startswith("sched-sync-time-")
+    scheduled_at, context = TICKS[0]
+    assert isinstance(scheduled_at, datetime) and scheduled_at.tzinfo is not None
+    assert context == {"system": "psa"}
+    assert row["input"]["args"][0] == scheduled_at and row["output"] == scheduled_at.isoformat()

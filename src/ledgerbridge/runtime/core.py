@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -28,6 +29,7 @@ from dbos._dbos import _get_dbos_instance
 from dbos._error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
+    DBOSException,
     DBOSNonExistentWorkflowError,
 )
 from dbos._logger import dbos_logger
@@ -196,6 +198,7 @@ class Runtime:
                 "log_level": settings.log_level.upper(),
                 "serializer": LedgerbridgeJSONSerializer(),
                 "notification_listener_polling_interval_sec": settings.notification_polling_interval_sec,
+                "scheduler_polling_interval_sec": settings.scheduler_polling_interval_sec,
                 "enable_otlp": False,
             }
             if engine is not None:
@@ -477,6 +480,52 @@ def enqueue_many(
         raise ValueError(f"enqueue_many: workflow ids repeated in one batch: {dupes[:5]}")
     inserted = dbos._sys_db.init_workflows(statuses)
     return [i for i in ids if i in inserted]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# schedules
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A cron schedule starting workflow ``workflow(scheduled_at: datetime, context: Any)`` at every tick.
+
+    ``cron`` has 5 fields, or 6 with seconds first (``"*/10 * * * * *"``); ``timezone`` an IANA name (default UTC);
+    ``context`` plain JSON data handed to every run; ``queue`` runs the ticks on a registered queue. Each tick's
+    workflow id is ``sched-<name>-<time>``, so a tick runs once even with several workers.
+    """
+
+    name: str
+    workflow: Callable[..., Any]
+    cron: str
+    context: Any = None
+    queue: str | None = None
+    timezone: str | None = None
+
+
+def apply_schedules(specs: Iterable[ScheduleSpec]) -> list[str]:
+    """Create or replace these schedules in one transaction (repeatable: run it at every start); returns their
+    names. New or changed schedules are picked up within ``scheduler_polling_interval_sec``."""
+    runtime = Runtime.current()
+    entries: list[Any] = []
+    names: list[str] = []
+    for spec in specs:
+        if spec.queue is not None and spec.queue not in runtime.queues and DBOS.retrieve_queue(spec.queue) is None:
+            raise ValueError(f"schedule {spec.name!r}: queue {spec.queue!r} is not registered")
+        entry: dict[str, Any] = {"schedule_name": spec.name, "workflow_fn": spec.workflow, "schedule": spec.cron,
+                                 "context": spec.context}
+        if spec.queue is not None:
+            entry["queue_name"] = spec.queue
+        if spec.timezone is not None:
+            entry["cron_timezone"] = spec.timezone
+        entries.append(entry)
+        names.append(spec.name)
+    try:
+        DBOS.apply_schedules(entries)
+    except DBOSException as exc:
+        raise ValueError(f"schedules {names}: {exc}") from exc
+    return names
 
 
 # ---------------------------------------------------------------------------------------------------------------------

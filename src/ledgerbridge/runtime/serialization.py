@@ -8,7 +8,9 @@ behave differently on replay). This serializer is strict instead:
 
 - data must be plain JSON: ``dict`` (string keys), ``list``, ``str``, ``int``, ``float`` (finite), ``bool``,
   ``None`` (no tuples: they would come back as lists after a recovery). Anything else raises :class:`TypeError`
-  naming the path and the fix — pass money as strings/dicts and models as ``model.model_dump(mode="json")``;
+  naming the path and the fix — pass money as strings/dicts and models as ``model.model_dump(mode="json")``.
+  One exception: ``datetime`` (DBOS passes the tick time to scheduled workflows) is stored as ISO 8601 and comes
+  back as an equal ``datetime``;
 - :class:`~ledgerbridge.errors.LedgerbridgeError` round-trips exactly as JSON (class, code, retry_after, details);
 - any other exception (DBOS internals, bugs) is stored with its type and message plus a pickled copy so DBOS can
   re-raise it on replay; if that copy cannot be restored the replay raises :class:`UnrestorableError` with the
@@ -23,6 +25,7 @@ import base64
 import json
 import math
 import pickle
+from datetime import datetime
 from typing import Any
 
 from dbos import Serializer
@@ -33,6 +36,7 @@ SERIALIZER_NAME = "ledgerbridge_json_v1"
 _ERR = "__lb_error__"
 _EXC = "__lb_exception__"
 _DBOS = "__lb_dbos_object__"
+_DT = "__lb_datetime__"
 _RESERVED_PREFIX = "__lb_"
 
 
@@ -70,6 +74,9 @@ def _check(value: Any, path: str) -> Any:
                 raise TypeError(f"workflow data at {path} uses the reserved key {key!r} (prefix {_RESERVED_PREFIX})")
             out[key] = _check(item, f"{path}.{key}")
         return out
+    if isinstance(value, datetime):
+        # DBOS passes the tick time to scheduled workflows; stored as ISO 8601 and restored as the same datetime.
+        return {_DT: value.isoformat()}
     if isinstance(value, LedgerbridgeError):
         return {_ERR: value.to_dict()}
     if isinstance(value, BaseException):
@@ -115,6 +122,8 @@ def _restore(obj: dict[str, Any]) -> Any:
             except Exception:
                 pass
         return UnrestorableError(f"{info.get('type')}: {info.get('message')}")
+    if _DT in obj:
+        return datetime.fromisoformat(obj[_DT])
     if _DBOS in obj:
         return pickle.loads(base64.b64decode(obj[_DBOS]))
     return obj

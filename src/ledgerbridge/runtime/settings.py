@@ -59,6 +59,7 @@ class RuntimeSettings:
     sqlite_wal: bool = True
     notification_polling_interval_sec: float = 1.0
     queue_polling_interval_sec: float = 1.0
+    scheduler_polling_interval_sec: float = 30.0
     sys_db_pool_size: int | None = None
 
     def __post_init__(self) -> None:
@@ -76,7 +77,8 @@ class RuntimeSettings:
             raise ValueError("runtime.executor_id must not be empty: give each worker a fixed id")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ValueError(f"runtime.log_level {self.log_level!r} must be one of {_LOG_LEVELS}")
-        for name in ("notification_polling_interval_sec", "queue_polling_interval_sec"):
+        for name in ("notification_polling_interval_sec", "queue_polling_interval_sec",
+                     "scheduler_polling_interval_sec"):
             value = getattr(self, name)
             if not (value >= 0.001 and math.isfinite(value)):
                 raise ValueError(f"runtime.{name} must be a number of seconds >= 0.001, got {value!r}")
