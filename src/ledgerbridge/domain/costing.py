@@ -16,14 +16,16 @@ Rate resolution (see ``docs/domain-approvals-costing-fx.md``):
   rather than guessing.
 - No rate is a :class:`DomainError` (``rates.missing_cost_rate`` / ``rates.missing_bill_rate``), never a zero.
 
-:class:`RateBook` pre-resolves each scope's lines into a timeline of non-overlapping segments, and caches, per
-(kind, resource, role, project) combination met, the merged timeline across all specificity levels; a lookup is
-then one dict access and one ``bisect`` — O(log n) in the number of rate changes.
+:class:`RateBook` pre-resolves each scope's lines into a timeline of non-overlapping segments (a heap sweep,
+O(k log k) for k lines), and caches, per (kind, resource, role, project) combination met, the merged timeline
+across all specificity levels; a lookup is then one dict access and one ``bisect`` — O(log n) in the number of
+rate changes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -113,21 +115,43 @@ class _Timeline:
         return cls(starts, picks)
 
 
-class _ScopePick:
-    """Within one scope: the covering line with the latest ``effective_from``; a tie on that date is ambiguous."""
-
-    def __init__(self, lines: Sequence[RateCardLine]) -> None:
-        self.lines = lines
-
-    def __call__(self, on: dt.date) -> _Pick:
-        covering = [
-            ln for ln in self.lines if ln.effective_from <= on and (ln.effective_to is None or on <= ln.effective_to)
-        ]
-        if not covering:
-            return _GAP
-        latest = max(ln.effective_from for ln in covering)
-        top = tuple(sorted((ln for ln in covering if ln.effective_from == latest), key=lambda ln: ln.id))
-        return _Pick(top[0]) if len(top) == 1 else _Pick(None, top)
+def _scope_timeline(lines: Sequence[RateCardLine]) -> _Timeline:
+    """Within one scope: on each date the covering line with the latest ``effective_from`` applies; two covering
+    lines sharing that latest start are an unresolvable tie. A sweep over the boundaries with a heap keyed by
+    latest start (expired lines dropped lazily): O(k log k) for k lines."""
+    by_start = sorted(lines, key=lambda ln: ln.effective_from)
+    heap: list[tuple[int, str, int]] = []  # (-start ordinal, line id, index into by_start)
+    starts: list[dt.date] = []
+    picks: list[_Pick] = []
+    nxt = 0
+    for b in sorted(set(_line_boundaries(by_start))):
+        while nxt < len(by_start) and by_start[nxt].effective_from <= b:
+            ln = by_start[nxt]
+            heapq.heappush(heap, (-ln.effective_from.toordinal(), ln.id, nxt))
+            nxt += 1
+        top: list[tuple[int, str, int]] = []
+        while heap:
+            entry = heap[0]
+            end = by_start[entry[2]].effective_to
+            if end is not None and end < b:  # expired: never applies again (boundaries only move forward)
+                heapq.heappop(heap)
+                continue
+            if top and entry[0] != top[0][0]:
+                break
+            top.append(heapq.heappop(heap))
+        for entry in top:
+            heapq.heappush(heap, entry)
+        if not top:
+            pick = _GAP
+        elif len(top) == 1:
+            pick = _Pick(by_start[top[0][2]])
+        else:
+            pick = _Pick(None, tuple(by_start[e[2]] for e in top))
+        if picks and picks[-1] == pick:
+            continue
+        starts.append(b)
+        picks.append(pick)
+    return _Timeline(starts, picks)
 
 
 class _LevelsPick:
@@ -167,7 +191,7 @@ class RateBook:
         for ln in self.lines:
             grouped[(ln.kind, _scope(ln))].append(ln)
         self._by_scope: dict[tuple[RateKind, _Scope], _Timeline] = {
-            key: _Timeline.build(_line_boundaries(group), _ScopePick(group)) for key, group in grouped.items()
+            key: _scope_timeline(group) for key, group in grouped.items()
         }
         self._resolved: dict[RateKind, dict[tuple[str, str, str], _Timeline]] = {k: {} for k in RateKind}
         self._cost = self._resolved[RateKind.COST]
