@@ -51,7 +51,7 @@ class VersionState(NamedTuple):
     """One version of an item as the PSA reported it. A plain ``(version, status)`` tuple works too."""
 
     version: int
-    status: ApprovalStatus
+    approval_status: ApprovalStatus
 
 
 # Lifecycle rank: resolves one version number reported with two statuses (conservative: furthest along wins).
