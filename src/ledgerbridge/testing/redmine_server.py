@@ -1,0 +1,168 @@
+"""A real Redmine for tests and benchmarks, driven by ``scripts/redmine`` (see docs/connectors/redmine.md).
+
+In pytest (one server per session, shared by every test module that uses the fixture)::
+
+    from ledgerbridge.testing.redmine_server import redmine_server  # noqa: F401  (the session fixture)
+
+    def test_something(redmine_server):
+        client = redmine_server.client()
+
+The fixture installs Redmine when needed (Debian packages, a few minutes once per machine), restores the pristine
+database, starts the server on a free port, yields :class:`RedmineSettings` and stops it at the end. A server that
+is already running (``scripts/redmine start``) is reused as it is and left running. When it cannot run (not root,
+package repository unreachable) the tests are skipped with the reason — except under ``CI=true``, where they fail:
+CI must exercise Redmine.
+
+Outside pytest: ``with running_redmine() as settings: ...`` (raises :class:`RedmineUnavailable` instead of
+skipping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCRIPT = Path(os.environ.get("LB_REDMINE_SCRIPT", Path(__file__).resolve().parents[3] / "scripts" / "redmine"))
+EX_TEMPFAIL = 75  # scripts/redmine: package repository unreachable
+
+
+class RedmineUnavailable(RuntimeError):
+    """Redmine cannot be installed or started here (the message says why and what to do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedmineSettings:
+    """Connection settings of a running Redmine, as ``scripts/redmine settings`` prints them."""
+
+    url: str
+    api_key: str
+    activity_id: int
+    custom_fields: dict[str, int]
+    admin_password: str = field(repr=False, default="")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RedmineSettings:
+        return cls(url=str(data["url"]), api_key=str(data["api_key"]), activity_id=int(data["activity_id"]),
+                   custom_fields={str(k): int(v) for k, v in data["custom_fields"].items()},
+                   admin_password=str(data.get("admin_password", "")))
+
+    def client(self, **kw: Any) -> Any:
+        """A :class:`~ledgerbridge.connectors.redmine.client.RedmineClient` on this server (admin key)."""
+        from ledgerbridge.connectors.redmine.client import RedmineClient
+
+        return RedmineClient(self.url, self.api_key, **kw)
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """Connector options for this server (custom fields by id)."""
+        return {"url": self.url, "billable_field": self.custom_fields["Billable"],
+                "approved_field": self.custom_fields["Approved"],
+                "invoice_ref_field": self.custom_fields["Invoice ref"], **extra}
+
+
+def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _settings() -> dict[str, Any]:
+    out = _run("settings")
+    if out.returncode != 0:
+        raise RedmineUnavailable(f"scripts/redmine settings failed: {out.stderr.strip()}")
+    return dict(json.loads(out.stdout))
+
+
+_lock = threading.Lock()
+_users = 0
+_current: RedmineSettings | None = None
+_owned = False
+
+
+@contextlib.contextmanager
+def running_redmine() -> Iterator[RedmineSettings]:
+    """Install if needed, reset and start Redmine on a free port (or reuse a running one); stop it at the end
+    (only if started here). Nested/parallel uses share one server."""
+    global _users, _current, _owned
+    with _lock:
+        if _current is None:
+            _current, _owned = _bring_up()
+        _users += 1
+        current = _current
+    try:
+        yield current
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                if _owned:
+                    _run("stop", timeout=60)
+                _current, _owned = None, False
+
+
+def _bring_up() -> tuple[RedmineSettings, bool]:
+    if not SCRIPT.exists():
+        raise RedmineUnavailable(f"{SCRIPT} not found (set LB_REDMINE_SCRIPT)")
+    status = _run("status", timeout=30).stdout
+    if "running: pid" in status:
+        data = _settings()
+        if data.get("url"):
+            return RedmineSettings.from_json(data), False
+    if os.geteuid() != 0:
+        raise RedmineUnavailable("scripts/redmine needs root (apt-get, setpriv to www-data); run the tests as root "
+                                 "or start Redmine yourself with 'sudo scripts/redmine install && sudo scripts/redmine "
+                                 "start'")
+    if "installed: yes" not in status or "bootstrapped: yes" not in status:
+        out = _run("install")
+        if out.returncode == EX_TEMPFAIL:
+            raise RedmineUnavailable(f"the Debian package repository is unreachable, Redmine cannot be installed: "
+                                     f"{out.stderr.strip()[-400:]}")
+        if out.returncode != 0:
+            raise RuntimeError(f"scripts/redmine install failed (exit {out.returncode}): {out.stderr.strip()[-1500:]}")
+    out = _run("reset", timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/redmine reset failed: {out.stderr.strip()[-1500:]}")
+    out = _run("start", "--port", str(free_port()), timeout=180)
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/redmine start failed: {out.stderr.strip()[-1500:]}")
+    return RedmineSettings.from_json(_settings()), True
+
+
+def _pytest_fixture() -> Any:
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def redmine_server() -> Iterator[RedmineSettings]:
+        """A running Redmine for the test session (see the module docstring)."""
+        try:
+            cm = running_redmine()
+            settings = cm.__enter__()
+        except RedmineUnavailable as exc:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"Redmine unavailable and CI=true requires it: {exc}", pytrace=False)
+            pytest.skip(f"Redmine unavailable: {exc}")
+        try:
+            yield settings
+        finally:
+            cm.__exit__(None, None, None)
+
+    return redmine_server
+
+
+try:
+    redmine_server = _pytest_fixture()
+except ImportError:  # pragma: no cover - pytest absent (library use)
+    pass
+
+__all__ = ["RedmineSettings", "RedmineUnavailable", "free_port", "redmine_server", "running_redmine"]
