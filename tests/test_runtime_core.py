@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from ledgerbridge import __version__
 from ledgerbridge import runtime as rt
 from ledgerbridge.errors import PermanentError, RecordValidationError
+from ledgerbridge.runtime.core import sqlite_engine
 from ledgerbridge.runtime.testing import launched_for_test
 
 CALLS: Counter[str] = Counter()
@@ -167,6 +169,23 @@ def test_unreachable_system_database_names_the_url_and_the_fix(tmp_path: Path) -
         rt.Runtime.launch(rt.RuntimeSettings(system_database_url=url, log_level="CRITICAL"))
     assert "secret" not in str(info.value)
     assert not rt.Runtime.is_launched()
+
+
+def test_system_database_clock_has_milliseconds_and_other_strftime_calls_are_sqlites(tmp_path: Path) -> None:
+    engine = sqlite_engine(f"sqlite:///{tmp_path}/clock.sqlite")
+    try:
+        with engine.connect() as conn:
+            now_ms = conn.execute(sa.text("SELECT CAST(strftime('%s','now') * 1000 AS INTEGER)")).scalar_one()
+            assert abs(now_ms - time.time() * 1000) < 5000
+            stamps = {conn.execute(sa.text("SELECT strftime('%s','now') * 1000")).scalar_one() for _ in range(30)}
+            assert any(stamp % 1000 for stamp in stamps), "whole seconds only: the millisecond clock is not in use"
+            assert conn.execute(sa.text("SELECT strftime('%Y-%m-%d', '2026-03-01 10:00:00')")).scalar_one() == \
+                "2026-03-01"
+            assert conn.execute(sa.text("SELECT strftime('%H:%M', '2026-03-01 10:05:00', '+1 hour')")).scalar_one() \
+                == "11:05"
+            assert conn.execute(sa.text("PRAGMA synchronous")).scalar_one() == 1  # NORMAL
+    finally:
+        engine.dispose()
 
 
 def test_launch_twice_is_refused(runtime: rt.Runtime) -> None:
