@@ -91,7 +91,7 @@ def bulk_insert_ignore(
             f"INSERT INTO {q(table.name)} ({col_sql}) VALUES ({', '.join('?' for _ in cols)}) "
             f"ON CONFLICT ({conflict_sql}) DO NOTHING"
         )
-        return int(conn.exec_driver_sql(sql, _processed_rows(conn, table, cols, rows)).rowcount)  # type: ignore[arg-type]
+        return int(conn.exec_driver_sql(sql, _processed_rows(conn, table, cols, rows)).rowcount)
     if name != "postgresql":
         raise NotImplementedError(f"the state store supports SQLite and PostgreSQL, not {name}")
     threshold = COPY_THRESHOLD if copy_threshold is None else copy_threshold
@@ -123,3 +123,11 @@ def _copy_insert_ignore(
         inserted = int(cur.rowcount)
         cur.execute(f"TRUNCATE {tmp}")
     return inserted
+
+
+def where_equal(query: Any, table: Table, **filters: Any) -> Any:
+    """``query`` narrowed by ``column = value`` for every filter whose value is not None."""
+    for col, value in filters.items():
+        if value is not None:
+            query = query.where(table.c[col] == value)
+    return query

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text, update
 
-from ledgerbridge.store._sql import chunked, insert_for
+from ledgerbridge.store._sql import chunked, insert_for, where_equal
 from ledgerbridge.store.errors import InvalidStatusError
 from ledgerbridge.store.schema import DEAD_LETTER_QUEUES, DEAD_LETTER_STATUSES, dead_letters
 from ledgerbridge.store.types import utcnow
@@ -125,18 +125,10 @@ def list_letters(
 ) -> list[DeadLetter]:
     """Letters matching every given filter, oldest first. ``older_than``: first seen before this instant, or
     longer ago than this age. ``status=None`` lists every status."""
-    q = select(dead_letters)
-    for col, val in (
-        ("queue", queue),
-        ("flow", flow),
-        ("system", system),
-        ("entity", entity),
-        ("error_kind", error_kind),
-        ("error_code", error_code),
-        ("status", status),
-    ):
-        if val is not None:
-            q = q.where(dead_letters.c[col] == val)
+    q = where_equal(
+        select(dead_letters), dead_letters, queue=queue, flow=flow, system=system, entity=entity,
+        error_kind=error_kind, error_code=error_code, status=status,
+    )  # fmt: skip
     if older_than is not None:
         cutoff = utcnow() - older_than if isinstance(older_than, dt.timedelta) else older_than
         q = q.where(dead_letters.c.first_seen < cutoff)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from ledgerbridge.model.base import idempotency_key
-from ledgerbridge.store._sql import bulk_insert_ignore, chunked
+from ledgerbridge.store._sql import bulk_insert_ignore, chunked, where_equal
 from ledgerbridge.store.errors import InvalidStatusError
 from ledgerbridge.store.schema import INBOX_STATUSES, inbox
 from ledgerbridge.store.types import utcnow
@@ -96,11 +96,7 @@ def fetch_received(
     conn: Connection, *, system: str | None = None, entity: str | None = None, limit: int = 1000
 ) -> list[InboxRow]:
     """Items not yet processed, oldest first."""
-    q = select(inbox).where(inbox.c.status == "received")
-    if system is not None:
-        q = q.where(inbox.c.system == system)
-    if entity is not None:
-        q = q.where(inbox.c.entity == entity)
+    q = where_equal(select(inbox), inbox, status="received", system=system, entity=entity)
     q = q.order_by(inbox.c.id).limit(limit)
     return [InboxRow(**r._mapping) for r in conn.execute(q)]
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from ledgerbridge.model.entities import JournalEntry
-from ledgerbridge.store._sql import chunked, insert_for
+from ledgerbridge.store._sql import chunked, insert_for, where_equal
 from ledgerbridge.store.errors import (
     InvalidStatusError,
     JournalConflictError,
@@ -83,13 +83,7 @@ def get_run(conn: Connection, run_id: str) -> PostingRun | None:
 def list_runs(
     conn: Connection, *, legal_entity_id: str | None = None, period: str | None = None, status: str | None = None
 ) -> list[PostingRun]:
-    q = select(posting_runs)
-    if legal_entity_id is not None:
-        q = q.where(posting_runs.c.legal_entity_id == legal_entity_id)
-    if period is not None:
-        q = q.where(posting_runs.c.period == period)
-    if status is not None:
-        q = q.where(posting_runs.c.status == status)
+    q = where_equal(select(posting_runs), posting_runs, legal_entity_id=legal_entity_id, period=period, status=status)
     return [PostingRun(**r._mapping) for r in conn.execute(q.order_by(posting_runs.c.started_at, posting_runs.c.id))]
 
 
@@ -316,15 +310,12 @@ def list_journals(
     posting_run_id: str | None = None,
 ) -> list[PostedJournal]:
     """Posted journals with their lines, by ids or filters, in id order."""
-    q = select(posted_journals)
+    q = where_equal(
+        select(posted_journals), posted_journals,
+        legal_entity_id=legal_entity_id, period=period, posting_run_id=posting_run_id,
+    )  # fmt: skip
     if ids is not None:
         q = q.where(posted_journals.c.id.in_(list(ids)))
-    if legal_entity_id is not None:
-        q = q.where(posted_journals.c.legal_entity_id == legal_entity_id)
-    if period is not None:
-        q = q.where(posted_journals.c.period == period)
-    if posting_run_id is not None:
-        q = q.where(posted_journals.c.posting_run_id == posting_run_id)
     heads = [dict(r._mapping) for r in conn.execute(q.order_by(posted_journals.c.id))]
     lines: dict[str, list[PostedJournalLine]] = {h["id"]: [] for h in heads}
     for part in chunked(list(lines)):

@@ -8,10 +8,11 @@ import calendar
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ledgerbridge.store._sql import insert_for
+from ledgerbridge.store._sql import insert_for, where_equal
 from ledgerbridge.store.errors import InvalidStatusError
 from ledgerbridge.store.schema import PERIOD_STATUSES, periods
 from ledgerbridge.store.types import utcnow
@@ -53,7 +54,7 @@ def set_period(
             f"period {legal_entity_id} {period}: status {status!r} is not one of {PERIOD_STATUSES}"
         )
     s, e = month_bounds(period)
-    row = {
+    row: dict[str, Any] = {
         "legal_entity_id": legal_entity_id,
         "period": period,
         "start_date": start_date or s,
@@ -80,9 +81,5 @@ def get_period(conn: Connection, legal_entity_id: str, period: str) -> Period | 
 def list_periods(
     conn: Connection, *, legal_entity_id: str | None = None, status: str | None = None
 ) -> list[Period]:
-    q = select(periods)
-    if legal_entity_id is not None:
-        q = q.where(periods.c.legal_entity_id == legal_entity_id)
-    if status is not None:
-        q = q.where(periods.c.status == status)
+    q = where_equal(select(periods), periods, legal_entity_id=legal_entity_id, status=status)
     return [Period(**r._mapping) for r in conn.execute(q.order_by(periods.c.legal_entity_id, periods.c.period))]

@@ -11,10 +11,10 @@ from sqlalchemy import Connection, and_, select, update
 
 from ledgerbridge.domain.types import Posting
 from ledgerbridge.model.base import SourceRef
-from ledgerbridge.store._sql import bulk_insert_ignore, chunked
+from ledgerbridge.store._sql import bulk_insert_ignore, chunked, where_equal
 from ledgerbridge.store.errors import InvalidStatusError, UnknownRunError
 from ledgerbridge.store.schema import posting_runs, staging_lines
-from ledgerbridge.store.types import DecimalRangeError, to_exact_decimal, utcnow
+from ledgerbridge.store.types import DecimalRangeError, exact_decimal_text, to_exact_decimal, utcnow
 
 UNIQUE_KEY = ("source_system", "source_entity", "source_id", "source_version", "txn_type", "sign")
 
@@ -41,31 +41,35 @@ class StagedLine:
 
 
 def _row(item: Posting | StageItem, now: dt.datetime) -> dict[str, Any]:
-    si = item if isinstance(item, StageItem) else StageItem(item)
-    p = si.posting
-    if p.sign not in (1, -1):
+    if isinstance(item, StageItem):
+        p, period, redated_from = item.posting, item.period, item.redated_from
+    else:
+        p, period, redated_from = item, None, None
+    if p.sign != 1 and p.sign != -1:
         raise ValueError(f"staging {p.txn_type} for {p.source}: sign {p.sign} must be 1 or -1")
     amounts = []
     for name, value in p.amounts:
         try:
-            amounts.append([name, format(to_exact_decimal(value, what=f"amount {name!r}"), "f")])
+            amounts.append([name, exact_decimal_text(value, what=f"amount {name!r}")])
         except DecimalRangeError as exc:
             raise DecimalRangeError(f"staging {p.txn_type} for {p.source}: {exc}") from None
+    d = p.date
+    src = p.source
     return {
         "txn_type": p.txn_type,
         "legal_entity_id": p.legal_entity_id,
-        "period": si.period or p.date.strftime("%Y-%m"),
-        "entry_date": p.date,
+        "period": period or f"{d.year:04d}-{d.month:02d}",
+        "entry_date": d,
         "currency": p.currency,
         "amounts": amounts,
         "dimensions": [[k, v] for k, v in p.dimensions],
-        "source_system": p.source.system,
-        "source_entity": p.source.entity,
-        "source_id": p.source.id,
-        "source_version": p.source.version,
+        "source_system": src.system,
+        "source_entity": src.entity,
+        "source_id": src.id,
+        "source_version": src.version,
         "sign": p.sign,
         "status": "staged",
-        "redated_from": si.redated_from,
+        "redated_from": redated_from,
         "created_at": now,
     }
 
@@ -123,15 +127,10 @@ def list_lines(
     txn_types: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> list[StagedLine]:
-    q = select(staging_lines)
-    if status is not None:
-        q = q.where(staging_lines.c.status == status)
-    if legal_entity_id is not None:
-        q = q.where(staging_lines.c.legal_entity_id == legal_entity_id)
-    if period is not None:
-        q = q.where(staging_lines.c.period == period)
-    if posting_run_id is not None:
-        q = q.where(staging_lines.c.posting_run_id == posting_run_id)
+    q = where_equal(
+        select(staging_lines), staging_lines,
+        status=status, legal_entity_id=legal_entity_id, period=period, posting_run_id=posting_run_id,
+    )  # fmt: skip
     if txn_types is not None:
         q = q.where(staging_lines.c.txn_type.in_(list(txn_types)))
     q = q.order_by(staging_lines.c.id)

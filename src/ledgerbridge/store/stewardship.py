@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text, update
 
-from ledgerbridge.store._sql import insert_for
+from ledgerbridge.store._sql import insert_for, where_equal
 from ledgerbridge.store.errors import InvalidStatusError, NotFoundError
 from ledgerbridge.store.schema import stewardship_items
 from ledgerbridge.store.types import utcnow
@@ -82,13 +82,10 @@ def list_items(
     canonical_id: str | None = None,
     limit: int = 1000,
 ) -> list[StewardshipItem]:
-    q = select(stewardship_items)
-    if status is not None:
-        q = q.where(stewardship_items.c.status == status)
-    if canonical_type is not None:
-        q = q.where(stewardship_items.c.canonical_type == canonical_type)
-    if canonical_id is not None:
-        q = q.where(stewardship_items.c.canonical_id == canonical_id)
+    q = where_equal(
+        select(stewardship_items), stewardship_items,
+        status=status, canonical_type=canonical_type, canonical_id=canonical_id,
+    )  # fmt: skip
     q = q.order_by(stewardship_items.c.created_at, *[stewardship_items.c[c] for c in _KEY], stewardship_items.c.id)
     q = q.limit(limit)
     return [StewardshipItem(**r._mapping) for r in conn.execute(q)]

@@ -20,6 +20,40 @@ class DecimalRangeError(ValueError):
     """A value cannot be stored exactly in an amount column (float, too many digits, not finite)."""
 
 
+def _as_decimal(value: Any, what: str) -> Decimal:
+    if isinstance(value, bool | float):
+        raise DecimalRangeError(
+            f"{what} {value!r} refused: floats and booleans cannot hold money exactly; pass a Decimal or a string"
+        )
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise DecimalRangeError(f"{what} {value!r} is not a decimal number") from None
+    raise DecimalRangeError(f"{what} {value!r} ({type(value).__name__}) is not a Decimal, int or numeric string")
+
+
+def exact_decimal_text(value: Any, *, what: str = "amount") -> str:
+    """The canonical text of ``value`` (see :func:`to_exact_decimal`): ``"100.5"``, ``"-0.01"``, ``"1000"``."""
+    d = value if type(value) is Decimal else _as_decimal(value, what)
+    if not d.is_finite():
+        raise DecimalRangeError(f"{what} {value!r} is not finite")
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text == "-0":
+        text = "0"
+    whole, _, frac = text.lstrip("-").partition(".")
+    if len(frac) > FRACTION_DIGITS or len(whole.lstrip("0")) > INTEGER_DIGITS:
+        raise DecimalRangeError(
+            f"{what} {value!r} cannot be stored exactly: at most {INTEGER_DIGITS} digits before and "
+            f"{FRACTION_DIGITS} after the decimal point; round it to the currency or rate precision first"
+        )
+    return text
+
+
 def to_exact_decimal(value: Any, *, what: str = "amount") -> Decimal:
     """Return ``value`` as a canonical Decimal that fits ``NUMERIC(28, 10)`` exactly, or raise.
 
@@ -27,51 +61,7 @@ def to_exact_decimal(value: Any, *, what: str = "amount") -> Decimal:
     ``Decimal('100.5')``, ``Decimal('100.00')`` -> ``Decimal('100')``), ``-0`` -> ``0``; the value is unchanged.
     Nothing is ever rounded: a value with more than 10 fractional or 18 integer digits is refused.
     """
-    if type(value) is Decimal:
-        # fast path: already canonical and in range (the common case on hot paths)
-        sign, digits, exponent = value.as_tuple()
-        if (
-            isinstance(exponent, int)
-            and -FRACTION_DIGITS <= exponent <= 0
-            and len(digits) + exponent <= INTEGER_DIGITS
-            and digits[-1] != 0
-        ):
-            return value
-    if isinstance(value, bool | float):
-        raise DecimalRangeError(
-            f"{what} {value!r} refused: floats and booleans cannot hold money exactly; pass a Decimal or a string"
-        )
-    if isinstance(value, Decimal):
-        d = value
-    elif isinstance(value, int | str):
-        try:
-            d = Decimal(value)
-        except InvalidOperation:
-            raise DecimalRangeError(f"{what} {value!r} is not a decimal number") from None
-    else:
-        raise DecimalRangeError(f"{what} {value!r} ({type(value).__name__}) is not a Decimal, int or numeric string")
-    if not d.is_finite():
-        raise DecimalRangeError(f"{what} {value!r} is not finite")
-    if d.is_zero():
-        return Decimal(0)
-    sign, digits, exponent = d.as_tuple()
-    assert isinstance(exponent, int)
-    # strip trailing zeros of the coefficient (exact, no context rounding)
-    digit_list = list(digits)
-    while exponent < 0 and digit_list and digit_list[-1] == 0:
-        digit_list.pop()
-        exponent += 1
-    if exponent > 0:
-        digit_list.extend([0] * exponent)
-        exponent = 0
-    frac = -exponent
-    whole = len(digit_list) - frac
-    if frac > FRACTION_DIGITS or whole > INTEGER_DIGITS:
-        raise DecimalRangeError(
-            f"{what} {value!r} cannot be stored exactly: at most {INTEGER_DIGITS} digits before and "
-            f"{FRACTION_DIGITS} after the decimal point; round it to the currency or rate precision first"
-        )
-    return Decimal((sign, tuple(digit_list), exponent))
+    return Decimal(exact_decimal_text(value, what=what))
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -92,8 +82,8 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        d = to_exact_decimal(value)
-        return d if dialect.name == "postgresql" else format(d, "f")
+        text = exact_decimal_text(value)
+        return Decimal(text) if dialect.name == "postgresql" else text
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
@@ -124,9 +114,8 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        v: dt.datetime = value
+        return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
 
 
 #: JSON on SQLite, JSONB on PostgreSQL.

@@ -84,30 +84,26 @@ def _entry(r: object) -> XrefEntry:
     return XrefEntry(**r._mapping)  # type: ignore[attr-defined]
 
 
+def _lookup(conn: Connection, canonical_type: str, system: str, by: str, ids: Sequence[str]) -> dict[str, XrefEntry]:
+    out: dict[str, XrefEntry] = {}
+    for part in chunked(list(dict.fromkeys(ids))):
+        q = select(xref).where(xref.c.canonical_type == canonical_type, xref.c.system == system, xref.c[by].in_(part))
+        out.update({getattr(r, by): _entry(r) for r in conn.execute(q)})
+    return out
+
+
 def lookup_many(
     conn: Connection, canonical_type: str, system: str, canonical_ids: Sequence[str]
 ) -> dict[str, XrefEntry]:
     """Canonical id -> binding in ``system`` (ids without a binding are absent)."""
-    out: dict[str, XrefEntry] = {}
-    for part in chunked(list(dict.fromkeys(canonical_ids))):
-        q = select(xref).where(
-            xref.c.canonical_type == canonical_type, xref.c.system == system, xref.c.canonical_id.in_(part)
-        )
-        out.update({r.canonical_id: _entry(r) for r in conn.execute(q)})
-    return out
+    return _lookup(conn, canonical_type, system, "canonical_id", canonical_ids)
 
 
 def lookup_external_many(
     conn: Connection, canonical_type: str, system: str, external_ids: Sequence[str]
 ) -> dict[str, XrefEntry]:
     """External id in ``system`` -> binding (the other direction of :func:`lookup_many`)."""
-    out: dict[str, XrefEntry] = {}
-    for part in chunked(list(dict.fromkeys(external_ids))):
-        q = select(xref).where(
-            xref.c.canonical_type == canonical_type, xref.c.system == system, xref.c.external_id.in_(part)
-        )
-        out.update({r.external_id: _entry(r) for r in conn.execute(q)})
-    return out
+    return _lookup(conn, canonical_type, system, "external_id", external_ids)
 
 
 def bindings_of(conn: Connection, canonical_type: str, canonical_id: str) -> list[XrefEntry]:
