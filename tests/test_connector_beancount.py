@@ -321,11 +321,14 @@ def test_hand_broken_ledger_is_reported_not_appended_to(ledger: BeancountLedgerC
     path = entity_file(ledger, "US01")
     path.write_text(path.read_text() + "2026-01-30 * \"hand edit\"\n  Assets:US01:Nope  1.00 USD\n"
                     "  Assets:US01:Nope2  -1.00 USD\n")
+    broken = path.read_bytes()
     fresh = BeancountLedgerConnector(ledger.client.root, CHART, ENTITIES)
-    with pytest.raises(RecordValidationError, match="does not load cleanly") as ei:
+    with pytest.raises(RecordValidationError, match="unknown account 'Assets:US01:Nope'"):
         fresh.post_journals(run([labor(2, "1.00")], run_id="RUN-2"))
-    assert "unknown account" in ei.value.message
-    assert ledger.check() != []
+    assert path.read_bytes() == broken
+    with pytest.raises(RecordValidationError, match="does not load cleanly"):
+        fresh.read_back([labor(1, "10.00").id])
+    assert any("unknown account 'Assets:US01:Nope'" in e for e in ledger.check())
 
 
 def test_connector_satisfies_the_protocol(ledger: BeancountLedgerConnector) -> None:

@@ -41,6 +41,7 @@ LEDGER_DIR = "ledger"
 ACCOUNTS_NAME = "accounts.beancount"
 _PERIOD_FILE = re.compile(r"^\d{4}-\d{2}\.beancount$")
 _ID_MARKER = b'\n  journal_id: "'
+_HASH_MARKER = b'\n  content_hash: "'
 
 # beancount's public ``load_file`` writes a pickle cache next to the file it loads (a side file per temporary
 # copy, and ~25% slower); the uncached loader is the same function without it.
@@ -91,7 +92,7 @@ class BeancountLedgerClient:
         self.ledger_dir = self.root / LEDGER_DIR
         self.main_path = self.root / MAIN_NAME
         self._states: dict[Path, tuple[tuple[Stamp | None, Stamp | None], LedgerState]] = {}
-        self._ids: dict[Path, tuple[Stamp, frozenset[str]]] = {}
+        self._ids: dict[Path, tuple[Stamp, dict[str, tuple[str, str]]]] = {}
 
     def files(self, component: str) -> EntityFiles:
         d = self.ledger_dir / component
@@ -173,26 +174,38 @@ class BeancountLedgerClient:
         self._states[key] = (stamps, st)
         return st
 
-    def journal_ids_in(self, path: Path) -> frozenset[str]:
-        """Journal ids present in a period file, by a text scan of the rendered ``journal_id:`` lines (cheap
-        prefilter; what a file holds is then read with the loader)."""
+    def scan(self, path: Path) -> dict[str, tuple[str, str]]:
+        """``{journal_id: (content_hash, target_ref)}`` of a period file by a text scan of the rendered
+        ``journal_id:`` / ``content_hash:`` lines — no Beancount load, so a cold post or read-back loads only what it
+        must. Used for idempotency (a journal missed here, e.g. hand-formatted, is caught by the duplicate check of
+        the validation load) and as the read-back prefilter."""
         stamp = _stamp(path)
         if stamp is None:
-            return frozenset()
+            return {}
         hit = self._ids.get(path)
         if hit is not None and hit[0] == stamp:
             return hit[1]
         text = path.read_bytes()
-        ids = set()
+        name = self.rel(path)
+        out: dict[str, tuple[str, str]] = {}
+        lineno, counted = 1, 0
         pos = text.find(_ID_MARKER)
         while pos != -1:
+            lineno += text.count(b"\n", counted, pos)  # the id sits on the line after the transaction header
+            counted = pos
             start = pos + len(_ID_MARKER)
             end = text.find(b'"', start)
-            ids.add(text[start:end].decode("utf-8"))
+            stop = text.find(b"\n\n", end)
+            h = text.find(_HASH_MARKER, end, stop if stop != -1 else len(text))
+            digest = text[h + len(_HASH_MARKER): h + len(_HASH_MARKER) + 64].decode("ascii") if h != -1 else ""
+            out[text[start:end].decode("utf-8")] = (digest, f"{name}:{lineno}")
             pos = text.find(_ID_MARKER, end)
-        out = frozenset(ids)
         self._ids[path] = (stamp, out)
         return out
+
+    def journal_ids_in(self, path: Path) -> frozenset[str]:
+        """Journal ids present in a period file (text scan; see :meth:`scan`)."""
+        return frozenset(self.scan(path))
 
     # ------------------------------------------------------------------ writing
 

@@ -143,13 +143,10 @@ class BeancountLedgerConnector:
 
     def _post_locked(self, run: PostingBatch, ef: EntityFiles) -> dict[str, PostResult]:
         entity = run.legal_entity_id
-        pf = ef.period_file(run.period)
-        state = self.client.state(ef, pf)
-        held_all = dict(state.journals)
-        run_ids = {j.id for j in run.journals}
-        for other in ef.period_files():  # the same journal id in another period's file (cheap text scan first)
-            if other != pf and run_ids & self.client.journal_ids_in(other):
-                held_all.update(self.client.state(ef, other).journals)
+        state = self.client.state(ef, None)  # accounts and period statuses only: small
+        held_all: dict[str, tuple[str, str]] = {}  # journal id -> (content hash, target ref), in any period file
+        for f in ef.period_files():
+            held_all.update(self.client.scan(f))
         results: dict[str, PostResult] = {}
         todo: list[RenderedJournal] = []
         period_state = state.periods.get(run.period)
@@ -158,13 +155,14 @@ class BeancountLedgerConnector:
             problems = journal_problems(j, self.chart, self.currencies[entity], state.opened, self.open_date)
             rendered = None if problems else render_journal(j, self.chart, run.run_id)
             if held is not None:
-                if rendered is not None and rendered.content_hash == held.content_hash:
-                    results[j.id] = PostResult(j.id, PostStatus.POSTED, held.readback.target_ref)
+                held_hash, ref = held
+                if rendered is not None and rendered.content_hash == held_hash:
+                    results[j.id] = PostResult(j.id, PostStatus.POSTED, ref)
                 else:
-                    results[j.id] = PostResult(j.id, PostStatus.REJECTED, held.readback.target_ref, ConflictError(
-                        f"{SYSTEM}: journal {j.id} is already posted at {held.readback.target_ref} with different "
-                        "content; posted journals are never edited — post a reversal and a new journal with a new id",
-                        details={"journal_id": j.id, "run_id": run.run_id, "target_ref": held.readback.target_ref},
+                    results[j.id] = PostResult(j.id, PostStatus.REJECTED, ref, ConflictError(
+                        f"{SYSTEM}: journal {j.id} is already posted at {ref} with different content; posted "
+                        "journals are never edited — post a reversal and a new journal with a new id",
+                        details={"journal_id": j.id, "run_id": run.run_id, "target_ref": ref},
                     ))
             elif period_state not in (None, "open"):
                 results[j.id] = PostResult(j.id, PostStatus.REJECTED, None, RecordValidationError(
