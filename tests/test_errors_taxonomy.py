@@ -212,6 +212,14 @@ def test_status_mapping(status: int, cls: type[LedgerbridgeError], code: str) ->
     assert f"erp: HTTP {status}" in err.message  # type: ignore[union-attr]
 
 
+def test_duplicates_are_conflicts_to_link_not_to_recreate() -> None:
+    idem = {"o:errorDetails": [{"detail": "key reused", "o:errorCode": "IDEMPOTENCY_ERROR"}]}
+    err = _c(400, idem, system="netsuite")
+    assert isinstance(err, ConflictError) and err.code == "LB-C004" and "external key" in err.message
+    dup = _c(400, b'[{"message":"duplicate value found","errorCode":"DUPLICATE_VALUE"}]', system="salesforce")
+    assert isinstance(dup, ConflictError) and dup.code == "LB-C004"
+
+
 def test_503_keeps_retry_after_and_salesforce_row_lock_is_transient() -> None:
     err = _c(503, None, {"Retry-After": "3"})
     assert isinstance(err, TransientError) and err.retry_after == 3.0

@@ -73,6 +73,10 @@ CODES: dict[str, tuple[ErrorKind, str]] = {
     "LB-C001": (ErrorKind.CONFLICT, "conflict (unspecified)"),
     "LB-C002": (ErrorKind.CONFLICT, "conflict (HTTP 409)"),
     "LB-C003": (ErrorKind.CONFLICT, "precondition failed / stale version (HTTP 412, QBO 5010 Stale Object)"),
+    "LB-C004": (
+        ErrorKind.CONFLICT,
+        "duplicate: idempotency or unique key already used (NetSuite IDEMPOTENCY_ERROR, Salesforce DUPLICATE_VALUE)",
+    ),
     # retries exhausted (raised by the runtime's retry helper; kind = kind of the last error)
     "LB-X001": (ErrorKind.TRANSIENT, "retries exhausted: transient failures on every attempt"),
     "LB-X002": (ErrorKind.RATE_LIMITED, "rate-limit wait budget exhausted"),
@@ -292,6 +296,7 @@ _NETSUITE_LIMIT_CODES = frozenset(
     }
 )
 _SALESFORCE_TRANSIENT_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
+_DUPLICATE_CODES = frozenset({"IDEMPOTENCY_ERROR", "DUPLICATE_VALUE"})
 _QBO_STALE_CODES = frozenset({"5010"})
 _MAX_BODY_IN_MESSAGE = 300
 
@@ -419,6 +424,7 @@ def classify_http(
     - 403 with a Salesforce ``[{"errorCode": "REQUEST_LIMIT_EXCEEDED"}]`` body -> rate_limited ``LB-R002``;
     - 408 -> transient timeout; 423 / Salesforce ``UNABLE_TO_LOCK_ROW`` -> transient; 5xx (not 501/505) -> transient
       (``retry_after`` kept when a 503 sends ``Retry-After``);
+    - a 4xx naming ``IDEMPOTENCY_ERROR`` (NetSuite) or ``DUPLICATE_VALUE`` (Salesforce) -> conflict ``LB-C004``;
     - 409, 412 -> conflict; 400, 422 -> validation; 401 / 403 / 404 / 410 / other 4xx -> permanent;
     - 2xx and 304: the body is checked — a QBO ``Fault``, a non-empty ``errors`` list or ``"success": false`` is an
       error — then ``body_error_detector(parsed_body)`` if given (e.g. Xero ``summarizeErrors=false`` elements with
@@ -448,14 +454,14 @@ def classify_http(
                 return err
         return None
 
-    if status == 403 and isinstance(parsed, list) and "REQUEST_LIMIT_EXCEEDED" in codes:
+    netsuite = system.lower().startswith("netsuite")
+    if status == 403 and "REQUEST_LIMIT_EXCEEDED" in codes and not netsuite:
         return RateLimitedError(
             f"{where}: API request limit exceeded{body_txt} — wait for the rolling allowance to recover",
             code="LB-R002",
             retry_after=retry_after,
             details=base,
         )
-    netsuite = system.lower().startswith("netsuite")
     if any(c in _NETSUITE_LIMIT_CODES for c in codes) or (status == 429 and netsuite):
         return RateLimitedError(
             f"{where}: concurrency/request limit reached{body_txt} — wait and retry; lower this target's queue "
@@ -483,6 +489,13 @@ def classify_http(
     if 500 <= status < 600 and status not in (501, 505):
         return TransientError(f"{where}: server error{body_txt}", code="LB-T004", retry_after=retry_after,
                               details=base)
+    if 400 <= status < 500 and any(c in _DUPLICATE_CODES for c in codes):
+        return ConflictError(
+            f"{where}: already done or already exists{body_txt} — look up the existing record by its external key "
+            "and link it instead of creating another",
+            code="LB-C004",
+            details=base,
+        )
     if status in (409, 412):
         return ConflictError(
             f"{where}: the target holds a different version{body_txt} — re-read it and resolve in stewardship",
