@@ -51,7 +51,7 @@ def test_starter_validates_and_holds_the_chart_defaults() -> None:
     assert validate_text(STARTER) == []
     cfg = default_config()
     assert set(cfg.systems) == {"ledger", "psa_files"}
-    assert cfg.systems["ledger"].connector == "beancount" and cfg.systems["psa_files"].connector == "file"
+    assert cfg.systems["ledger"].connector == "beancount" and cfg.systems["psa_files"].connector == "psa_csv"
     assert cfg.systems["psa_files"].role == "psa"
     assert cfg.store.url == "sqlite:///.ledgerbridge/state.sqlite"
     assert cfg.runtime.system_database_url == "sqlite:///.ledgerbridge/dbos.sqlite"

@@ -1,0 +1,56 @@
+"""Connector registry: the ``connector`` name in a system's configuration -> the code that builds it.
+
+Adding a *system* is configuration; adding a *product* is one entry here plus its folder. Imports are lazy so a
+deployment only loads the connectors it configures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ledgerbridge.errors import PermanentError
+
+
+def _beancount(name: str, cfg: Any, ctx: Any) -> Any:
+    from ledgerbridge.connectors.beancount_ledger import BeancountLedgerConnector
+
+    ref = ctx.reference
+    root = ctx.resolve_path(cfg.options.get("directory", f".ledgerbridge/{name}"))
+    return BeancountLedgerConnector(
+        root, ref.accounts, ref.entities.values(),
+        currencies={e: ref.currencies for e in ref.entities},
+        title=str(cfg.options.get("title", f"ledgerbridge ledger {name}")),
+    )
+
+
+def _file_journal(name: str, cfg: Any, ctx: Any) -> Any:
+    from ledgerbridge.connectors.file_journal import FileJournalConnector
+
+    return FileJournalConnector(
+        ctx.resolve_path(cfg.options.get("outbox", f".ledgerbridge/{name}/outbox")),
+        ctx.resolve_path(cfg.options.get("inbox", f".ledgerbridge/{name}/inbox")),
+    )
+
+
+def _psa_csv(name: str, cfg: Any, ctx: Any) -> Any:
+    from ledgerbridge.connectors.psa_csv import PsaCsvSource
+
+    return PsaCsvSource(name, ctx.resolve_path(cfg.options.get("directory", f".ledgerbridge/{name}")))
+
+
+BUILDERS: dict[str, Callable[[str, Any, Any], Any]] = {
+    "beancount": _beancount,
+    "file_journal": _file_journal,
+    "psa_csv": _psa_csv,
+}
+
+
+def build_connector(name: str, cfg: Any, ctx: Any) -> Any:
+    builder = BUILDERS.get(cfg.connector)
+    if builder is None:
+        raise PermanentError(
+            f"system {name!r}: connector {cfg.connector!r} is unknown; available: {sorted(BUILDERS)}",
+            details={"system": name, "connector": cfg.connector},
+        )
+    return builder(name, cfg, ctx)
