@@ -75,8 +75,9 @@ def call_with_policy(
     """Call ``fn(*args, **kwargs)`` under ``policy`` (see the module docstring for the rules).
 
     ``name`` names the checkpointed step (default: the function's qualified name; keep it stable); ``system``
-    labels classified exceptions (e.g. ``"netsuite"``). In workflow code, ``fn``'s arguments and result must be
-    plain JSON data like every checkpoint.
+    labels classified exceptions (e.g. ``"netsuite"``). In workflow code, ``fn``'s result must be plain JSON data
+    like every checkpoint. ``name`` and ``system`` are taken by this function: pass ``fn``'s own keyword arguments
+    of those names through ``functools.partial``.
     """
     step_name = name or getattr(fn, "__qualname__", "call")
     attempt_fn = _classified(fn, system)
