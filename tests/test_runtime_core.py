@@ -3,6 +3,7 @@ checkpoints, errors surviving replay, management helpers, logging."""
 
 from __future__ import annotations
 
+import ast
 import logging
 import socket
 import sqlite3
@@ -354,3 +355,16 @@ def test_schedules_start_workflows_with_the_tick_time(tmp_path: Path) -> None:
     assert isinstance(scheduled_at, datetime) and scheduled_at.tzinfo is not None
     assert context == {"system": "psa"}
     assert row["input"]["args"][0] == scheduled_at and row["output"] == scheduled_at.isoformat()
+
+
+def test_only_the_runtime_package_imports_dbos() -> None:
+    src = Path(__file__).resolve().parents[1] / "src" / "ledgerbridge"
+    offenders = []
+    for path in src.rglob("*.py"):
+        if path.is_relative_to(src / "runtime"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(src)}:{node.lineno}" for n in names if n.split(".")[0] == "dbos"]
+    assert offenders == [], "import dbos only inside ledgerbridge.runtime (use its interface instead)"
