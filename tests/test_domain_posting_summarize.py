@@ -315,3 +315,17 @@ def test_reversal_swaps_sides_and_links() -> None:
     with pytest.raises(DomainError) as ei:
         reversal_of(j, j.id, "2026-04", dt.date(2026, 4, 1))
     assert ei.value.rule == "posting.reversal_same_id"
+
+
+def test_rounding_difference_larger_than_any_line_rejects_the_journal() -> None:
+    calls: list[Decimal] = []
+
+    def rogue(amount: Decimal, f: str, t: str, on: dt.date) -> tuple[Decimal, Decimal, dt.date]:
+        calls.append(amount)  # debit lines (1st, 3rd call) x5, credit lines (2nd, 4th) to nothing
+        return (amount * 5 if len(calls) % 2 else D(0)), D(5), on
+
+    s = summarize([labor("1.00", i=1, entity="UK01", project="A"), labor("1.00", i=2, entity="UK01", project="B")],
+                  RULES, functional_currencies={"UK01": "GBP"}, converter=rogue)
+    assert s.journals == []
+    assert [(r.journal_id, r.error.rule) for r in s.rejected_journals] == [
+        ("UK01-2026-03-labor_cost-0001", "posting.fx_rounding")]
