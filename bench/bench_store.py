@@ -73,51 +73,56 @@ def in_batches(engine: Engine, rows: list[Any], batch: int, op: Callable[[Any, l
 # --------------------------------------------------------------------------- raw sqlite3 floors
 
 
-def raw_inbox(path: Path, items: list[InboxItem], batch: int) -> float:
+def _raw_load(path: Path, sql: str, data: list[Any], to_rows: Callable[[list[Any]], list[tuple[Any, ...]]],
+              batch: int) -> float:  # fmt: skip
+    """Seconds for a hand-written loader: convert each batch to tuples, executemany, commit."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    ts = NOW.replace(tzinfo=None).isoformat(sep=" ")
-    sql = (
-        "INSERT INTO inbox (idempotency_key, system, entity, external_id, version, payload, received_at, status) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'received') ON CONFLICT (idempotency_key) DO NOTHING"
-    )
     t = time.perf_counter()
-    for i in range(0, len(items), batch):
-        rows = [(it.key, it.system, it.entity, it.external_id, str(it.version), json_dumps(it.payload), ts)
-                for it in items[i : i + batch]]  # fmt: skip
+    for i in range(0, len(data), batch):
+        rows = to_rows(data[i : i + batch])
         db.execute("BEGIN IMMEDIATE")
         db.executemany(sql, rows)
         db.execute("COMMIT")
     elapsed = time.perf_counter() - t
     db.close()
     return elapsed
+
+
+TS = NOW.replace(tzinfo=None).isoformat(sep=" ")
+
+RAW_INBOX_SQL = (
+    "INSERT INTO inbox (idempotency_key, system, entity, external_id, version, payload, received_at, status) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, 'received') ON CONFLICT (idempotency_key) DO NOTHING"
+)
+
+RAW_STAGING_SQL = (
+    "INSERT INTO staging_lines (txn_type, legal_entity_id, period, entry_date, currency, amounts, dimensions, "
+    "source_system, source_entity, source_id, source_version, sign, status, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'staged', ?) "
+    "ON CONFLICT (source_system, source_entity, source_id, source_version, txn_type, sign) DO NOTHING"
+)
+
+
+def raw_inbox(path: Path, items: list[InboxItem], batch: int) -> float:
+    def rows(part: list[InboxItem]) -> list[tuple[Any, ...]]:
+        return [(it.key, it.system, it.entity, it.external_id, str(it.version), json_dumps(it.payload), TS)
+                for it in part]  # fmt: skip
+
+    return _raw_load(path, RAW_INBOX_SQL, items, rows, batch)
 
 
 def raw_staging(path: Path, ps: list[Posting], batch: int) -> float:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA synchronous=NORMAL")
-    ts = NOW.replace(tzinfo=None).isoformat(sep=" ")
-    sql = (
-        "INSERT INTO staging_lines (txn_type, legal_entity_id, period, entry_date, currency, amounts, dimensions, "
-        "source_system, source_entity, source_id, source_version, sign, status, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'staged', ?) "
-        "ON CONFLICT (source_system, source_entity, source_id, source_version, txn_type, sign) DO NOTHING"
-    )
-    t = time.perf_counter()
-    for i in range(0, len(ps), batch):
-        rows = [
+    def rows(part: list[Posting]) -> list[tuple[Any, ...]]:
+        return [
             (p.txn_type, p.legal_entity_id, p.date.strftime("%Y-%m"), p.date.isoformat(), p.currency,
              json_dumps([[k, format(v, "f")] for k, v in p.amounts]), json_dumps([list(d) for d in p.dimensions]),
-             p.source.system, p.source.entity, p.source.id, p.source.version, p.sign, ts)
-            for p in ps[i : i + batch]
+             p.source.system, p.source.entity, p.source.id, p.source.version, p.sign, TS)
+            for p in part
         ]  # fmt: skip
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(sql, rows)
-        db.execute("COMMIT")
-    elapsed = time.perf_counter() - t
-    db.close()
-    return elapsed
+
+    return _raw_load(path, RAW_STAGING_SQL, ps, rows, batch)
 
 
 # --------------------------------------------------------------------------- runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,44 @@ def test_migrate_inside_callers_transaction_is_rolled_back_with_it(store_url: st
             assert migrate(conn) == head_revision()
             conn.rollback()
         assert "inbox" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_a_second_migrator_waits_for_the_first(store_url: str) -> None:
+    """Workers starting together: while one migration is uncommitted, another waits (PostgreSQL advisory lock,
+    SQLite write lock), then finds the store at head instead of creating the tables a second time."""
+    engine = create_store_engine(store_url)
+    results: list[object] = []
+
+    def second() -> None:
+        try:
+            results.append(migrate(store_url))
+        except Exception as exc:  # reported by the assertion below
+            results.append(exc)
+
+    try:
+        with engine.connect() as first:
+            first.begin()
+            migrate(first)
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            waiter.join(timeout=0.5)
+            assert waiter.is_alive(), results  # blocked behind the first migration
+            first.commit()
+        waiter.join(timeout=30)
+        assert results == [head_revision()]
+    finally:
+        engine.dispose()
+
+
+def test_migrate_on_a_connection_outside_a_transaction_commits(store_url: str) -> None:
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            migrate(conn)
+            assert not conn.in_transaction()
+        assert "inbox" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from ledgerbridge.store.engine import create_store_engine
@@ -37,6 +38,38 @@ def current_revision(bind: Connection) -> str | None:
     return MigrationContext.configure(bind, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
+#: PostgreSQL advisory lock key held while migrating, so workers starting together migrate one at a time
+MIGRATION_LOCK_KEY = 0x1EDB_5702
+
+
+_THREAD_LOCK = threading.Lock()  # Alembic's context is process-global: one migration per process at a time
+
+
+def _upgrade(conn: Connection, revision: str) -> str | None:
+    with _THREAD_LOCK:
+        return _upgrade_locked(conn, revision)
+
+
+def _upgrade_locked(conn: Connection, revision: str) -> str | None:
+    own = not conn.in_transaction()
+    if own:
+        conn.begin()  # on SQLite the store's BEGIN IMMEDIATE takes the write lock: migrators queue up
+    try:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        rev = current_revision(conn)
+        if own:
+            conn.commit()
+        return rev
+    except BaseException:
+        if own:
+            conn.rollback()
+        raise
+
+
 def migrate(target: str | URL | Engine | Connection | None = None, revision: str = "head") -> str | None:
     """Upgrade the store at ``target`` (URL, Engine or Connection; default URL when None) to ``revision``.
 
@@ -46,17 +79,11 @@ def migrate(target: str | URL | Engine | Connection | None = None, revision: str
     transaction of its own, committed at the end.
     """
     if isinstance(target, Connection):
-        cfg = alembic_config()
-        cfg.attributes["connection"] = target
-        command.upgrade(cfg, revision)
-        return current_revision(target)
+        return _upgrade(target, revision)
     engine = target if isinstance(target, Engine) else create_store_engine(target)
     try:
         with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-            return current_revision(conn)
+            return _upgrade(conn, revision)
     finally:
         if engine is not target:
             engine.dispose()
