@@ -90,6 +90,7 @@ def test_user_error_becomes_validation_error_with_tryton_message() -> None:
 @pytest.mark.parametrize("message", [
     'You cannot create a journal-period in closed period "2026-01".',
     'You cannot add/modify/delete lines on closed journal-period "Miscellaneous - 2026-03".',
+    'The value "2026-02" for field "Period" in record "(1)" of "Account Move" is not valid according to its domain.',
 ])
 def test_closed_period_messages_get_their_own_rule(message: str) -> None:
     err = rpc_error("model.account.move.create", ["UserError", [message, "", None]])

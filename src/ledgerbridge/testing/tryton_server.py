@@ -123,8 +123,8 @@ def install(*, quiet: bool = True) -> str:
             return version
         if not _bin("python").exists():
             base = getattr(sys, "_base_executable", sys.executable)
-            _run([base, "-m", "venv", venv_dir()], step="create Tryton virtualenv")
-        args = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check"]
+            _run([str(base), "-m", "venv", venv_dir()], step="create Tryton virtualenv")
+        args: list[str | Path] = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check"]
         if quiet:
             args.append("-q")
         _run([*args, *PIP_PACKAGES], step="pip install Tryton " + TRYTON_SERIES, timeout=1200)
@@ -223,30 +223,45 @@ def activate_modules(name: str, backend: str, modules: Sequence[str]) -> None:
          timeout=1800)
 
 
+def modules_activated(name: str, backend: str, modules: Sequence[str]) -> bool:
+    """True when every module in ``modules`` is activated in database ``name`` (read from ``ir_module``)."""
+    query = "SELECT count(*) FROM ir_module WHERE state = 'activated' AND name IN ({})"
+    try:
+        if backend == "sqlite":
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(_sqlite_dir() / f"{name}.sqlite")) as db:
+                row = db.execute(query.format(",".join("?" * len(modules))), tuple(modules)).fetchone()
+        else:
+            with _pg_connect(name) as conn:
+                row = conn.execute(query.format(",".join(["%s"] * len(modules))), tuple(modules)).fetchone()
+    except Exception:  # no ir_module table yet: not activated
+        return False
+    return row is not None and int(row[0]) == len(set(modules))
+
+
 def create_db(name: str, backend: str = "postgresql", *, modules: Sequence[str] | None = None,
               company_name: str = "Ledgerbridge US01", currency: str = "USD") -> dict[str, object]:
-    """Create (when missing), activate and bootstrap database ``name``; idempotent. Returns the setup ids."""
+    """Create (when missing), activate (when not yet) and bootstrap database ``name``; idempotent: a re-run only
+    checks. Returns the setup ids."""
     install()
     mods = tuple(modules or (MODULES if backend == "postgresql" else SQLITE_MODULES))
     if not db_exists(name, backend):
         _empty_db(name, backend)
-        try:
-            activate_modules(name, backend, mods)
-        except BaseException:
-            drop_db(name, backend)
-            raise
+    if not modules_activated(name, backend, mods):
+        activate_modules(name, backend, mods)
     with TrytonServer(name, backend) as server:
         return _bootstrap(server.settings(), company_name=company_name, currency=currency)
 
 
-def _bootstrap(settings: TrytonSettings, **kwargs: str) -> dict[str, object]:
+def _bootstrap(settings: TrytonSettings, *, company_name: str, currency: str) -> dict[str, object]:
     from dataclasses import asdict
 
     from ledgerbridge.connectors.tryton.bootstrap import bootstrap
     from ledgerbridge.connectors.tryton.client import TrytonClient
 
     with TrytonClient(settings.url, settings.database, settings.user, settings.password) as client:
-        return asdict(bootstrap(client, **kwargs))
+        return asdict(bootstrap(client, company_name=company_name, currency=currency))
 
 
 def template_name(backend: str) -> str:
@@ -265,9 +280,7 @@ def ensure_template(backend: str = "postgresql") -> str:
         if marker.exists() and db_exists(name, backend):
             return name
         marker.unlink(missing_ok=True)
-        if db_exists(name, backend):  # left half-built by an interrupted run
-            drop_db(name, backend)
-        setup = create_db(name, backend)
+        setup = create_db(name, backend)  # resumes a half-built template: activation and bootstrap are idempotent
         marker.write_text(json.dumps(setup, default=str))
     return name
 
@@ -319,7 +332,7 @@ class TrytonServer:
                 raise TrytonSetupError(f"trytond exited with {self.proc.returncode}; log {self.log}: "
                                        f"{self.log.read_text()[-1500:]}")
             try:
-                if httpx.post(self.url + "/", json=body, timeout=2).status_code == 200:
+                if httpx.post(self.url + "/rpc/", json=body, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -110,14 +110,15 @@ def ensure_fiscal_year(client: TrytonClient, company_id: int, year: int) -> int:
     if fy is None:
         move_seq = _sequence(client, "ir.sequence.strict", "Account Move", f"Account Move {year}", company_id,
                              f"JE/{year}/")
-        inv_seq = _sequence(client, "ir.sequence.strict", "Invoice", f"Invoice {year}", company_id, f"INV/{year}/")
-        fy = client.create("account.fiscalyear", [{
-            "name": name, "company": company_id, "start_date": dt.date(year, 1, 1),
-            "end_date": dt.date(year, 12, 31), "move_sequence": move_seq,
-            "invoice_sequences": [["create", [{
+        values: dict[str, Any] = {"name": name, "company": company_id, "start_date": dt.date(year, 1, 1),
+                                  "end_date": dt.date(year, 12, 31), "move_sequence": move_seq}
+        if _one(client, "ir.sequence.type", [("name", "=", "Invoice")]) is not None:  # module account_invoice
+            inv_seq = _sequence(client, "ir.sequence.strict", "Invoice", f"Invoice {year}", company_id,
+                                f"INV/{year}/")
+            values["invoice_sequences"] = [["create", [{
                 "company": company_id, "in_invoice_sequence": inv_seq, "in_credit_note_sequence": inv_seq,
-                "out_invoice_sequence": inv_seq, "out_credit_note_sequence": inv_seq}]]],
-        }])[0]
+                "out_invoice_sequence": inv_seq, "out_credit_note_sequence": inv_seq}]]]
+        fy = client.create("account.fiscalyear", [values])[0]
     if not client.search("account.period", [("fiscalyear", "=", fy), ("type", "=", "standard")], limit=1):
         client.button("account.fiscalyear", "create_period", [fy])
     return fy
@@ -138,7 +139,29 @@ def bootstrap(client: TrytonClient, *, company_name: str = "Ledgerbridge US01", 
     if missing:
         raise PermanentError(f"{SYSTEM}: journals {sorted(missing)} are missing — is module 'account' activated?",
                              code="LB-P004")
-    term = _one(client, "account.invoice.payment_term", [("name", "=", PAYMENT_TERM)])
+    try:
+        term = _one(client, "account.invoice.payment_term", [("name", "=", PAYMENT_TERM)])
+    except PermanentError:  # module account_invoice not activated (the SQLite trap database)
+        term = None
     return TrytonSetup(company_id=company_id, currency_id=currency_id, currency=currency, fiscalyear_ids=fiscal,
                        journals=journals, payment_term_id=term, receivable_account_id=receivable,
                        payable_account_id=payable)
+
+
+#: Our chart codes (chart.md) -> Tryton codes of the Universal Chart created by :func:`bootstrap`. A starting
+#: account_map for a bootstrapped database; a real company maps to its own chart.
+UNIVERSAL_CHART_MAP: dict[str, str] = {
+    "1100": "1.2.1",  # Accounts receivable -> Accounts, Notes And Loans Receivable (party required)
+    "1200": "1.4.2",  # Unbilled receivables -> Accrued Income
+    "2100": "2.2.1",  # Accrued payroll -> Accrued Expenses (Including Payroll)
+    "2200": "2.3.7",  # Employee expenses payable -> Other Financial Liabilities
+    "2300": "2.2.3",  # Sales tax / VAT payable -> Accrued Taxes (Other Than Payroll)
+    "2400": "2.2.2",  # Deferred revenue -> Deferred Income (Unearned Revenue)
+    "4000": "4.2.2",  # Service revenue (T&M) -> Recognized Over Time / Services
+    "4100": "4.1.2",  # Fixed-fee revenue -> Recognized Point Of Time / Services
+    "4200": "4.3.3",  # Milestone revenue -> Other Adjustments
+    "4300": "6.1.1",  # Reimbursable expense revenue -> Other Revenue
+    "5000": "5.1.3",  # Project labor cost -> Cost of Sales / Services
+    "5100": "5.2.2",  # Project expenses -> Selling, General And Administrative
+    "7900": "6.2.1",  # FX and rounding differences -> Foreign Currency Transaction Gain (Loss)
+}

@@ -47,8 +47,11 @@ DEFAULT_BATCH = 150  # records per create/write call (100-200 is the measured sw
 T = TypeVar("T")
 
 # Tryton messages that mean "the period (or its journal-period) is closed": refused at create/write time.
+# The second form is what Tryton 8.2 answers when a move names a period that is no longer open (the period field's
+# domain requires state "open").
 _CLOSED_PERIOD = re.compile(
-    r"(closed period|closed journal-period|period .* is closed|in closed|closed fiscal ?year)", re.IGNORECASE
+    r"(closed period|closed journal-period|period .* is closed|in closed|closed fiscal ?year"
+    r'|for field "Period" .* is not valid according to its domain)', re.IGNORECASE
 )
 
 

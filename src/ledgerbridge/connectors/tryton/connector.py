@@ -27,6 +27,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from ledgerbridge.connectors.base import (
@@ -565,11 +566,11 @@ class TrytonLedger:
                    if i.id in existing and existing[i.id]["state"] in ("draft", "validated")]
         if to_post:
             try:
-                c.skipping_warnings(lambda: c.button("account.invoice", "post", to_post))
+                c.skipping_warnings(partial(c.button, "account.invoice", "post", to_post))
             except RecordValidationError:
                 for tid in to_post:
                     try:
-                        c.skipping_warnings(lambda t=tid: c.button("account.invoice", "post", [t]))
+                        c.skipping_warnings(partial(c.button, "account.invoice", "post", [tid]))
                     except RecordValidationError as exc:
                         inv_id = next(k for k, v in existing.items() if int(v["id"]) == tid)
                         exc.details["invoice_id"] = inv_id

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -184,7 +184,7 @@ def plan_signature(plan: MovePlan) -> tuple[tuple[Any, ...], ...]:
     return move_signature([(ln.account, ln.debit, ln.credit, ln.amount_second_currency) for ln in plan.lines])
 
 
-def readback_totals(lines: list[Mapping[str, Any]], company_currency: str,
+def readback_totals(lines: Sequence[Mapping[str, Any]], company_currency: str,
                     currency_codes: Mapping[int, str]) -> dict[str, CurrencyTotals]:
     """Debit/credit per line currency of Tryton move lines (``debit``, ``credit``, ``second_currency``,
     ``amount_second_currency``): a line with a second currency counts in that currency (sign gives the side)."""
