@@ -7,6 +7,7 @@ import typer
 from ledgerbridge import __version__
 from ledgerbridge.config.cli import config_app, init_command
 from ledgerbridge.contracts import contracts_app
+from ledgerbridge.flows.cli import audit_app, dlq_app, ingest, periods_app, post
 from ledgerbridge.samplefirm.cli import demo_app
 
 app = typer.Typer(
@@ -19,6 +20,11 @@ app.add_typer(contracts_app, name="contracts", help="Export and compare the cano
 app.add_typer(config_app, name="config", help="Validate a configuration file.")
 app.command("init", help="Write a commented starter configuration.")(init_command)
 app.add_typer(demo_app, name="demo", help="The sample consulting firm and the embedded main job.")
+app.command("ingest", help="Read a source into the inbox and run the transactional flow.")(ingest)
+app.command("post", help="Run the posting run of one legal entity and period.")(post)
+app.add_typer(periods_app, name="periods")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command("version")

@@ -18,15 +18,19 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from ledgerbridge import runtime as rt
 from ledgerbridge.config import default_config
 from ledgerbridge.config.schema import LedgerbridgeConfig
-from ledgerbridge.flows import durable
+from ledgerbridge.flows import dlq, durable
 from ledgerbridge.flows.context import FlowContext, set_current
 from ledgerbridge.flows.reference import load_reference
 from ledgerbridge.samplefirm import generate_firm
@@ -54,6 +58,14 @@ class DemoResult:
     ledger_check: list[str] = field(default_factory=list)
     marts: dict[str, Any] = field(default_factory=dict)
     reconciliation: dict[str, Any] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """A posting run failed or a ledger check reported errors."""
+        return bool(self.ledger_check) or any(
+            p.get("status") == "failed" for m in self.months for p in m.get("posting", []))
 
 
 def demo_config(workdir: Path, base: LedgerbridgeConfig | None = None) -> LedgerbridgeConfig:
@@ -90,6 +102,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 
 def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResult:
+    started = time.monotonic()
     say: Progress = progress or (lambda _stage, _info: None)
     wd = opts.workdir
     wd.mkdir(parents=True, exist_ok=True)
@@ -146,7 +159,27 @@ def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResu
         set_current(None)
     result.ledger_check = ctx.connector("ledger").check()
     say("ledger_checked", {"errors": len(result.ledger_check)})
+    result.dead_letters = dlq.counts(ctx)
+    result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    """The human summary of a demo run: posting runs per month and entity, ledger check, dead letters."""
+    table = Table(title="Posting runs (one per legal entity and month)", title_justify="left")
+    for col in ("period", "entity", "status", "journals", "lines", "versions", "redated", "DLQ", "debits = credits"):
+        table.add_column(col, justify="left" if col in ("period", "entity", "status", "debits = credits") else "right")
+    for m in result.months:
+        for p in m.get("posting", []):
+            ct = p.get("control_totals") or {}
+            totals = "\n".join(f"{v} {c}" for c, v in sorted(ct.get("debit", {}).items()))
+            table.add_row(m["period"], p["legal_entity_id"], p["status"], str(p["journals"]), str(p["journal_lines"]),
+                          str(ct.get("source_versions", 0)), str(p["redated_lines"]), str(p["dead_lettered"]), totals)
+    console.print(table)
+    state = "[green]0 errors[/green]" if not result.ledger_check else f"[red]{len(result.ledger_check)} errors[/red]"
+    console.print(f"Beancount ledger check: {state}; ledger at {result.workdir}/ledger/main.beancount")
+    console.print(f"Open dead letters: {result.dead_letters or 'none'}")
+    console.print(f"Finished in {result.seconds:.1f} s (workdir {result.workdir}); run again: nothing is posted twice.")
 
 
 @rt.workflow("lb.demo_close")

@@ -1,8 +1,11 @@
-"""``ledgerbridge demo``: generate the sample consulting firm's PSA export (and, later, run the main job on it)."""
+"""``ledgerbridge demo``: generate the sample consulting firm's PSA export, check it, and run the embedded main job."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -66,12 +69,55 @@ def generate(
 
 @demo_app.command("run")
 def run(
-    out: Path = typer.Option(DEFAULT_DEMO_DIR, "--out", help="Directory for the demo firm's files."),
+    workdir: Path = typer.Option(DEFAULT_DEMO_DIR, "--workdir", "--out", help="Where the demo keeps everything."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed"),
+    employees: int = typer.Option(DEFAULT_EMPLOYEES, "--employees", min=1),
+    months: int = typer.Option(DEFAULT_MONTHS, "--months", min=1, max=24),
+    start: str = typer.Option(DEFAULT_START, "--start", help="First month, YYYY-MM."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole result as JSON."),
 ) -> None:
-    """Generate the default small firm (40 employees, 3 months, seed 42) into out/demo and show what was written."""
-    report = generate_firm(out, seed=DEFAULT_SEED, employees=DEFAULT_EMPLOYEES, months=DEFAULT_MONTHS,
-                           start=DEFAULT_START)
-    print_report(report)
+    """The embedded main job: generate the sample firm, load master data, ingest and post three months into the
+    Beancount ledger, build the reporting mart and print the reconciliation summary. Safe to re-run or resume
+    after a crash: nothing is posted twice."""
+    from ledgerbridge.flows.main_job import DemoOptions, print_summary, run_demo
+
+    console = Console(stderr=as_json)
+    with console.status("starting") as status:
+        def progress(stage: str, info: dict[str, Any]) -> None:
+            status.update(f"{stage} {info.get('period', '')}")
+            if not as_json:
+                console.print(describe(stage, info), highlight=False)
+
+        result = run_demo(DemoOptions(workdir=workdir, seed=seed, employees=employees, months=months, start=start),
+                          progress=progress)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str, sort_keys=True))
+    else:
+        print_summary(result, console)
+    if result.ledger_check or result.failed:
+        raise typer.Exit(1)
+
+
+def describe(stage: str, info: dict[str, Any]) -> str:
+    if stage == "ingested":
+        p = info["ingest"]["processed"]
+        land = info["ingest"]["landed"]
+        return (f"[{info['period']}] ingested {land['new']:,} new version(s) (cut-off {info['cutoff']}): "
+                f"{p.get('posted', 0):,} posted, {p.get('reversed', 0):,} reversed, "
+                f"{p.get('redated', 0):,} redated line(s), {p.get('dead_lettered', 0):,} dead-lettered")
+    if stage == "posted":
+        return (f"[{info['period']}] {info['legal_entity_id']}: {info['status']} {info['run_id'] or ''} "
+                f"({info['journals']} journal(s), {info['journal_lines']} line(s), "
+                f"{info['redated_lines']} redated)")
+    if stage == "closed":
+        return f"[{info['period']}] closed: " + ", ".join(f"{c['entity']} {c['status']}" for c in info["close"])
+    if stage == "generate":
+        return f"generating the sample firm {info}"
+    if stage == "generated":
+        return f"PSA export: {sum(info.values()):,} rows in {len(info)} files"
+    if stage == "reference":
+        return f"master data loaded: {info['counts']}"
+    return f"{stage}: {info}"
 
 
 @demo_app.command("check")
