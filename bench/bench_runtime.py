@@ -131,7 +131,7 @@ def main() -> None:
         reason = reason or postgres_reachable()
         if reason is None:
             with fresh_postgres_database() as url, launched_for_test(base, queues=[QUEUE], system_database_url=url,
-                                                                      queue_polling_interval_sec=0.01):
+                                                                      queue_polling_interval_sec=0.01, reset=False):
                 seq, queued = _per_event(args.events)
             print(f"{'PostgreSQL (127.0.0.1)':<40} {seq:>16.0f} {queued:>17.0f}")
         else:

@@ -43,11 +43,12 @@ def settings_for_test(system_database_url: str, **overrides: Any) -> RuntimeSett
 
 @contextmanager
 def launched_for_test(
-    tmp_path: Path, *, queues: Iterable[QueueSpec] = (), **overrides: Any
+    tmp_path: Path, *, queues: Iterable[QueueSpec] = (), reset: bool = True, **overrides: Any
 ) -> Iterator[Runtime]:
-    """Launch the runtime on an empty SQLite system database under ``tmp_path``; shut it down afterwards."""
+    """Launch the runtime on an empty SQLite system database under ``tmp_path`` (or ``system_database_url=``),
+    emptied first unless ``reset=False`` (a brand-new database); shut it down afterwards."""
     url = overrides.pop("system_database_url", f"sqlite:///{tmp_path}/dbos-system.sqlite")
-    runtime = Runtime.launch(settings_for_test(url, **overrides), queues=queues, reset=True)
+    runtime = Runtime.launch(settings_for_test(url, **overrides), queues=queues, reset=reset)
     try:
         yield runtime
     finally:
