@@ -38,8 +38,9 @@ def chunked(items: Sequence[T] | Iterable[T], size: int = LOOKUP_CHUNK) -> Itera
 
 
 #: On PostgreSQL, batches of at least this many rows go through COPY into a temporary table, then one
-#: ``INSERT .. SELECT .. ON CONFLICT DO NOTHING``; smaller ones use a multi-row INSERT. See bench/bench_store.py.
-COPY_THRESHOLD = 2000
+#: ``INSERT .. SELECT .. ON CONFLICT DO NOTHING``; smaller ones use a multi-row INSERT .. RETURNING. Measured
+#: (bench/bench_store.py and docs/store.md): COPY is already faster from 100-row batches, 4-8x faster at 10k.
+COPY_THRESHOLD = 100
 
 
 def _processed_rows(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Any]) -> list[Any]:
