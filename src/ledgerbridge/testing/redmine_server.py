@@ -160,9 +160,7 @@ def _pytest_fixture() -> Any:
     return redmine_server
 
 
-try:
+with contextlib.suppress(ImportError):  # pytest absent: library use only
     redmine_server = _pytest_fixture()
-except ImportError:  # pragma: no cover - pytest absent (library use)
-    pass
 
 __all__ = ["RedmineSettings", "RedmineUnavailable", "free_port", "redmine_server", "running_redmine"]
