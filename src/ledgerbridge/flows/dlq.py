@@ -43,25 +43,51 @@ class ReplayResult:
 
 def replay(ctx: FlowContext, letters: list[DeadLetter], *, actor: str = "cli",
            on_progress: Callable[[int], None] | None = None) -> ReplayResult:
+    """Replay letters (see the module doc). Transactions letters are replayed together: their items' inbox rows
+    go back to ``received`` in one transaction and one pass of the transactional flow decides them all."""
     res = ReplayResult()
-    for n, letter in enumerate(letters, start=1):
-        outcome, note = _replay_one(ctx, letter)
+    with ctx.engine.connect() as conn:  # re-read: a letter may have been replayed or discarded meanwhile
+        fresh = [dead_letters.get(conn, lt.id) or lt for lt in letters]
+    outcomes: dict[str, tuple[str, str]] = {}
+    tx = [lt for lt in fresh if lt.status == "open" and lt.flow == "transactions" and lt.error_code != "file.bad_row"]
+    if tx:
+        outcomes.update(_replay_transactions(ctx, tx))
+    for done, letter in enumerate(fresh, start=1):
+        outcome, note = outcomes.get(letter.id) or _replay_one(ctx, letter)
         setattr(res, outcome, getattr(res, outcome) + 1)
         res.details.append({"id": letter.id, "item": letter.item_key, "outcome": outcome, "note": note})
         with ctx.engine.begin() as conn:
-            if outcome in ("replayed", "skipped"):
+            if outcome in ("replayed", "skipped") and letter.status == "open":
                 dead_letters.mark(conn, [letter.id], "replayed", resolution=note)
             audit.append(conn, actor, f"dlq.replay.{outcome}", f"dead_letter:{letter.id}",
                          {"item_key": letter.item_key, "flow": letter.flow, "note": note})
         if on_progress is not None:
-            on_progress(n)
+            on_progress(done)
     return res
 
 
-def _attempts(ctx: FlowContext, letter_id: str) -> int:
+def _replay_transactions(ctx: FlowContext, letters: list[DeadLetter]) -> dict[str, tuple[str, str]]:
+    before = {lt.id: lt.attempts for lt in letters}
+    reset: dict[str, int] = {}
+    with ctx.engine.begin() as conn:
+        for lt in letters:
+            item_id = str(lt.payload.get("item_id") or lt.item_key.split("@")[0])
+            reset[lt.id] = conn.execute(sa.update(inbox_t).where(
+                inbox_t.c.system == lt.system, inbox_t.c.entity == lt.entity, inbox_t.c.external_id == item_id,
+                inbox_t.c.status == "processed",
+            ).values(status="received", processed_at=None)).rowcount
+    process_pending(ctx)
+    out: dict[str, tuple[str, str]] = {}
     with ctx.engine.connect() as conn:
-        got = dead_letters.get(conn, letter_id)
-    return got.attempts if got is not None else 0
+        for lt in letters:
+            now = dead_letters.get(conn, lt.id)
+            if not reset[lt.id]:
+                out[lt.id] = ("failed", f"no processed inbox rows for {lt.system}:{lt.entity}:{lt.item_key}")
+            elif now is not None and now.attempts > before[lt.id]:
+                out[lt.id] = ("failed", f"failed again: {now.error_text}")
+            else:
+                out[lt.id] = ("replayed", f"decided again from the item's full history ({reset[lt.id]} inbox row(s))")
+    return out
 
 
 def _replay_one(ctx: FlowContext, letter: DeadLetter) -> tuple[str, str]:
@@ -69,22 +95,6 @@ def _replay_one(ctx: FlowContext, letter: DeadLetter) -> tuple[str, str]:
         return "skipped", f"letter is already {letter.status}"
     if letter.flow == "transactions" and letter.error_code == "file.bad_row":
         return "failed", "a bad source row cannot be replayed: have the source send it again, then discard this"
-    if letter.flow == "transactions":
-        item_id = str(letter.payload.get("item_id") or letter.item_key.split("@")[0])
-        before = _attempts(ctx, letter.id)
-        with ctx.engine.begin() as conn:
-            n = conn.execute(sa.update(inbox_t).where(
-                inbox_t.c.system == letter.system, inbox_t.c.entity == letter.entity,
-                inbox_t.c.external_id == item_id, inbox_t.c.status == "processed",
-            ).values(status="received", processed_at=None)).rowcount
-        if not n:
-            return "failed", f"no inbox rows for {letter.system}:{letter.entity}:{item_id}"
-        process_pending(ctx)
-        if _attempts(ctx, letter.id) > before:
-            with ctx.engine.connect() as conn:
-                got = dead_letters.get(conn, letter.id)
-            return "failed", f"failed again: {got.error_text if got else ''}"
-        return "replayed", f"item {item_id} decided again from its full history ({n} inbox row(s))"
     if letter.flow == "posting":
         line_id = letter.payload.get("staging_line_id")
         if line_id is None:
