@@ -10,8 +10,12 @@ release; a journal id the ledger already holds is not appended again (same conte
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
+
+from beancount.core import data
 
 from ledgerbridge.connectors.base import (
     Capabilities,
@@ -227,6 +231,62 @@ class BeancountLedgerConnector:
                     held = self.client.state(ef, pf).journals
                     out.update({jid: held[jid].readback for jid in hits if jid in held})
         return out
+
+    def account_totals(self, entity: str) -> dict[tuple[str, str, str], tuple[Decimal, Decimal]]:
+        """What ``entity``'s ledger holds, read back from beancount's loaded entries (not from our store):
+        ``(period, account_code, currency) -> (debit, credit)`` over every transaction in the entity's ledger.
+
+        The period is the transaction's ``period`` metadata (written by :func:`render_journal`; a transaction
+        someone added by hand without it counts in the month of its date). Debits are the positive posting amounts,
+        credits the negated negative ones, in the posting currency. The account code is the chart account the
+        Beancount account name belongs to (``Expenses:US01:5000-ProjectLaborCost`` -> ``5000``); an account
+        outside the chart is reported under its name's code part. A ledger that does not load cleanly is refused
+        (:class:`RecordValidationError` with beancount's messages)."""
+        ef = self._files(entity)
+        files = [f for f in [ef.accounts, *ef.period_files()] if f.exists()]
+        if not files:
+            return {}
+        entries, errors = self.client.load_files(files)
+        if errors:
+            problems = self.client.describe_errors(errors)
+            raise RecordValidationError(
+                f"{SYSTEM}: the {entity} ledger does not load cleanly ({len(problems)} error(s): "
+                f"{'; '.join(problems[:5])}) — fix the ledger files (bean-check main.beancount) and read again",
+                details={"entity": entity, "errors": problems[:50]})
+        codes: dict[str, str] = {}
+
+        def code_of(account: str) -> str:
+            hit = codes.get(account)
+            if hit is None:
+                parts = account.split(":")
+                comp = parts[2] if len(parts) > 2 else account
+                hit = comp.split("-", 1)[0]
+                for cand in (hit, comp, *(comp[:i] for i, ch in enumerate(comp) if ch == "-")):
+                    acct = self.chart.resolve(entity, cand)
+                    if acct is not None and self.chart.name(entity, acct) == account:
+                        hit = acct.code
+                        break
+                codes[account] = hit
+            return hit
+
+        debit: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+        credit: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+        for entry in entries:
+            if not isinstance(entry, data.Transaction):
+                continue
+            period = entry.meta.get("period")
+            if not isinstance(period, str):
+                period = f"{entry.date.year:04d}-{entry.date.month:02d}"
+            for p in entry.postings:
+                units = p.units
+                if units is None or not isinstance(units.number, Decimal) or not units.currency:
+                    continue
+                key = (period, code_of(p.account), units.currency)
+                if units.number >= 0:
+                    debit[key] += units.number
+                else:
+                    credit[key] -= units.number
+        return {k: (debit.get(k, Decimal(0)), credit.get(k, Decimal(0))) for k in sorted(set(debit) | set(credit))}
 
     def period_status(self, entity: str, period: str) -> str | None:
         """The latest ``ledgerbridge-period`` status declared in the entity's ledger, or None when none was."""
