@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import Engine
 
@@ -74,3 +77,12 @@ def test_mark_processed_and_dead(store_engine: Engine) -> None:
         assert inbox.count_by_status(conn) == {"processed": 3, "dead": 1, "received": 1}
         with pytest.raises(InvalidStatusError, match="processed"):
             inbox.mark(conn, ids, "received")
+
+
+@pytest.mark.parametrize("copy_threshold", [1, 10**9])
+def test_decimals_and_dates_in_payloads_become_strings(store_engine: Engine, copy_threshold: int) -> None:
+    item = InboxItem("psa", "expense", "EX-1", 1, {"amount": Decimal("12.10"), "date": dt.date(2026, 3, 1)})
+    with store_engine.begin() as conn:
+        inbox.add_batch(conn, [item], copy_threshold=copy_threshold)
+        (row,) = inbox.fetch_received(conn)
+    assert row.payload == {"amount": "12.10", "date": "2026-03-01"}
