@@ -125,6 +125,13 @@ class FlowContext:
                 got = self._connectors[system] = build_connector(system, self.config.systems[system], self)
             return got
 
+    def reset_connectors(self) -> None:
+        """Drop the built connectors (they capture reference data such as the chart): the next use rebuilds them.
+        Called whenever the reference data is reloaded."""
+        with self._lock:
+            self._connectors = {k: v for k, v in self._connectors.items()
+                                if not getattr(v, "uses_reference", True)}
+
     def resolve_path(self, value: str | Path) -> Path:
         p = Path(value)
         return p if p.is_absolute() else self.workdir / p

@@ -96,6 +96,10 @@ def _replay_one(ctx: FlowContext, letter: DeadLetter) -> tuple[str, str]:
     if letter.flow == "transactions" and letter.error_code == "file.bad_row":
         return "failed", "a bad source row cannot be replayed: have the source send it again, then discard this"
     if letter.flow == "posting":
+        if letter.error_kind == "conflict":
+            return "failed", ("the target acknowledged or holds journal "
+                              f"{letter.payload.get('journal_id')} with other content: re-posting could double it. "
+                              "Investigate in the target, correct there with a reversal, then discard this letter")
         line_id = letter.payload.get("staging_line_id")
         if line_id is None:
             return "failed", "the letter names no staging line (a run-level failure: re-run the posting run)"

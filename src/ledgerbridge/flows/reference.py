@@ -46,6 +46,7 @@ def load_reference(ctx: FlowContext, source_system: str) -> ReferenceReport:
     report.problems = [str(e) for e in firm.errors]
     report.problems += [str(v) for v in validate_rate_card(firm.rate_cards)]
     ctx.reference = reference_from_firm(firm)
+    ctx.reset_connectors()
     ref = ctx.reference
     report.counts = {
         "legal_entities": len(ref.entities), "customers": len(ref.customers), "projects": len(ref.projects),

@@ -29,6 +29,8 @@ CAPABILITIES = Capabilities(
 
 
 class PsaCsvSource:
+    uses_reference = False  # reads files only: survives a reference reload
+
     def __init__(self, system: str, directory: Path) -> None:
         self.system = system
         self.client = PsaCsvClient(directory)
