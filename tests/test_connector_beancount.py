@@ -199,6 +199,16 @@ def test_repost_is_idempotent(ledger: BeancountLedgerConnector) -> None:
         assert text.count(f'journal_id: "{j.id}"') == 1
 
 
+def test_held_journal_is_still_recognised_after_its_account_is_deactivated(tmp_path: Path) -> None:
+    ledger = BeancountLedgerConnector(tmp_path / "books", CHART, ENTITIES)
+    first = ledger.post_journals(run([labor(1, "10.00")]))
+    retired = [a.model_copy(update={"active": False}) if a.code == "5000" else a for a in CHART]
+    later = BeancountLedgerConnector(tmp_path / "books", retired, ENTITIES)
+    again = later.post_journals(run([labor(1, "10.00"), labor(2, "1.00")], run_id="RUN-2"))
+    assert again[0].status is PostStatus.POSTED and again[0].target_ref == first[0].target_ref
+    assert again[1].status is PostStatus.REJECTED and "is inactive" in str(again[1].error)
+
+
 def test_same_journal_id_with_different_content_is_a_conflict(ledger: BeancountLedgerConnector) -> None:
     ledger.post_journals(run([labor(1, "10.00")]))
     before = entity_file(ledger, "US01").read_bytes()

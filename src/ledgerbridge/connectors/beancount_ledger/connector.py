@@ -9,6 +9,7 @@ release; a journal id the ledger already holds is not appended again (same conte
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -160,6 +161,9 @@ class BeancountLedgerConnector:
             rendered = None if problems else render_journal(j, self.chart, run.run_id)
             if held is not None:
                 held_hash, ref = held
+                if rendered is None:  # held already: compare content even if e.g. its account was since deactivated
+                    with contextlib.suppress(ValueError):
+                        rendered = render_journal(j, self.chart, run.run_id)
                 if rendered is not None and rendered.content_hash == held_hash:
                     results[j.id] = PostResult(j.id, PostStatus.POSTED, ref)
                 else:
