@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flows_support import ledger_text, make_ctx, records, tiny_firm
 
 from ledgerbridge.flows import dlq, posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.store import dead_letters, journals
 from ledgerbridge.store.schema import posted_journals, staging_lines
+
+from flows_support import ledger_text, make_ctx, records, tiny_firm
 
 PERIOD = "2026-09"
 

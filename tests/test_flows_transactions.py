@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flows_support import make_ctx, records, tiny_firm
 
 from ledgerbridge.domain.approvals import effective_version
 from ledgerbridge.domain.costing import cost_expense, cost_time
@@ -22,6 +21,8 @@ from ledgerbridge.flows.periods import close_period
 from ledgerbridge.model.entities import ApprovalStatus, Expense, TimeEntry
 from ledgerbridge.store import dead_letters, inbox
 from ledgerbridge.store.schema import staging_lines
+
+from flows_support import make_ctx, records, tiny_firm
 
 
 @pytest.fixture(scope="module")
