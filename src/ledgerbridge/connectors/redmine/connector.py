@@ -96,11 +96,13 @@ class ChangeEvent:
         approval) -> ``time_entry.recalled``; rejected -> ``time_entry.rejected``; anything else ->
         ``time_entry.edited``."""
         status = self.entry.approval_status
-        cls: type[TimeEntryApproved | TimeEntryEdited | TimeEntryRecalled | TimeEntryRejected] = {
+        classes: dict[ApprovalStatus, type[TimeEntryApproved | TimeEntryEdited | TimeEntryRecalled |
+                                           TimeEntryRejected]] = {
             ApprovalStatus.APPROVED: TimeEntryApproved,
             ApprovalStatus.RECALLED: TimeEntryRecalled,
             ApprovalStatus.REJECTED: TimeEntryRejected,
-        }.get(status, TimeEntryEdited)
+        }
+        cls = classes.get(status, TimeEntryEdited)
         return cls(event_id=self.idempotency_key, source_system=self.system,
                    occurred_at=self.entry.updated_at or self.observed_at, entry=self.entry)
 
@@ -262,9 +264,9 @@ class RedmineSource:
         run = _Run(self, state, now)
         for entry_id in sorted(seen, key=int):
             run.compare(seen[entry_id])
-        for pid in list(state.hidden):
-            if int(pid) in visible:
-                del state.hidden[pid]  # un-archived: its entries are listed again
+        for hidden_pid in list(state.hidden):
+            if int(hidden_pid) in visible:
+                del state.hidden[hidden_pid]  # un-archived: its entries are listed again
 
         candidates = [eid for eid, row in state.entries.items()
                       if eid not in seen and any(_in_range(row[2], rng) for rng in scans)]
@@ -282,9 +284,9 @@ class RedmineSource:
                     state.hidden[str(pid)] = "archived"
                     run.hidden += 1
                     continue
-            status, raw = self.client.time_entry(eid)
-            if status == 200 and raw is not None:
-                run.compare(raw)
+            status, found = self.client.time_entry(eid)
+            if status == 200 and found is not None:
+                run.compare(found)
                 run.moved += 1
             elif status == 404:
                 run.delete(eid)
