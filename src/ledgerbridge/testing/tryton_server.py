@@ -294,11 +294,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the launching process dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class TrytonServer:
     """``trytond -c conf -d <db>`` on 127.0.0.1 (started with the database name: without it logins fail)."""
 
     def __init__(self, database: str, backend: str = "postgresql", port: int | None = None, *,
-                 session_timeout: int = 3600) -> None:
+                 session_timeout: int = 3600, die_with_parent: bool = True) -> None:
+        self.die_with_parent = die_with_parent  # a SIGKILLed test run leaves no orphan server (Linux)
         self.database = database
         self.backend = backend
         self.port = port or free_port()
@@ -318,7 +327,8 @@ class TrytonServer:
         conf = config_path(self.backend, self.port, session_timeout=self.session_timeout)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([str(_bin("trytond")), "-c", str(conf), "-d", self.database],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.wait_ready(timeout)
         return self
 
@@ -404,7 +414,7 @@ def _pidfile(port: int) -> Path:
 
 
 def _cli_start(db: str, port: int, backend: str) -> None:
-    server = TrytonServer(db, backend, port)
+    server = TrytonServer(db, backend, port, die_with_parent=False)
     server.start()
     assert server.proc is not None
     pidfile = _pidfile(port)

@@ -25,6 +25,7 @@ import datetime as dt
 import itertools
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -166,6 +167,7 @@ class CallStats:
     relogins: int = 0
     warnings_skipped: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
+    seconds_by_method: dict[str, float] = field(default_factory=dict)
 
 
 class TrytonClient:
@@ -211,6 +213,7 @@ class TrytonClient:
         body = encode({"id": next(self._ids), "method": method, "params": list(params)})
         self.stats.calls += 1
         self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+        started = time.perf_counter()
         try:
             return self._http.post(self.endpoint, content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -219,6 +222,9 @@ class TrytonClient:
                 raise
             err.details.setdefault("method", method)
             raise err from exc
+        finally:
+            spent = time.perf_counter() - started
+            self.stats.seconds_by_method[method] = self.stats.seconds_by_method.get(method, 0.0) + spent
 
     def _reply(self, method: str, resp: httpx.Response) -> Any:
         if resp.status_code != 200:

@@ -125,9 +125,11 @@ class TrytonLedger:
 
     def __init__(self, client: TrytonClient, *, legal_entity_id: str, account_map: Mapping[str, int | str],
                  journal_code: str = "MISC", invoice_journal_code: str = "REV", batch_size: int = DEFAULT_BATCH,
-                 tax_map: Mapping[str, int] | None = None, payment_term: str | None = "Net 30 days") -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+                 tax_map: Mapping[str, int] | None = None, payment_term: str | None = "Net 30 days",
+                 post_batch_size: int | None = None) -> None:
+        if batch_size < 1 or (post_batch_size is not None and post_batch_size < 1):
+            raise ValueError("batch_size and post_batch_size must be at least 1")
+        self.post_batch_size = post_batch_size or batch_size
         self.client = client
         self.legal_entity_id = legal_entity_id
         self.account_map = dict(account_map)
@@ -230,6 +232,7 @@ class TrytonLedger:
         periods = self._periods()
         ready: list[tuple[MovePlan, int]] = []
         held = self._held([p.reference for p in plans])
+        held_lines = self._lines([i for h in held.values() for i in h.line_ids])  # one read for all held moves
         for plan in plans:
             def reject(msg: str, rule: str, extra: Mapping[str, Any] | None = None, *, _p: MovePlan = plan) -> None:
                 results[_p.journal_id] = PostResult(_p.journal_id, PostStatus.REJECTED, None, RecordValidationError(
@@ -240,7 +243,7 @@ class TrytonLedger:
             period = self._period_for(periods, plan.date)
             h = held.get(plan.reference)
             if h is not None:
-                results[plan.journal_id] = self._already_held(plan, h, run_id)
+                results[plan.journal_id] = self._already_held(plan, h, [held_lines[i] for i in h.line_ids], run_id)
             elif problems:
                 reject("refused before sending: " + "; ".join(problems), "tryton.move_invalid",
                        {"problems": problems})
@@ -284,11 +287,11 @@ class TrytonLedger:
                                 ["move", "account", "debit", "credit", "second_currency", "amount_second_currency"])
         return {int(r["id"]): r for r in rows}
 
-    def _already_held(self, plan: MovePlan, h: _Held, run_id: str) -> PostResult:
-        lines = self._lines(h.line_ids)
+    def _already_held(self, plan: MovePlan, h: _Held, lines: Sequence[Mapping[str, Any]], run_id: str
+                      ) -> PostResult:
         held_sig = move_signature([(int(r["account"]), r["debit"], r["credit"],
                                     r["amount_second_currency"] if r.get("second_currency") else None)
-                                   for r in lines.values()])
+                                   for r in lines])
         if held_sig != plan_signature(plan):
             return PostResult(plan.journal_id, PostStatus.REJECTED, h.number or f"move#{h.move_id}", ConflictError(
                 f"{SYSTEM}: journal {plan.journal_id} is already in Tryton (move {h.number or h.move_id}, "
@@ -321,7 +324,7 @@ class TrytonLedger:
     def _post(self, moves: list[tuple[int, MovePlan]], results: dict[str, PostResult], run_id: str) -> None:
         if not moves:
             return
-        for chunk in chunks(moves, 1000):
+        for chunk in chunks(moves, self.post_batch_size):
             try:
                 self.client.button("account.move", "post", [mid for mid, _ in chunk])
             except RecordValidationError as exc:
