@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import socket
 import sqlite3
 import tempfile
@@ -223,8 +224,10 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
     items, ps = inbox_items(args.rows), postings(args.rows)
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (figures drop under load)")
     bench_sqlite(args.rows, args.batch, items, ps, args.repeat)
     bench_postgres(args.pg, args.rows, args.batch, items, ps)
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
