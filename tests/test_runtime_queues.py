@@ -139,18 +139,18 @@ def test_worker_concurrency_is_always_set_and_enforced(runtime: rt.Runtime) -> N
 def test_partitions_keep_order_and_run_in_parallel(any_runtime: rt.Runtime) -> None:
     plan = [("P1", "a1"), ("P2", "b1"), ("P1", "a2"), ("P1", "a3"), ("P2", "b2"), ("P1", "a4"), ("P2", "b3")]
     # ids chosen so that id order differs from arrival order: order must come from arrival, not the id
-    ids = [rt.enqueue("t_q_part", job, label, 0.06, workflow_id=f"part-{9 - n}", partition_key=project)
+    ids = [rt.enqueue("t_q_part", job, label, 0.1, workflow_id=f"part-{9 - n}", partition_key=project)
            for n, (project, label) in enumerate(plan)]
     for wf in ids:
         rt.result(wf, timeout_seconds=30)
     starts = [label for label, kind, _ in EVENTS if kind == "start"]
     for project, prefix in (("P1", "a"), ("P2", "b")):
         expected = [label for p, label in plan if p == project]
-        assert [s for s in starts if s.startswith(prefix)] == expected
+        assert [s for s in starts if s.startswith(prefix)] == expected, EVENTS
         spans = sorted((t0, t1) for (l0, k0, t0) in EVENTS if k0 == "start" and l0.startswith(prefix)
                        for (l1, k1, t1) in EVENTS if k1 == "end" and l1 == l0)
-        assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in itertools.pairwise(spans))
-    assert RUNNING["max"] >= 2, "two projects ran side by side"
+        assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in itertools.pairwise(spans)), EVENTS
+    assert RUNNING["max"] >= 2, f"two projects ran side by side: {EVENTS}"
     rows = {r["workflow_id"]: r for r in rt.list_workflows(queue="t_q_part")}
     assert rows["part-9"]["partition_key"] == "P1" and rows["part-8"]["partition_key"] == "P2"
 
