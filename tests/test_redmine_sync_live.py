@@ -18,7 +18,7 @@ from ledgerbridge.connectors.redmine import RedmineClient, RedmineSource, SyncOp
 from ledgerbridge.connectors.redmine.connector import SyncResult, month_end, months_between
 from ledgerbridge.domain.approvals import check_history, effective_version, group_histories
 from ledgerbridge.errors import PermanentError
-from ledgerbridge.model.entities import ApprovalStatus
+from ledgerbridge.model.entities import ApprovalStatus, TimeEntry
 from ledgerbridge.model.events import TimeEntryApproved, TimeEntryEdited, TimeEntryRecalled
 from ledgerbridge.testing.redmine_server import RedmineSettings
 from ledgerbridge.testing.redmine_server import redmine_server as redmine_server
@@ -109,9 +109,13 @@ def test_create_edit_approve_unapprove_delete(world: World) -> None:
     for item, versions in grouped.items():
         assert effective_version(versions) is None, item  # both deleted: nothing stays on the ledger
         assert check_history(versions, item=item) == []  # every transition is one PSA practice allows
-    # canonical events for the inbox
+    # canonical events and inbox records for the flows
     events = [e.to_business_event() for e in r3.events + r4.events]
     assert {type(ev) for ev in events} == {TimeEntryApproved, TimeEntryEdited, TimeEntryRecalled}
+    for record, event in zip(r4.records(), r4.events, strict=True):
+        assert TimeEntry.model_validate(record["payload"]) == event.entry
+        assert (record["entity"], record["external_id"], record["version"]) == (
+            "time_entry", event.entry.id, event.entry.version)
 
 
 def test_edits_within_one_second_get_distinct_versions(world: World) -> None:

@@ -106,6 +106,13 @@ class ChangeEvent:
         return cls(event_id=self.idempotency_key, source_system=self.system,
                    occurred_at=self.entry.updated_at or self.observed_at, entry=self.entry)
 
+    def to_record(self) -> dict[str, Any]:
+        """The inbox record of this version (the shape ``flows.transactions.land`` takes, as the CSV source
+        yields it), plus ``idempotency_key`` and ``kind``."""
+        return {"entity": "time_entry", "external_id": self.entry.id, "version": self.entry.version,
+                "updated_at": self.entry.updated_at, "payload": self.entry.model_dump(mode="json"),
+                "idempotency_key": self.idempotency_key, "kind": self.kind}
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "idempotency_key": self.idempotency_key, "system": self.system,
                 "observed_at": self.observed_at.isoformat(), "entry": self.entry.model_dump(mode="json")}
@@ -120,6 +127,10 @@ class SyncResult:
     errors: list[LedgerbridgeError]
     cursor: dict[str, Any]
     stats: dict[str, Any] = field(default_factory=dict)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every event as an inbox record (:meth:`ChangeEvent.to_record`), in the order found."""
+        return [e.to_record() for e in self.events]
 
 
 @dataclass(frozen=True, slots=True)
