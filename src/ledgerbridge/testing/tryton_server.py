@@ -121,10 +121,17 @@ def install(*, quiet: bool = True) -> str:
         version = installed_version()
         if version and version.startswith(TRYTON_SERIES + "."):
             return version
+        # pip of the launching interpreter installs into a pip-less venv (pip --python): creating a venv with
+        # its own pip (ensurepip) costs 5-20 s on a busy 2-core machine
+        own_pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True,
+                                 check=False).returncode == 0
         if not _bin("python").exists():
             base = getattr(sys, "_base_executable", sys.executable)
-            _run([str(base), "-m", "venv", venv_dir()], step="create Tryton virtualenv")
-        args: list[str | Path] = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check"]
+            _run([str(base), "-m", "venv", *(["--without-pip"] if own_pip else []), venv_dir()],
+                 step="create Tryton virtualenv")
+        pip: list[str | Path] = ([sys.executable, "-m", "pip", "--python", _bin("python")] if own_pip
+                                 else [_bin("python"), "-m", "pip"])
+        args: list[str | Path] = [*pip, "install", "--disable-pip-version-check"]
         if quiet:
             args.append("-q")
         _run([*args, *PIP_PACKAGES], step="pip install Tryton " + TRYTON_SERIES, timeout=1200)
