@@ -20,6 +20,7 @@ from ledgerbridge.runtime.testing import fresh_postgres_database, launched_for_t
 LOCK = threading.Lock()
 EVENTS: list[tuple[str, str, float]] = []  # (label, "start"/"end", monotonic time)
 RUNNING = {"now": 0, "max": 0}
+GO = threading.Event()  # held steps wait for it (set except while a test is still enqueueing)
 
 RATE = rt.QueueSpec("t_q_rate", concurrency=20, rate_limit=5, period_seconds=0.5, headroom=0.8)  # 4 per 0.5 s
 CONC = rt.QueueSpec("t_q_conc", concurrency=2)
@@ -33,6 +34,7 @@ def hold(label: str, seconds: float) -> str:
         EVENTS.append((label, "start", time.monotonic()))
         RUNNING["now"] += 1
         RUNNING["max"] = max(RUNNING["max"], RUNNING["now"])
+    assert GO.wait(20), "the test never released the held steps"
     time.sleep(seconds)
     with LOCK:
         RUNNING["now"] -= 1
@@ -48,6 +50,7 @@ def job(label: str, seconds: float) -> str:
 def _reset() -> None:
     EVENTS.clear()
     RUNNING.update(now=0, max=0)
+    GO.set()
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +141,15 @@ def test_worker_concurrency_is_always_set_and_enforced(runtime: rt.Runtime) -> N
 
 def test_partitions_keep_order_and_run_in_parallel(any_runtime: rt.Runtime) -> None:
     plan = [("P1", "a1"), ("P2", "b1"), ("P1", "a2"), ("P1", "a3"), ("P2", "b2"), ("P1", "a4"), ("P2", "b3")]
-    # ids chosen so that id order differs from arrival order: order must come from arrival, not the id
-    ids = [rt.enqueue("t_q_part", job, label, 0.1, workflow_id=f"part-{9 - n}", partition_key=project)
+    # ids chosen so that id order differs from arrival order: order must come from arrival, not the id.
+    # Held steps wait until everything is enqueued (a slow machine must not turn this into arrival pacing).
+    GO.clear()
+    ids = [rt.enqueue("t_q_part", job, label, 0.05, workflow_id=f"part-{9 - n}", partition_key=project)
            for n, (project, label) in enumerate(plan)]
+    deadline = time.monotonic() + 20
+    while RUNNING["now"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    GO.set()
     for wf in ids:
         rt.result(wf, timeout_seconds=30)
     starts = [label for label, kind, _ in EVENTS if kind == "start"]
