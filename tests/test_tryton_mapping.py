@@ -248,3 +248,25 @@ def test_timesheet_line_to_time_entry() -> None:
                                     projects={}, resources={})
     assert later.version == e.version + 1 and later.project_id == "tryton-work-3"
     assert duration_hours(dt.timedelta(minutes=90)) == Decimal("1.5")
+
+
+# --------------------------------------------------------------------------------------------------- options
+
+
+def test_from_options_builds_and_reports_every_bad_key() -> None:
+    from ledgerbridge.connectors.base import IdempotencyMechanism, LedgerTarget
+    from ledgerbridge.connectors.tryton import UNIVERSAL_CHART_MAP, TrytonLedger
+
+    ledger = TrytonLedger.from_options({"url": "http://erp:8000", "database": "prod", "legal_entity_id": "US01",
+                                        "account_map": UNIVERSAL_CHART_MAP, "batch_size": 120}, password="s3cret")
+    assert isinstance(ledger, LedgerTarget) and ledger.batch_size == 120 and ledger.post_batch_size == 120
+    assert ledger.client.endpoint == "http://erp:8000/prod/rpc/" and ledger.client.user == "admin"
+    caps = ledger.capabilities()
+    assert caps.idempotency is IdempotencyMechanism.LOOKUP_BEFORE_CREATE and caps.limits.concurrency == 1
+    with pytest.raises(PermanentError) as info:
+        TrytonLedger.from_options({"url": "http://erp:8000", "account_map": {"1100": 1.5}, "batch_size": 0},
+                                  password="", system="erp_us")
+    msg = info.value.message
+    for needle in ("'erp_us'", "options.database", "options.legal_entity_id", "account_map values", "['1100']",
+                   "options.batch_size", "secrets.password"):
+        assert needle in msg

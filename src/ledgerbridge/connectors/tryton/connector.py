@@ -36,6 +36,7 @@ from ledgerbridge.connectors.base import (
     CursorKind,
     FailureMode,
     IdempotencyMechanism,
+    Limits,
     PagingKind,
     PostingBatch,
     PostResult,
@@ -71,6 +72,8 @@ CAPABILITIES = Capabilities(
     idempotency=IdempotencyMechanism.LOOKUP_BEFORE_CREATE,
     paging=PagingKind.CURSOR,
     batch_sizes=BatchSizes(read=500, write=DEFAULT_BATCH),
+    # lookup-before-create is not atomic: one writer per Tryton company, or two runs of one batch could both create
+    limits=Limits(concurrency=1),
     supports_read_back=True,
     failure_mode=FailureMode.LINE_LEVEL,
 )
@@ -149,6 +152,41 @@ class TrytonLedger:
         self.analytic: dict[tuple[str, str], int] = {}
         self.works: dict[str, int] = {}  # project id -> timesheet.work id
         self.employees: dict[str, int] = {}  # resource id -> company.employee id
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, password: str, system: str = "tryton") -> TrytonLedger:
+        """Build from a system's configuration ``options`` (see docs/connectors/tryton.md) and the resolved
+        ``password`` secret. Every missing or malformed option is reported at once, by key."""
+        problems: list[str] = []
+        for key in ("url", "database", "legal_entity_id"):
+            if not isinstance(options.get(key), str) or not options.get(key):
+                problems.append(f"options.{key} is required (text)")
+        amap: Any = options.get("account_map")
+        if not isinstance(amap, Mapping) or not amap:
+            problems.append("options.account_map is required: our account code -> Tryton account code or id")
+        elif bad := sorted(str(k) for k, v in amap.items() if not isinstance(v, str | int) or isinstance(v, bool)):
+            problems.append(f"options.account_map values must be Tryton account codes (text) or ids: {bad}")
+        tax_map = options.get("tax_map") or {}
+        if not isinstance(tax_map, Mapping):
+            problems.append("options.tax_map must map our tax code -> Tryton account.tax id")
+        sizes = {k: options.get(k) for k in ("batch_size", "post_batch_size") if options.get(k) is not None}
+        problems += [f"options.{k} must be a positive integer" for k, v in sizes.items()
+                     if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+        if not password:
+            problems.append("secrets.password is empty — reference it with ${env:...} or ${file:...}")
+        if problems:
+            raise PermanentError(f"{SYSTEM} system {system!r}: " + "; ".join(problems), code="LB-P001",
+                                 details={"system": system, "problems": problems})
+        client = TrytonClient(str(options["url"]), str(options["database"]), str(options.get("user") or "admin"),
+                              password, timeout=float(options.get("timeout", 120)))
+        return cls(client, legal_entity_id=str(options["legal_entity_id"]),
+                   account_map={str(k): v for k, v in dict(amap).items()},
+                   journal_code=str(options.get("journal_code", "MISC")),
+                   invoice_journal_code=str(options.get("invoice_journal_code", "REV")),
+                   batch_size=int(sizes.get("batch_size") or DEFAULT_BATCH),
+                   post_batch_size=sizes.get("post_batch_size"),
+                   tax_map={str(k): int(v) for k, v in dict(tax_map).items()},
+                   payment_term=options.get("payment_term", "Net 30 days"))
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
