@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_reconcile.py [--rows 1000000] [--threads 0] [--memory-limit 4GB]
     .venv/bin/python bench/bench_reconcile.py --rows 10000000
+    .venv/bin/python bench/bench_reconcile.py --rows 0 --mart-lines 1000000
 
 Synthetic data, generated inside DuckDB (3 legal entities, 12 periods, 3 currencies, DECIMAL(38,10) amounts):
 
@@ -15,14 +16,22 @@ sides (entity, period, currency), redating explanations (+ in the posted period,
 residuals on the date basis (FULL OUTER JOIN of both sides) classified by the dead-letter table, and per cell
 ``variance``, ``explained`` and ``unexplained``. The script checks that the unexplained total is exactly the
 injected cents and prints seconds per stage, rows/s and the process's peak RSS (DuckDB runs in-process).
+
+``--mart-lines N`` also measures :func:`ledgerbridge.flows.marts.build_marts` on a SQLite state store holding N
+posted staging lines (half time entries with their inbox versions: labor cost + revenue accrual; the rest
+expenses) and N/100 journal lines, filled with SQL inside SQLite: load seconds (store -> CSV -> DuckDB), build
+seconds (the mart SQL) and store rows/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import sqlite3
+import tempfile
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 
@@ -96,12 +105,83 @@ ORDER BY c.entity, c.period, c.currency;
 """
 
 
+FILL_STORE = """
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :lines)
+INSERT INTO staging_lines (txn_type, legal_entity_id, period, entry_date, currency, amounts, dimensions,
+    source_system, source_entity, source_id, source_version, sign, status, posting_run_id, redated_from, created_at)
+SELECT CASE WHEN i % 4 = 3 THEN 'expense' WHEN i % 2 = 0 THEN 'labor_cost' ELSE 'revenue_accrual' END,
+       'US01', '2026-10', '2026-10-15', 'USD',
+       '[["' || CASE WHEN i % 4 = 3 THEN 'amount' WHEN i % 2 = 0 THEN 'cost' ELSE 'billable_value' END || '","'
+           || (i % 9973) || '.' || (i % 100) || '"]]',
+       '[["cost_center","CC-DEL-US"],["project","PRJ-' || (i % 300) || '"]]',
+       'psa_files', CASE WHEN i % 4 = 3 THEN 'expense' ELSE 'time_entry' END,
+       CASE WHEN i % 4 = 3 THEN 'EX-' || i ELSE 'TE-' || (i / 2) END, 1, 1, 'posted', 'run-1', NULL,
+       '2026-11-01 00:00:00'
+FROM n;
+"""
+FILL_INBOX = """
+INSERT INTO inbox (idempotency_key, system, entity, external_id, version, payload, received_at, status)
+SELECT 'psa_files:time_entry:' || source_id || ':1', 'psa_files', 'time_entry', source_id, '1',
+       '{"id":"' || source_id || '","hours":"7.5","billable":true,"resource_id":"RES-' || (id % 500)
+       || '","project_id":"PRJ-1","work_date":"2026-10-15"}', '2026-11-01 00:00:00', 'processed'
+FROM staging_lines WHERE txn_type = 'labor_cost';
+"""
+FILL_GL = """
+INSERT INTO posting_runs (id, legal_entity_id, period, target_system, status, control_totals, started_at)
+VALUES ('run-1', 'US01', '2026-10', 'ledger', 'posted', '{}', '2026-11-01 00:00:00');
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :journals)
+INSERT INTO posted_journals (id, posting_run_id, legal_entity_id, period, entry_date, journal_type, target_system,
+    payload, content_hash, posted_at)
+SELECT 'J-' || i, 'run-1', 'US01', '2026-10', '2026-10-31', 'labor_cost', 'ledger', '{}', 'h', '2026-11-01 00:00:00'
+FROM n;
+INSERT INTO posted_journal_lines (journal_id, line_no, account, debit, credit, currency, dimensions, lineage)
+SELECT id, k.line_no, CASE WHEN k.line_no % 2 = 1 THEN '5000' ELSE '2100' END,
+       CASE WHEN k.line_no % 2 = 1 THEN '100.5' ELSE '0' END, CASE WHEN k.line_no % 2 = 1 THEN '0' ELSE '100.5' END,
+       'USD', '{"project":"PRJ-1","cost_center":"CC-DEL-US"}', '[]'
+FROM posted_journals, (SELECT 1 AS line_no UNION ALL SELECT 2) k;
+"""
+
+
+def bench_mart(lines: int) -> None:
+    from ledgerbridge.config import default_config
+    from ledgerbridge.flows.context import FlowContext
+    from ledgerbridge.flows.marts import build_marts
+
+    with tempfile.TemporaryDirectory(prefix="bench-mart-") as td:
+        wd = Path(td)
+        cfg = default_config()
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": f"sqlite:///{wd / 'state.sqlite'}"})})
+        ctx = FlowContext(cfg, workdir=wd)
+        ctx.migrate()
+        t0 = time.perf_counter()
+        db = sqlite3.connect(wd / "state.sqlite")
+        db.execute(FILL_STORE.replace(":lines", str(int(lines))))
+        db.execute(FILL_INBOX)
+        db.executescript(FILL_GL.replace(":journals", str(max(1, lines // 200))))
+        db.commit()
+        counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("staging_lines", "inbox", "posted_journal_lines")}
+        db.close()
+        t1 = time.perf_counter()
+        report = build_marts(ctx, wd / "mart.duckdb")
+        src = sum(report.source_rows.values())
+        print(f"mart: store {counts} filled in {t1 - t0:.2f} s")
+        print(f"mart: load {report.load_seconds:.2f} s ({src / report.load_seconds:,.0f} store rows/s via CSV), "
+              f"build {report.build_seconds:.2f} s, total {report.seconds:.2f} s; rows {report.rows}")
+        print(f"peak RSS: {peak_rss_mb():,.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="PSA items (ledger lines: about as many)")
     ap.add_argument("--threads", type=int, default=0, help="DuckDB threads (0 = DuckDB's default)")
     ap.add_argument("--memory-limit", default="", help="DuckDB memory_limit, e.g. 4GB (default: DuckDB's)")
+    ap.add_argument("--mart-lines", type=int, default=0, help="also time build_marts on a store of N posted lines")
     args = ap.parse_args()
+    if args.mart_lines:
+        bench_mart(args.mart_lines)
+    if not args.rows:
+        return
     con = duckdb.connect()
     if args.threads:
         con.execute(f"SET threads = {int(args.threads)}")

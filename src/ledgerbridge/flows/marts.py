@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,15 +75,15 @@ def _text(col: Any) -> Any:
 
 
 def _copy_rows(duck: duckdb.DuckDBPyConnection, tmpdir: Path, table: str, columns: Sequence[tuple[str, str]],
-               rows: Iterable[Sequence[Any]]) -> int:
-    """Create ``table`` with ``columns`` (name, DuckDB type) from ``rows`` via a CSV file of exact text."""
+               batches: Iterable[Sequence[Sequence[Any]]]) -> int:
+    """Create ``table`` with ``columns`` (name, DuckDB type) from batches of rows via a CSV file of exact text."""
     path = tmpdir / f"{table}.csv"
     n = 0
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        for r in rows:
-            w.writerow(r)
-            n += 1
+        for part in batches:
+            w.writerows(part)
+            n += len(part)
     cols = ", ".join(f"{_q(name)}: {_q(typ)}" for name, typ in columns)
     if n:
         duck.execute(f"CREATE TABLE {table} AS SELECT * FROM read_csv(?, header = false, columns = {{{cols}}}, "
@@ -98,10 +98,14 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _stream(conn: sa.Connection, query: Any) -> Iterable[Sequence[Any]]:
+def _stream(conn: sa.Connection, query: Any) -> Iterator[Sequence[Sequence[Any]]]:
+    """Batches of rows read with a server-side cursor where the driver has one (decimals and JSON are cast to text
+    in the query, so every value's ``str`` is exact)."""
     result = conn.execution_options(stream_results=True, yield_per=FETCH_BATCH).execute(query)
-    for part in result.partitions(FETCH_BATCH):
-        yield from part
+    try:
+        yield from result.partitions(FETCH_BATCH)
+    finally:
+        result.close()
 
 
 SRC_LINES = [
@@ -147,7 +151,7 @@ def _load_store(ctx: FlowContext, duck: duckdb.DuckDBPyConnection, tmpdir: Path)
         g.functional_currency, _text(g.functional_debit), _text(g.functional_credit), _text(g.fx_rate),
         g.fx_rate_date, _text(g.lineage), j.posting_run_id, j.legal_entity_id, j.period, j.entry_date,
         j.journal_type, j.target_system, j.target_ref, j.reverses, j.redated_from, _text(j.posted_at),
-    ).select_from(pjl_t.join(pj_t, pj_t.c.id == pjl_t.c.journal_id)).order_by(g.journal_id, g.line_no)
+    ).select_from(pjl_t.join(pj_t, pj_t.c.id == pjl_t.c.journal_id))
     out: dict[str, int] = {}
     with ctx.engine.connect() as conn:
         out["src_lines"] = _copy_rows(duck, tmpdir, "src_lines", SRC_LINES, _stream(conn, lines_q))
@@ -160,11 +164,11 @@ def _load_store(ctx: FlowContext, duck: duckdb.DuckDBPyConnection, tmpdir: Path)
         for e in ([a.legal_entity_id] if a.legal_entity_id else entities):
             accounts[(e, a.code)] = (a.name, a.type.value)  # entity-specific accounts override shared ones
     out["src_accounts"] = _copy_rows(duck, tmpdir, "src_accounts", SRC_ACCOUNTS,
-                                     [(e, c, n, t) for (e, c), (n, t) in sorted(accounts.items())])
+                                     [[(e, c, n, t) for (e, c), (n, t) in sorted(accounts.items())]])
     out["src_roles"] = _copy_rows(duck, tmpdir, "src_roles", SRC_ROLES,
-                                  [(e, r, ctx.rules.account_for(r, e)) for e in entities for r in ROLES])
-    out["src_entities"] = _copy_rows(duck, tmpdir, "src_entities", SRC_ENTITIES, [
-        (e.id, e.name, e.functional_currency) for e in sorted(ref.entities.values(), key=lambda e: e.id)])
+                                  [[(e, r, ctx.rules.account_for(r, e)) for e in entities for r in ROLES]])
+    out["src_entities"] = _copy_rows(duck, tmpdir, "src_entities", SRC_ENTITIES, [[
+        (e.id, e.name, e.functional_currency) for e in sorted(ref.entities.values(), key=lambda e: e.id)]])
     return out
 
 
