@@ -130,3 +130,26 @@ def test_timesheet_incremental_read_with_cursor(ledger: TrytonLedger) -> None:
     assert edited.hours == Decimal("8") and edited.version > old.version
     assert {f"tryton-ts-{i}" for i in new_ids} <= set(by_id)
     assert cursor3 is not None and (cursor3.modified_at, cursor3.line_id) > (cursor.modified_at, cursor.line_id)
+
+
+def test_invoice_with_mapped_tax(ledger: TrytonLedger) -> None:
+    c = ledger.client
+    chart = ledger.chart()
+    (tax,) = c.create("account.tax", [{"name": "UK VAT 20%", "description": "UK-VAT20", "type": "percentage",
+                                        "rate": Decimal("0.20"), "company": ledger.company,
+                                        "invoice_account": chart.accounts["2300"],
+                                        "credit_note_account": chart.accounts["2300"]}])
+    taxed = TrytonLedger(c, legal_entity_id="US01", account_map=UNIVERSAL_CHART_MAP, tax_map={"UK-VAT20": tax})
+    taxed.parties.update(ledger.parties)
+    ln = InvoiceLine(line_no=1, description="Advisory", quantity=Decimal("7.5"), unit_price=Decimal("210"),
+                     net_amount=Decimal("1575.00"), tax_code="UK-VAT20", tax_amount=Decimal("315.00"))
+    inv = Invoice(id="INV-US01-2026-03-0100", legal_entity_id="US01", customer_id="C-3", project_id="P-2",
+                  invoice_date=dt.date(2026, 3, 20), currency="USD", lines=(ln,), net_total=Decimal("1575.00"),
+                  tax_total=Decimal("315.00"), total=Decimal("1890.00"))
+    (res,) = taxed.post_invoices([inv])
+    assert res.status is PostStatus.POSTED, res.error
+    held = taxed.read_invoices([inv.id])[inv.id]
+    assert (held["untaxed_amount"], held["tax_amount"], held["total_amount"]) == (
+        Decimal("1575.00"), Decimal("315.00"), Decimal("1890.00"))
+    (unmapped,) = ledger.post_invoices([inv.model_copy(update={"id": "INV-US01-2026-03-0101"})])
+    assert unmapped.status is PostStatus.REJECTED and "tax map" in str(unmapped.error)

@@ -241,3 +241,24 @@ def test_wrong_password_is_permanent(tryton: TrytonSettings) -> None:
             pytest.raises(PermanentError) as info:
         c.login()
     assert info.value.code in ("LB-P002", "LB-P003")
+
+
+def test_foreign_currency_lines_carry_second_currency(ledger: TrytonLedger, client: TrytonClient) -> None:
+    from ledgerbridge.connectors.tryton.bootstrap import ensure_currency
+
+    ensure_currency(client, "EUR", rate=Decimal("0.9"))
+    fx = {"currency": "EUR", "functional_currency": "USD", "fx_rate": Decimal("1.1111"),
+          "fx_rate_date": dt.date(2026, 8, 31)}
+    j = entry("FX-1", "2026-08", 31, [
+        JournalLine(line_no=1, account="5000", debit=Decimal("90.00"), functional_debit=Decimal("100.00"), **fx),
+        JournalLine(line_no=2, account="2100", credit=Decimal("90.00"), functional_credit=Decimal("100.00"), **fx)])
+    (res,) = ledger.post_journals(PostingBatch(run_id="run-fx", legal_entity_id="US01", period="2026-08",
+                                               journals=[j]))
+    assert res.status is PostStatus.POSTED, res.error
+    held = ledger.read_back(["FX-1"])["FX-1"]
+    assert held.matches(j) and set(held.totals) == {"EUR"}
+    move = moves_with_reference(client, "FX-1")[0]
+    lines = client.search_read("account.move.line", [("move", "=", move["id"])],
+                               ["debit", "credit", "amount_second_currency"])
+    assert sorted((r["debit"], r["credit"], r["amount_second_currency"]) for r in lines) == [
+        (Decimal("0"), Decimal("100.00"), Decimal("-90.00")), (Decimal("100.00"), Decimal("0"), Decimal("90.00"))]
