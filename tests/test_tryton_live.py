@@ -262,3 +262,27 @@ def test_foreign_currency_lines_carry_second_currency(ledger: TrytonLedger, clie
                                ["debit", "credit", "amount_second_currency"])
     assert sorted((r["debit"], r["credit"], r["amount_second_currency"]) for r in lines) == [
         (Decimal("0"), Decimal("100.00"), Decimal("-90.00")), (Decimal("100.00"), Decimal("0"), Decimal("90.00"))]
+
+
+def test_period_close_is_mirrored_into_tryton(ledger: TrytonLedger, client: TrytonClient) -> None:
+    chart = ledger.chart()
+    (period,) = client.search("account.period", [("name", "=", "2026-09"), ("type", "=", "standard")])
+    (draft,) = client.create("account.move", [{
+        "company": ledger.company, "journal": chart.journal_id, "period": period, "date": dt.date(2026, 9, 9),
+        "lines": [["create", [{"account": chart.accounts["5000"], "debit": Decimal("3.00"), "credit": Decimal(0)},
+                              {"account": chart.accounts["2100"], "debit": Decimal(0), "credit": Decimal("3.00")}]]]}])
+    with pytest.raises(RecordValidationError, match="2026-09"):  # Tryton: post the draft moves first
+        ledger.set_period_status("US01", "2026-09", "closed")
+    assert ledger.period_status("US01", "2026-09") == "open"
+    client.button("account.move", "post", [draft])
+    ledger.set_period_status("US01", "2026-09", "closing")  # Tryton has no 'closing': stays open
+    assert ledger.period_status("US01", "2026-09") == "open"
+    ledger.set_period_status("US01", "2026-09", "closed")
+    assert ledger.period_status("US01", "2026-09") == "closed"
+    ledger.set_period_status("US01", "2026-09", "open")
+    assert ledger.period_status("US01", "2026-09") == "open"
+    ledger.set_period_status("US01", "2026-09", "locked")
+    assert ledger.period_status("US01", "2026-09") == "locked"
+    with pytest.raises(RecordValidationError, match="locked"):
+        ledger.set_period_status("US01", "2026-09", "open")
+    ledger.set_period_status("UK01", "2026-09", "open")  # another entity: not this target's business

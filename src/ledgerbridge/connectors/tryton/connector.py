@@ -416,6 +416,34 @@ class TrytonLedger:
                                                           ("start_date", "=", start)], ["state"], limit=1)
         return PERIOD_STATES.get(str(rows[0]["state"]), str(rows[0]["state"])) if rows else None
 
+    def set_period_status(self, entity: str, period: str, status: str, on: dt.date | None = None) -> None:
+        """Mirror our period state into Tryton (the period-close flow calls this hook): ``closed`` -> ``close``,
+        ``locked`` -> ``close`` then ``lock_``, ``open`` -> ``reopen``; ``closing`` leaves Tryton open (it has no
+        such state). Tryton refuses to close a period holding draft moves (``RecordValidationError`` naming them);
+        a locked period cannot be reopened."""
+        if entity != self.legal_entity_id:
+            return
+        start = dt.date.fromisoformat(f"{period}-01")
+        rows = self.client.search_read("account.period", [("company", "=", self.company), ("type", "=", "standard"),
+                                                          ("start_date", "=", start)], ["state"], limit=1)
+        if not rows:
+            raise RecordValidationError(f"{SYSTEM}: Tryton has no period {period} for {entity} — create the fiscal "
+                                        "year and its periods in Tryton", code="LB-V001",
+                                        details={"rule": "tryton.period_missing", "period": period})
+        pid, state = int(rows[0]["id"]), str(rows[0]["state"])
+        steps: list[str] = []
+        if status in ("closed", "locked") and state == "open":
+            steps.append("close")
+        if status == "locked" and state != "locked":
+            steps.append("lock_")
+        if status in ("open", "closing") and state == "closed":
+            steps.append("reopen")
+        if status in ("open", "closing") and state == "locked":
+            raise RecordValidationError(f"{SYSTEM}: period {period} is locked in Tryton and cannot be reopened",
+                                        code="LB-V001", details={"rule": "tryton.period_locked", "period": period})
+        for step in steps:
+            self.client.button("account.period", step, [pid])
+
     # ------------------------------------------------------------------ master data (search-before-create)
 
     def push_customers(self, customers: Iterable[Customer]) -> dict[str, int]:
