@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledgerbridge.flows.marts import MART_TABLES, build_marts, open_mart
+from ledgerbridge.flows.reconcile import reconcile
 from test_reconcile_variances import context, run_firm
 
 
@@ -125,3 +126,19 @@ def test_rebuild_is_idempotent_and_atomic(firm: Path, tmp_path: Path) -> None:
 def test_open_mart_names_the_fix_when_missing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="build_marts"):
         open_mart(tmp_path / "nope.duckdb")
+
+
+@pytest.mark.parametrize("store_backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_mart_and_reconciliation_on_a_postgresql_store(store_url: str, tmp_path: Path) -> None:
+    # the same flows with the state store on PostgreSQL (JSONB payloads, NUMERIC amounts): the mart loads through
+    # the same SQLAlchemy path and the reconciliation still explains every cell
+    wd = tmp_path / "firm"
+    ctx = run_firm(wd, seed=5, store_url=store_url)
+    try:
+        report = build_marts(ctx, wd / "mart.duckdb")
+        assert report.rows["fact_time"] > 0
+        recon = reconcile(ctx, wd / "psa-export", mart_path=wd / "mart.duckdb")
+        assert recon.ok, recon.findings
+        assert all(c.mart_variance == 0 for c in recon.cells)
+    finally:
+        ctx.engine.dispose()

@@ -32,20 +32,25 @@ from ledgerbridge.samplefirm import generate_firm, iter_time_entries
 START = "2026-09"
 
 
-def context(wd: Path) -> FlowContext:
-    ctx = FlowContext(demo_config(wd), workdir=wd)
+def context(wd: Path, store_url: str | None = None) -> FlowContext:
+    """The main job's configuration inside ``wd`` (store: ``wd/state.sqlite`` unless ``store_url``)."""
+    cfg = demo_config(wd)
+    if store_url is not None:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": store_url})})
+    ctx = FlowContext(cfg, workdir=wd)
     ctx.migrate()
     load_reference(ctx, SOURCE)
     return ctx
 
 
 def run_firm(wd: Path, *, employees: int = 8, months: int = 2, seed: int = 11, final_cutoff: int | None = None,
-             before_ingest: Callable[[FlowContext], None] | None = None) -> FlowContext:
+             before_ingest: Callable[[FlowContext], None] | None = None,
+             store_url: str | None = None) -> FlowContext:
     """Generate a firm in ``wd/psa-export`` and run the main job's months through the flows (no runtime):
     ingest to each month's cut-off (the last month: everything, or up to ``final_cutoff`` days after its end),
     post every entity's month, close every month but the last."""
     generate_firm(wd / "psa-export", seed=seed, employees=employees, months=months, start=START)
-    ctx = context(wd)
+    ctx = context(wd, store_url)
     if before_ingest is not None:
         before_ingest(ctx)
     source = ctx.connector(SOURCE)
