@@ -45,10 +45,11 @@ def context(wd: Path, store_url: str | None = None) -> FlowContext:
 
 def run_firm(wd: Path, *, employees: int = 8, months: int = 2, seed: int = 11, final_cutoff: int | None = None,
              before_ingest: Callable[[FlowContext], None] | None = None,
-             store_url: str | None = None) -> FlowContext:
+             store_url: str | None = None, last_stage: str = "post") -> FlowContext:
     """Generate a firm in ``wd/psa-export`` and run the main job's months through the flows (no runtime):
     ingest to each month's cut-off (the last month: everything, or up to ``final_cutoff`` days after its end),
-    post every entity's month, close every month but the last."""
+    post every entity's month, close every month but the last. ``last_stage`` stops the last month after
+    ``land`` or ``process`` instead of ``post``."""
     generate_firm(wd / "psa-export", seed=seed, employees=employees, months=months, start=START)
     ctx = context(wd, store_url)
     if before_ingest is not None:
@@ -62,7 +63,11 @@ def run_firm(wd: Path, *, employees: int = 8, months: int = 2, seed: int = 11, f
         errors: list = []
         transactions.land(ctx, SOURCE, source.read_records(errors, until=until))
         assert not errors
+        if last and last_stage == "land":
+            break
         transactions.process_pending(ctx)
+        if last and last_stage == "process":
+            break
         for entity in sorted(ctx.reference.entities):
             out = post_period(ctx, entity, period)
             assert out.status in ("posted", "nothing_to_post"), out
@@ -206,3 +211,25 @@ def test_versions_after_the_last_cutoff_are_not_ingested(tmp_path: Path) -> None
     assert [c.key for c in recon.cells if c.unexplained != 0] == []
     hours = [c for c in recon.cells if c.measure == "hours"]
     assert all(c.basis == "store" and c.mart is None for c in hours)
+
+
+def test_pending_work_is_explained_at_each_stage(tmp_path: Path) -> None:
+    wd = tmp_path / "firm"
+    ctx = run_firm(wd, last_stage="land")  # October landed in the inbox, not processed
+
+    def check(kind: str) -> None:
+        recon = reconcile(ctx, wd / "psa-export", mart_path=None)
+        assert [c.key for c in recon.cells if c.unexplained != 0] == [], recon.findings
+        pending = [e for c in recon.cells if c.period == "2026-10" for e in c.explanations if e.kind == kind]
+        assert pending, (kind, recon.explanation_counts())
+        assert all(e.amount < 0 for e in pending if e.item_id.startswith("EX-"))  # not in the ledger yet
+
+    check("not_processed")
+    transactions.process_pending(ctx)  # now staged, waiting for the posting run
+    check("staged_unposted")
+    for entity in sorted(ctx.reference.entities):
+        post_period(ctx, entity, "2026-10")
+    recon = reconcile(ctx, wd / "psa-export", mart_path=None)
+    assert recon.ok
+    counts = recon.explanation_counts()
+    assert "not_processed" not in counts and "staged_unposted" not in counts
