@@ -132,7 +132,7 @@ def process_pending(
     total = ProcessResult()
     while max_batches is None or total.batches < max_batches:
         with ctx.engine.begin() as conn:
-            rows = inbox.fetch_received(conn, limit=batch_size)
+            rows = _fetch_received(conn, batch_size)
             if not rows:
                 break
             outcome, batch_id = process_rows(ctx, conn, rows)
@@ -142,6 +142,14 @@ def process_pending(
         if on_batch is not None:
             on_batch(total)
     return total
+
+
+def _fetch_received(conn: sa.Connection, limit: int) -> list[InboxRow]:
+    """The oldest received inbox rows, without their payloads (the flow reads each item's full history once)."""
+    cols = (inbox_t.c.id, inbox_t.c.idempotency_key, inbox_t.c.system, inbox_t.c.entity, inbox_t.c.external_id,
+            inbox_t.c.version, inbox_t.c.received_at, inbox_t.c.status, inbox_t.c.processed_at, inbox_t.c.batch_id)
+    q = sa.select(*cols).where(inbox_t.c.status == "received").order_by(inbox_t.c.id).limit(limit)
+    return [InboxRow(payload=None, **r._mapping) for r in conn.execute(q)]
 
 
 def batch_id_of(rows: Sequence[InboxRow]) -> str:
@@ -162,8 +170,9 @@ def process_rows(ctx: FlowContext, conn: sa.Connection, rows: Sequence[InboxRow]
     groups: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:
         if r.entity not in ENTITIES:
+            payload = conn.execute(sa.select(inbox_t.c.payload).where(inbox_t.c.id == r.id)).scalar_one()
             letters.append(NewDeadLetter(
-                "operational", FLOW, r.system, r.entity, r.idempotency_key, {"payload": r.payload},
+                "operational", FLOW, r.system, r.entity, r.idempotency_key, {"payload": payload},
                 "validation", "transactions.unknown_entity",
                 f"inbox entity {r.entity!r} is not handled by the transactional flow (handles {ENTITIES})"))
             continue
