@@ -171,6 +171,28 @@ def test_journal_removed_from_ledger_is_unexplained_and_named(healthy: Path, tmp
     assert all(c.unexplained == 0 for c in recon.cells if c.key not in touched)
 
 
+def test_amount_edited_in_the_ledger_is_unexplained_and_named(healthy: Path, tmp_path: Path) -> None:
+    wd = copy_of(healthy, tmp_path)
+    # a balanced hand edit: one labor-cost posting and its payroll accrual both raised by 1.00
+    f = sorted((wd / "ledger" / "ledger").glob("*/20*.beancount"))[0]
+    text = f.read_text()
+    m = re.search(r'journal_id: "([^"]*labor_cost[^"]*)"(?:\n  [^\n]*)*?'
+                  r'\n  (Expenses:\S+:5000-\S+)\s+([\d.]+) ([A-Z]{3})'
+                  r'(?:\n    [^\n]*)*\n  (Liabilities:\S+:2100-\S+)\s+(-[\d.]+) ([A-Z]{3})', text)
+    assert m is not None
+    jid, ccy = m.group(1), m.group(4)
+    edited = m.group(0).replace(f"{m.group(2)}  {m.group(3)} {ccy}", f"{m.group(2)}  {Decimal(m.group(3)) + 1} {ccy}")
+    edited = edited.replace(f"{m.group(5)}  {m.group(6)} {ccy}", f"{m.group(5)}  {Decimal(m.group(6)) - 1} {ccy}")
+    assert edited != m.group(0)
+    f.write_text(text.replace(m.group(0), edited))
+
+    recon = reconcile(context(wd), wd / "psa-export", mart_path=wd / "mart.duckdb")
+    cell = recon.cell(f.parent.name, f.stem, "labor_cost", ccy)
+    assert cell is not None and cell.unexplained == Decimal("1.00") and cell.mart_variance == Decimal("-1.00")
+    assert [c.key for c in recon.cells if c.unexplained != 0] == [cell.key]
+    assert any(jid in x and "differs" in x for x in recon.findings), recon.findings
+
+
 def test_dead_lettered_item_explains_the_missing_amount(tmp_path: Path) -> None:
     wd = tmp_path / "firm"
     dropped: list[str] = []

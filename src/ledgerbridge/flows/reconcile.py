@@ -44,7 +44,7 @@ from ledgerbridge.domain.costing import cost_expense, cost_time
 from ledgerbridge.domain.errors import DomainError
 from ledgerbridge.domain.periods import PeriodBook
 from ledgerbridge.flows.context import FlowContext
-from ledgerbridge.model.entities import ApprovalStatus, Expense, TimeEntry
+from ledgerbridge.model.entities import ApprovalStatus, Expense, JournalEntry, TimeEntry
 from ledgerbridge.samplefirm import FileError, iter_expenses, iter_time_entries
 from ledgerbridge.store._sql import chunked
 from ledgerbridge.store.schema import dead_letters as dl_t
@@ -423,9 +423,10 @@ def _classify(conn: sa.Connection, system: str, items: list[Item], psa: _Psa,
 
 
 def _missing_journals(ctx: FlowContext, conn: sa.Connection, entity: str) -> list[str]:
-    """Journals the store recorded as posted for ``entity`` that its ledger does not hold (or holds otherwise)."""
-    rows = conn.execute(sa.select(pj_t.c.id, pj_t.c.period, pj_t.c.target_system, pj_t.c.target_ref).where(
-        pj_t.c.legal_entity_id == entity)).all()
+    """Journals the store recorded as posted for ``entity`` that its ledger does not hold, or holds with other
+    totals than the journal posted (read back through the connector)."""
+    rows = conn.execute(sa.select(pj_t.c.id, pj_t.c.period, pj_t.c.target_system, pj_t.c.target_ref,
+                                  pj_t.c.payload).where(pj_t.c.legal_entity_id == entity)).all()
     out: list[str] = []
     by_system: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
@@ -433,10 +434,17 @@ def _missing_journals(ctx: FlowContext, conn: sa.Connection, entity: str) -> lis
     for system, recs in by_system.items():
         held = ctx.connector(system).read_back([r.id for r in recs])
         for r in recs:
-            if r.id not in held:
+            rb = held.get(r.id)
+            if rb is None:
                 out.append(f"journal {r.id} ({entity} {r.period}) is recorded as posted at {r.target_ref} but "
-                           f"{system} does not hold it — restore it from the audit log / posted_journals payload "
+                           f"{system} does not hold it — restore it from the posted_journals payload (audit log) "
                            "or post a correcting journal")
+                continue
+            problems = rb.mismatches(JournalEntry.model_validate(r.payload))
+            if problems:
+                out.append(f"journal {r.id} ({entity} {r.period}) differs in {system} at {rb.target_ref} from what "
+                           f"was posted: {'; '.join(problems)} — posted journals are never edited: restore it and "
+                           "correct with a reversing journal")
     return out
 
 
