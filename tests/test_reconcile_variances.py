@@ -121,6 +121,10 @@ def test_healthy_run_explains_every_cent(healthy: Path) -> None:
     doc = recon.to_json()
     assert json.loads(json.dumps(doc))["ok"] is True
     assert all(cell["unexplained"] == "0" for cell in doc["cells"])
+    short = json.loads(json.dumps(recon.to_json(items=False)))
+    for full, cell in zip(doc["cells"], short["cells"], strict=True):
+        amounts = sum((Decimal(v["amount"]) for v in cell["explanations"].values()), Decimal(0))
+        assert amounts == Decimal(full["explained"])
 
 
 def test_render_prints_cells_and_verdict(healthy: Path) -> None:
@@ -255,3 +259,11 @@ def test_pending_work_is_explained_at_each_stage(tmp_path: Path) -> None:
     assert recon.ok
     counts = recon.explanation_counts()
     assert "not_processed" not in counts and "staged_unposted" not in counts
+
+
+def test_bad_inputs_are_refused_with_the_fix(healthy: Path, tmp_path: Path) -> None:
+    bare = FlowContext(demo_config(healthy), workdir=healthy)  # reference data not loaded
+    with pytest.raises(ValueError, match="load_reference"):
+        reconcile(bare, healthy / "psa-export")
+    with pytest.raises(FileNotFoundError, match=r"time_entries\.csv"):
+        reconcile(context(healthy), tmp_path)

@@ -110,14 +110,25 @@ class Cell:
     def ok(self) -> bool:
         return self.unexplained == 0 and not self.mart_variance
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, items: bool = True) -> dict[str, Any]:
+        """JSON-able cell; ``items=False`` replaces the explanation list by counts and amounts per kind."""
+        if items:
+            explained: Any = [e.to_json() for e in self.explanations]
+        else:
+            kinds: dict[str, dict[str, Any]] = {}
+            for e in self.explanations:
+                k = kinds.setdefault(e.kind, {"items": set(), "amount": ZERO})
+                k["items"].add(e.item_id)
+                k["amount"] += e.amount
+            explained = {kind: {"items": len(v["items"]), "amount": _txt(v["amount"])}
+                         for kind, v in sorted(kinds.items())}
         return {
             "legal_entity_id": self.legal_entity_id, "period": self.period, "measure": self.measure,
             "currency": self.currency, "psa": _txt(self.psa), "ledger": _txt(self.ledger), "mart": _txt(self.mart),
             "posted": _txt(self.posted), "basis": self.basis, "variance": _txt(self.variance),
             "explained": _txt(self.explained), "unexplained": _txt(self.unexplained),
             "mart_variance": _txt(self.mart_variance),
-            "explanations": [e.to_json() for e in self.explanations], "notes": list(self.notes),
+            "explanations": explained, "notes": list(self.notes),
         }
 
 
@@ -148,14 +159,16 @@ class Reconciliation:
                 out[e.kind] += 1
         return dict(sorted(out.items()))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, items: bool = True) -> dict[str, Any]:
+        """JSON-able result; ``items=False`` gives per-cell counts and amounts per explanation kind instead of
+        every explaining item (a compact summary for job results)."""
         return {
             "ok": self.ok,
-            "cells": [c.to_json() for c in self.cells],
+            "cells": [c.to_json(items=items) for c in self.cells],
             "unexplained_cells": len(self.unexplained_cells),
             "explanation_counts": self.explanation_counts(),
             "findings": list(self.findings),
-            "awaiting_approval": list(self.awaiting_approval),
+            "awaiting_approval": list(self.awaiting_approval) if items else len(self.awaiting_approval),
             "psa_errors": list(self.psa_errors),
             "sources": dict(self.sources),
         }
@@ -457,6 +470,12 @@ def reconcile(ctx: FlowContext, export_dir: Path, *, mart_path: Path | None = No
     account for every variance (module doc). ``source_system``: the inbox system the export was ingested as
     (default: the configured ``psa_csv`` system)."""
     export_dir = Path(export_dir)
+    if not ctx.reference.projects:
+        raise ValueError("reconcile: the flow context has no reference data (projects, resources, rates) to cost the "
+                         "PSA side with — call flows.reference.load_reference(ctx, <source system>) first")
+    if not (export_dir / "time_entries.csv").exists():
+        raise FileNotFoundError(f"reconcile: {export_dir} holds no time_entries.csv — pass the PSA export directory "
+                                "(the one the transactional flow ingested, format docs/file-format.md)")
     system = source_system or _source_system(ctx)
     recon = Reconciliation(sources={"export_dir": str(export_dir), "mart": str(mart_path) if mart_path else None,
                                     "source_system": system})
