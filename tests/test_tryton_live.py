@@ -286,3 +286,34 @@ def test_period_close_is_mirrored_into_tryton(ledger: TrytonLedger, client: Tryt
     with pytest.raises(RecordValidationError, match="locked"):
         ledger.set_period_status("US01", "2026-09", "open")
     ledger.set_period_status("UK01", "2026-09", "open")  # another entity: not this target's business
+
+
+def test_duplicate_reference_and_invalid_draft(ledger: TrytonLedger, client: TrytonClient) -> None:
+    import dataclasses
+
+    from ledgerbridge.connectors.tryton.mapping import journal_to_move
+
+    chart = ledger.chart()
+    (period,) = client.search("account.period", [("name", "=", "2026-10"), ("type", "=", "standard")])
+    j = entry("DUP-1", "2026-10", 5, [jl(1, "5000", debit="20.00"), jl(2, "2100", credit="20.00")])
+    run = PostingBatch(run_id="run-dup", legal_entity_id="US01", period="2026-10", journals=[j])
+    assert ledger.post_journals(run)[0].status is PostStatus.POSTED
+    # someone copies the move in Tryton, reference included: re-posting is a conflict, read-back shows it
+    plan = journal_to_move(j, chart)
+    (copy,) = client.create("account.move", [plan.values(company=ledger.company, journal=chart.journal_id,
+                                                          period_id=period)])
+    client.button("account.move", "post", [copy])
+    (res,) = ledger.post_journals(run)
+    assert isinstance(res.error, ConflictError) and copy in res.error.details["move_ids"]
+    assert ledger.read_back(["DUP-1"])["DUP-1"].mismatches(j) != []
+
+    # an unbalanced draft carrying a journal's reference (a crashed run of an older build): refused and deleted,
+    # never posted
+    good = journal_to_move(entry("DRAFT-BAD", "2026-10", 6, [jl(1, "5000", debit="30.00"),
+                                                             jl(2, "2100", credit="30.00")]), chart)
+    bad = dataclasses.replace(good, lines=(good.lines[0], dataclasses.replace(good.lines[1], credit=Decimal("3.00"))))
+    client.create("account.move", [bad.values(company=ledger.company, journal=chart.journal_id, period_id=period)])
+    (res,) = ledger.post_moves([bad], run_id="run-draft-bad")
+    assert res.status is PostStatus.REJECTED and res.error is not None
+    assert res.error.details["rule"] == "tryton.move_invalid" and "does not balance" in res.error.message
+    assert moves_with_reference(client, "DRAFT-BAD") == []

@@ -23,6 +23,7 @@ project ``comment``). :meth:`TrytonLedger.read_time_entries` reads ``timesheet.l
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,11 @@ class _Held:
     state: str
     number: str | None
     line_ids: list[int] = field(default_factory=list)
+    duplicates: list[_Held] = field(default_factory=list)  # other moves carrying the same reference
+
+    @property
+    def move_ids(self) -> list[int]:
+        return [self.move_id, *(d.move_id for d in self.duplicates)]
 
 
 class TrytonLedger:
@@ -280,7 +286,13 @@ class TrytonLedger:
             problems = move_problems(plan)
             period = self._period_for(periods, plan.date)
             h = held.get(plan.reference)
-            if h is not None:
+            if h is not None and h.state == "draft" and problems and not h.duplicates:
+                # a draft left by a crashed run of a journal that fails our checks: never post it (on SQLite
+                # Tryton would post it unbalanced); delete it so nothing half-done stays behind
+                self.client.model("account.move", "delete", [h.move_id])
+                reject("refused before posting the draft left by an earlier run (deleted): " + "; ".join(problems),
+                       "tryton.move_invalid", {"problems": problems, "draft_deleted": h.move_id})
+            elif h is not None:
                 results[plan.journal_id] = self._already_held(plan, h, [held_lines[i] for i in h.line_ids], run_id)
             elif problems:
                 reject("refused before sending: " + "; ".join(problems), "tryton.move_invalid",
@@ -313,11 +325,11 @@ class TrytonLedger:
                                            ["description", "state", "number", "lines"])
             for r in rows:
                 ref = str(r["description"])
+                held = _Held(int(r["id"]), str(r["state"]), r.get("number"), [int(i) for i in r["lines"]])
                 if ref in out:  # two moves with one reference: only a human could have made the second
-                    raise ConflictError(f"{SYSTEM}: two moves carry reference {ref} (ids {out[ref].move_id}, "
-                                        f"{r['id']}) — cancel the extra one in Tryton", code="LB-C001",
-                                        details={"reference": ref})
-                out[ref] = _Held(int(r["id"]), str(r["state"]), r.get("number"), [int(i) for i in r["lines"]])
+                    out[ref].duplicates.append(held)
+                else:
+                    out[ref] = held
         return out
 
     def _lines(self, line_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -327,6 +339,11 @@ class TrytonLedger:
 
     def _already_held(self, plan: MovePlan, h: _Held, lines: Sequence[Mapping[str, Any]], run_id: str
                       ) -> PostResult:
+        if h.duplicates:
+            return PostResult(plan.journal_id, PostStatus.REJECTED, h.number or f"move#{h.move_id}", ConflictError(
+                f"{SYSTEM}: journal {plan.journal_id}: Tryton holds {1 + len(h.duplicates)} moves with reference "
+                f"{plan.reference} (ids {h.move_ids}) — keep one, cancel the others in Tryton",
+                code="LB-C001", details={"journal_id": plan.journal_id, "run_id": run_id, "move_ids": h.move_ids}))
         held_sig = move_signature([(int(r["account"]), r["debit"], r["credit"],
                                     r["amount_second_currency"] if r.get("second_currency") else None)
                                    for r in lines])
@@ -369,7 +386,12 @@ class TrytonLedger:
                 if len(chunk) == 1:
                     mid, plan = chunk[0]
                     exc.details.update({"journal_id": plan.journal_id, "run_id": run_id, "move_id": mid})
-                    results[plan.journal_id] = PostResult(plan.journal_id, PostStatus.REJECTED, f"move#{mid}", exc)
+                    # leave nothing half-done: the refused draft is deleted (drafts may be); if that fails too,
+                    # the next run finds it by reference and tries again
+                    with contextlib.suppress(LedgerbridgeError):
+                        self.client.model("account.move", "delete", [mid])
+                        exc.details["draft_deleted"] = True
+                    results[plan.journal_id] = PostResult(plan.journal_id, PostStatus.REJECTED, None, exc)
                     continue
                 for single in chunk:
                     self._post([single], results, run_id)
@@ -392,16 +414,17 @@ class TrytonLedger:
         """Posted moves held for these journal ids: totals per currency (second currency where set) and line
         count. Draft moves are not confirmed and are left out."""
         chart = self.chart()
-        held = {ref: h for ref, h in self._held([move_reference(j) for j in journal_ids]).items()
-                if h.state == "posted"}
-        lines = self._lines([i for h in held.values() for i in h.line_ids])
+        held = self._held([move_reference(j) for j in journal_ids])
+        # every posted move carrying the reference counts: a duplicate shows up as a mismatch, never hides
+        posted = {ref: ms for ref, h in held.items() if (ms := [m for m in (h, *h.duplicates) if m.state == "posted"])}
+        lines = self._lines([i for ms in posted.values() for m in ms for i in m.line_ids])
         out: dict[str, ReadBack] = {}
-        for ref, h in held.items():
+        for ref, moves in posted.items():
             jid = journal_id_of(ref)
             if jid is None:  # pragma: no cover - references are built by move_reference
                 continue
-            rows = [lines[i] for i in h.line_ids]
-            out[jid] = ReadBack(target_ref=h.number or f"move#{h.move_id}",
+            rows = [lines[i] for m in moves for i in m.line_ids]
+            out[jid] = ReadBack(target_ref=",".join(m.number or f"move#{m.move_id}" for m in moves),
                                 totals=readback_totals(rows, chart.company_currency, self._currency_codes),
                                 line_count=len(rows))
         return out
