@@ -267,3 +267,22 @@ def test_bad_inputs_are_refused_with_the_fix(healthy: Path, tmp_path: Path) -> N
         reconcile(bare, healthy / "psa-export")
     with pytest.raises(FileNotFoundError, match=r"time_entries\.csv"):
         reconcile(context(healthy), tmp_path)
+
+
+def test_manual_ledger_entry_counts_in_its_month_and_is_unexplained(healthy: Path, tmp_path: Path) -> None:
+    wd = copy_of(healthy, tmp_path)
+    # someone books labor cost by hand, without ledgerbridge's metadata: it counts in the month of its date
+    f = wd / "ledger" / "ledger" / "US01" / "2026-10.beancount"
+    f.write_text(f.read_text() + '\n2026-10-20 * "manual accrual"\n'
+                 "  Expenses:US01:5000-ProjectLaborCost  250.00 USD\n"
+                 "  Liabilities:US01:2100-AccruedPayroll  -250.00 USD\n")
+    ctx = context(wd)
+    before = context(healthy).connector("ledger").account_totals("US01")
+    after = ctx.connector("ledger").account_totals("US01")
+    assert after[("2026-10", "5000", "USD")][0] - before[("2026-10", "5000", "USD")][0] == Decimal("250.00")
+    assert after[("2026-10", "2100", "USD")][1] - before[("2026-10", "2100", "USD")][1] == Decimal("250.00")
+    recon = reconcile(ctx, wd / "psa-export", mart_path=wd / "mart.duckdb")
+    cell = recon.cell("US01", "2026-10", "labor_cost", "USD")
+    assert cell is not None and cell.unexplained == Decimal("250.00")
+    assert any("more than ledgerbridge recorded as posted" in n for n in cell.notes)
+    assert [c.key for c in recon.cells if c.unexplained != 0] == [cell.key]
