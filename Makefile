@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install contracts-check clean
+.PHONY: demo test lint bench bench-quick chaos install clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) (Python 3.11) on PATH"; exit 1; }
@@ -34,6 +34,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run_all.py --quick
+
+# the full crash-safety suite: 100 SIGKILL points (CI runs 20 inside make test)
+chaos: $(STAMP)
+	LB_KILL_POINTS=100 $(BIN)/pytest -q -s tests/test_main_job_kill.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
