@@ -27,6 +27,8 @@ __all__ = [
     "LatePolicy",
     "LedgerbridgeConfig",
     "Limits",
+    "MasterDataConfig",
+    "MasterEntityRules",
     "Policies",
     "PostingFailurePolicy",
     "PostingRuleLine",
@@ -338,6 +340,28 @@ class Policies(_Model):
     posting_failure_mode: PostingFailurePolicy = Field(default_factory=PostingFailurePolicy)
 
 
+class MasterEntityRules(_Model):
+    """Source-of-truth rules of one master entity type (see docs/sync-master-data.md). Authorities and targets
+    name a configured system or a role (``psa``, ``erp`` ...)."""
+
+    authority: str = "psa"  # every field not listed in ``fields``
+    fields: dict[str, str] = Field(default_factory=dict)  # field -> system or role
+    required: list[str] = Field(default_factory=list)
+    dimensions: dict[str, str] = Field(default_factory=dict)  # field -> dimension checked for the legal entity
+    legal_entity_field: str | None = None
+    propagate_to: list[str] = Field(default_factory=list)  # systems that receive propagated changes
+
+
+class MasterDataConfig(_Model):
+    entities: dict[str, MasterEntityRules] = Field(default_factory=dict)
+
+    def rules(self, system_roles: dict[str, str]) -> Any:
+        """The domain's ``MasterRules`` (raises ``DomainError`` naming the key when a rule is inconsistent)."""
+        from ledgerbridge.domain.masterdata import MasterRules
+
+        return MasterRules.from_config(self.model_dump(mode="json")["entities"], system_roles)
+
+
 class LedgerbridgeConfig(_Model):
     """The whole configuration file."""
 
@@ -350,6 +374,7 @@ class LedgerbridgeConfig(_Model):
     posting_rules: dict[str, list[PostingRuleLine]] = Field(default_factory=dict)
     policies: Policies = Field(default_factory=Policies)
     mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    master_data: MasterDataConfig = Field(default_factory=MasterDataConfig)
 
     @model_validator(mode="after")
     def _bind_and_check(self, info: _Info) -> LedgerbridgeConfig:
@@ -471,9 +496,20 @@ def cross_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
         if target not in cfg.systems:
             problems.append((("policies", "posting_failure_mode", "by_system", target),
                              f"unknown system {target!r}; configured systems: {known}"))
+    problems.extend(_master_data_check(cfg))
     if not problems:
         problems.extend(_domain_check(cfg))
     return problems
+
+
+def _master_data_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
+    from ledgerbridge.domain.errors import DomainError
+
+    try:
+        cfg.master_data.rules({name: sc.role for name, sc in cfg.systems.items()})
+    except DomainError as exc:
+        return [(parse_path(exc.item), f"{exc.message} ({exc.rule}); fix: {exc.fix}")]
+    return []
 
 
 def _domain_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
