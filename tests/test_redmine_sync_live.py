@@ -233,3 +233,17 @@ def test_first_sync_reports_versions_from_updated_on(world: World) -> None:
     stamp = int(dt.datetime.fromisoformat(raw["updated_on"].replace("Z", "+00:00")).timestamp())
     assert mine.entry.version == stamp
     assert mine.entry.approval_status is ApprovalStatus.DRAFT
+
+
+def test_an_entry_that_cannot_be_mapped_is_an_error_once_then_an_event_when_fixed(world: World) -> None:
+    bad = world.entry(hours="30")  # Redmine accepts it (no daily limit set); one canonical day holds 24 h at most
+    result = world.source.sync(world.cursor)
+    assert result.events == []
+    (err,) = result.errors
+    assert err.details["rule"] == "redmine.hours_range" and err.details["raw"]["id"] == bad["id"]
+    assert str(bad["id"]) in err.message and err.details["fix"]
+    again = world.source.sync(result.cursor)
+    assert again.errors == [] and again.events == []  # reported once, not on every sync
+    world.api.update_time_entry(bad["id"], {"hours": "8"})
+    fixed = world.source.sync(again.cursor)
+    assert [(e.entry.id, e.entry.hours) for e in fixed.events] == [(str(bad["id"]), Decimal("8"))]

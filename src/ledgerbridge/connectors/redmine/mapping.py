@@ -124,15 +124,14 @@ def custom_field_id(raw: Mapping[str, Any], ref: FieldRef | None) -> int | None:
 
 def hours_decimal(value: Any, *, item: str = "time entry") -> Decimal:
     """Hours as an exact Decimal: Decimal/int/str kept as given; a float through ``str()`` (shortest repr)."""
-    bad = _invalid(item, "redmine.hours", f"hours {value!r} is not a finite number", "enter the hours in Redmine")
-    if isinstance(value, bool) or value is None:
-        raise bad
-    try:
-        d = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise bad from None
-    if not d.is_finite():
-        raise bad
+    d: Decimal | None = None
+    if not isinstance(value, bool) and value is not None:
+        try:
+            d = value if isinstance(value, Decimal) else Decimal(str(value))
+        except InvalidOperation:
+            d = None
+    if d is None or not d.is_finite():
+        raise _invalid(item, "redmine.hours", f"hours {value!r} is not a finite number", "enter the hours in Redmine")
     return d
 
 
