@@ -83,21 +83,23 @@ def invoice(iid: str, customer: str, day: int, lines: list[tuple[str, str]]) -> 
 def test_invoice_round_trip(ledger: TrytonLedger) -> None:
     c = ledger.client
     invs = [invoice("INV-US01-2026-03-0001", "C-1", 31, [("10.5", "150"), ("2.25", "180")]),
+            invoice("INV-US01-2026-03-0000", "C-3", 30, [("3", "99.99")]),  # older: numbered first
             invoice("INV-US01-2026-03-0002", "C-2", 31, [("1", "1234.56")]),
             invoice("INV-US01-2026-03-0003", "C-404", 31, [("1", "10")])]
     res = ledger.post_invoices(invs)
-    assert [r.status for r in res] == [PostStatus.POSTED, PostStatus.POSTED, PostStatus.REJECTED]
-    assert res[0].number and res[0].number.startswith("INV/2026/") and res[0].number != res[1].number
-    assert "C-404" in str(res[2].error)
+    assert [r.status for r in res] == [PostStatus.POSTED] * 3 + [PostStatus.REJECTED]
+    assert res[0].number and res[0].number.startswith("INV/2026/") and len({r.number for r in res[:3]}) == 3
+    assert res[1].number is not None and res[1].number < res[0].number  # posted in date order
+    assert "C-404" in str(res[3].error)
     assert c.stats.warnings_skipped >= 1  # due date in the past: Tryton's UserWarning was skipped, not ignored
-    held = ledger.read_invoices([i.id for i in invs[:2]])
+    held = ledger.read_invoices([i.id for i in invs[:3]])
     assert held[invs[0].id]["total_amount"] == Decimal("1980.00") and held[invs[0].id]["state"] == "posted"
-    move = c.read("account.move", [held[invs[1].id]["move"]], ["state", "lines"])[0]
+    move = c.read("account.move", [held[invs[2].id]["move"]], ["state", "lines"])[0]
     lines = c.read("account.move.line", move["lines"], ["debit", "credit", "party"])
     assert move["state"] == "posted" and sum(ln["debit"] for ln in lines) == Decimal("1234.56")
-    again = ledger.post_invoices(invs[:2])
-    assert [(r.status, r.number) for r in again] == [(r.status, r.number) for r in res[:2]]
-    assert len(c.search("account.invoice", [("reference", "in", [i.id for i in invs])])) == 2
+    again = ledger.post_invoices(invs[:3])
+    assert [(r.status, r.number) for r in again] == [(r.status, r.number) for r in res[:3]]
+    assert len(c.search("account.invoice", [("reference", "in", [i.id for i in invs])])) == 3
 
 
 def test_timesheet_incremental_read_with_cursor(ledger: TrytonLedger) -> None:
@@ -143,13 +145,14 @@ def test_invoice_with_mapped_tax(ledger: TrytonLedger) -> None:
     taxed.parties.update(ledger.parties)
     ln = InvoiceLine(line_no=1, description="Advisory", quantity=Decimal("7.5"), unit_price=Decimal("210"),
                      net_amount=Decimal("1575.00"), tax_code="UK-VAT20", tax_amount=Decimal("315.00"))
-    inv = Invoice(id="INV-US01-2026-03-0100", legal_entity_id="US01", customer_id="C-3", project_id="P-2",
-                  invoice_date=dt.date(2026, 3, 20), currency="USD", lines=(ln,), net_total=Decimal("1575.00"),
+    inv = Invoice(id="INV-US01-2027-01-0100", legal_entity_id="US01", customer_id="C-3", project_id="P-2",
+                  invoice_date=dt.date(2027, 1, 15), currency="USD", lines=(ln,), net_total=Decimal("1575.00"),
                   tax_total=Decimal("315.00"), total=Decimal("1890.00"))
     (res,) = taxed.post_invoices([inv])
     assert res.status is PostStatus.POSTED, res.error
     held = taxed.read_invoices([inv.id])[inv.id]
     assert (held["untaxed_amount"], held["tax_amount"], held["total_amount"]) == (
         Decimal("1575.00"), Decimal("315.00"), Decimal("1890.00"))
-    (unmapped,) = ledger.post_invoices([inv.model_copy(update={"id": "INV-US01-2026-03-0101"})])
+    (unmapped,) = ledger.post_invoices([inv.model_copy(update={"id": "INV-US01-2027-01-0101"})])
     assert unmapped.status is PostStatus.REJECTED and "tax map" in str(unmapped.error)
+    assert (res.number or "").startswith("INV/2027/")  # its own fiscal year's sequence

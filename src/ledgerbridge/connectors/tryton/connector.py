@@ -654,7 +654,9 @@ class TrytonLedger:
                     except RecordValidationError as exc:
                         exc.details["invoice_id"] = inv.id
                         results[inv.id] = InvoiceResult(inv.id, PostStatus.REJECTED, error=exc)
-        to_post = [int(existing[i.id]["id"]) for i in invs
+        # Tryton numbers invoices in date order per sequence and refuses an invoice dated before one already
+        # numbered: post oldest first
+        to_post = [int(existing[i.id]["id"]) for i in sorted(invs, key=lambda i: (i.invoice_date, i.id))
                    if i.id in existing and existing[i.id]["state"] in ("draft", "validated")]
         if to_post:
             try:
