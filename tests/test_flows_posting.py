@@ -153,3 +153,36 @@ def test_read_back_mismatch_is_not_recorded_as_posted(tmp_path: Path, export: Pa
     assert len(recorded) == out.journals
     res = dlq.replay(ctx, letters)  # re-posting a journal the target may hold would double it: refused
     assert res.failed == len(letters) and all("double" in d["note"] for d in res.details)
+
+
+def _remap_service_revenue(ctx, code: str) -> None:
+    """The controller changes the mapping for future postings: T&M revenue goes to another account."""
+    from ledgerbridge.domain.posting import PostingRules
+
+    roles = ctx.config.account_roles
+    roles = roles.model_copy(update={"default": {**roles.default, "service_revenue": code}})
+    ctx.config = ctx.config.model_copy(update={"account_roles": roles})
+    pc = ctx.config.posting_config()
+    ctx.rules = PostingRules.from_config(pc["account_roles"], pc["posting_rules"])
+
+
+@pytest.mark.parametrize("mapping, account", [("original", "4000"), ("current", "4300")])
+def test_replay_with_the_original_or_the_current_mapping(tmp_path: Path, export: Path, mapping: str,
+                                                         account: str) -> None:
+    ctx = staged_ctx(tmp_path, export, failure_mode="line_level")
+    _deactivate(ctx, "4000")
+    assert posting.post_period(ctx, "US01", PERIOD).dead_lettered > 0
+    with ctx.engine.connect() as conn:
+        letters = dead_letters.list_letters(conn, flow="posting")
+    assert all(lt.payload["mapping"]["account_roles"]["default"]["service_revenue"] == "4000" for lt in letters)
+    _reactivate(ctx, "4000")
+    _remap_service_revenue(ctx, "4300")
+    res = dlq.replay(ctx, letters, mapping=mapping)
+    assert res.replayed == len(letters), res.details[:3]
+    if mapping == "current":
+        assert posting.post_period(ctx, "US01", PERIOD).status == "posted"
+    with ctx.engine.connect() as conn:
+        lines = journals.list_journals(conn, legal_entity_id="US01")
+    revenue = [ln for j in lines if j.journal_type == "revenue_accrual" for ln in j.lines if ln.credit]
+    assert revenue and {ln.account for ln in revenue} == {account}
+    assert ctx.connector("ledger").check() == []

@@ -219,15 +219,21 @@ def dlq_show(letter_id: str, config: Path | None = ConfigOpt) -> None:
 def dlq_replay(letter_id: str | None = typer.Argument(None, help="One letter (id or prefix); or filter below."),
                queue: str | None = QueueOpt, flow: str | None = FlowOpt, system: str | None = SystemOpt,
                entity: str | None = EntityOpt, error_kind: str | None = KindOpt,
-               older_than_hours: float | None = AgeOpt, config: Path | None = ConfigOpt,
-               as_json: bool = JsonOpt) -> None:
-    """Replay one letter, or every open letter matching the filters, with the current configuration."""
+               older_than_hours: float | None = AgeOpt,
+               mapping: str = typer.Option("current", "--mapping",
+                                           help="current: today's configuration; original: the posting rules and "
+                                                "account roles recorded in each posting letter when it failed"),
+               config: Path | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Replay one letter, or every open letter matching the filters (progress and counts)."""
     ctx = make_context(config)
     letters = ([_one(ctx, letter_id)] if letter_id else
                _filtered(ctx, queue, flow, system, entity, error_kind, older_than_hours))
     with _progress() as prog:
         t = prog.add_task("replaying", total=len(letters))
-        res = dlq.replay(ctx, letters, on_progress=lambda n: prog.update(t, completed=n))
+        try:
+            res = dlq.replay(ctx, letters, mapping=mapping, on_progress=lambda n: prog.update(t, completed=n))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
     if not _emit(dataclasses.asdict(res), as_json):
         console.print(f"replayed {res.replayed}, skipped {res.skipped}, failed {res.failed}")
         for d in res.details:

@@ -19,8 +19,10 @@ second effect. Discarding needs a reason and is audited.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -41,10 +43,16 @@ class ReplayResult:
     details: list[dict[str, str]] = field(default_factory=list)
 
 
-def replay(ctx: FlowContext, letters: list[DeadLetter], *, actor: str = "cli",
+def replay(ctx: FlowContext, letters: list[DeadLetter], *, actor: str = "cli", mapping: str = "current",
            on_progress: Callable[[int], None] | None = None) -> ReplayResult:
     """Replay letters (see the module doc). Transactions letters are replayed together: their items' inbox rows
-    go back to ``received`` in one transaction and one pass of the transactional flow decides them all."""
+    go back to ``received`` in one transaction and one pass of the transactional flow decides them all.
+
+    ``mapping``: ``current`` (default) applies today's configuration; ``original`` posts posting-stage letters
+    with the posting rules and account roles recorded in the letter when it failed (in a dedicated posting run).
+    A transactions letter is always decided from the source version exactly as received (the inbox keeps it)."""
+    if mapping not in ("current", "original"):
+        raise ValueError(f"mapping {mapping!r}: choose 'current' or 'original'")
     res = ReplayResult()
     with ctx.engine.connect() as conn:  # re-read: a letter may have been replayed or discarded meanwhile
         fresh = [dead_letters.get(conn, lt.id) or lt for lt in letters]
@@ -52,6 +60,9 @@ def replay(ctx: FlowContext, letters: list[DeadLetter], *, actor: str = "cli",
     tx = [lt for lt in fresh if lt.status == "open" and lt.flow == "transactions" and lt.error_code != "file.bad_row"]
     if tx:
         outcomes.update(_replay_transactions(ctx, tx))
+    if mapping == "original":
+        outcomes.update(_replay_posting_original(ctx, [lt for lt in fresh if lt.status == "open"
+                                                       and lt.flow == "posting" and lt.error_kind != "conflict"]))
     for done, letter in enumerate(fresh, start=1):
         outcome, note = outcomes.get(letter.id) or _replay_one(ctx, letter)
         setattr(res, outcome, getattr(res, outcome) + 1)
@@ -90,6 +101,52 @@ def _replay_transactions(ctx: FlowContext, letters: list[DeadLetter]) -> dict[st
     return out
 
 
+def _replay_posting_original(ctx: FlowContext, letters: list[DeadLetter]) -> dict[str, tuple[str, str]]:
+    """Posting letters re-posted with the mapping they recorded, grouped by that mapping."""
+    from ledgerbridge.flows.posting import post_lines
+
+    out: dict[str, tuple[str, str]] = {}
+    groups: dict[str, tuple[dict[str, Any], list[DeadLetter]]] = {}
+    for lt in letters:
+        snap = lt.payload.get("mapping")
+        if not snap or lt.payload.get("staging_line_id") is None:
+            out[lt.id] = ("failed", "the letter recorded no mapping/staging line: replay with the current mapping")
+            continue
+        irrelevant = _not_relevant(ctx, int(lt.payload["staging_line_id"]))
+        if irrelevant:
+            out[lt.id] = ("skipped", irrelevant)
+            continue
+        key = json.dumps(snap, sort_keys=True)
+        groups.setdefault(key, (snap, []))[1].append(lt)
+    for snap, group in groups.values():
+        ids = [int(lt.payload["staging_line_id"]) for lt in group]
+        runs = post_lines(ctx, ids, snap)
+        with ctx.engine.connect() as conn:
+            still_dead = {r.id for r in conn.execute(sa.select(staging_t.c.id).where(
+                staging_t.c.id.in_(ids), staging_t.c.status == "dead"))}
+        names = ", ".join(r.run_id or "-" for r in runs)
+        for lt in group:
+            line_id = int(lt.payload["staging_line_id"])
+            out[lt.id] = (("failed", f"refused again with the original mapping (run {names})") if line_id in still_dead
+                          else ("replayed", f"posted with the original mapping in run {names}"))
+    return out
+
+
+def _not_relevant(ctx: FlowContext, line_id: int) -> str | None:
+    with ctx.engine.connect() as conn:
+        line = conn.execute(sa.select(staging_t).where(staging_t.c.id == line_id)).first()
+        if line is None:
+            return f"staging line {line_id} does not exist"
+        if line.status != "dead":
+            return f"staging line {line_id} is {line.status}: nothing to replay"
+        state = item_state.get_many(conn, line.source_system, line.source_entity, [line.source_id])
+    posted = state.get(line.source_id)
+    if line.sign == 1 and (posted is None or posted.posted_version != line.source_version):
+        return (f"no longer relevant: {line.source_id} v{line.source_version} is not the version on the ledger "
+                "any more (it was changed or recalled since)")
+    return None
+
+
 def _replay_one(ctx: FlowContext, letter: DeadLetter) -> tuple[str, str]:
     if letter.status != "open":
         return "skipped", f"letter is already {letter.status}"
@@ -103,19 +160,12 @@ def _replay_one(ctx: FlowContext, letter: DeadLetter) -> tuple[str, str]:
         line_id = letter.payload.get("staging_line_id")
         if line_id is None:
             return "failed", "the letter names no staging line (a run-level failure: re-run the posting run)"
+        irrelevant = _not_relevant(ctx, int(line_id))
+        if irrelevant:
+            return ("failed" if "does not exist" in irrelevant else "skipped"), irrelevant
         with ctx.engine.begin() as conn:
-            line = conn.execute(sa.select(staging_t).where(staging_t.c.id == int(line_id))).first()
-            if line is None:
-                return "failed", f"staging line {line_id} does not exist"
-            if line.status != "dead":
-                return "skipped", f"staging line {line_id} is {line.status}: nothing to replay"
-            state = item_state.get_many(conn, line.source_system, line.source_entity, [line.source_id])
-            posted = state.get(line.source_id)
-            if line.sign == 1 and (posted is None or posted.posted_version != line.source_version):
-                return "skipped", (f"no longer relevant: {line.source_id} v{line.source_version} is not the version "
-                                   "on the ledger any more (it was changed or recalled since)")
-            conn.execute(sa.update(staging_t).where(staging_t.c.id == line.id).values(
-                status="staged", posting_run_id=None))
+            conn.execute(sa.update(staging_t).where(staging_t.c.id == int(line_id), staging_t.c.status == "dead")
+                         .values(status="staged", posting_run_id=None))
         return "replayed", f"staging line {line_id} is staged again for the next posting run"
     return "failed", f"no replay handler for flow {letter.flow!r}"
 

@@ -31,11 +31,12 @@ import sqlalchemy as sa
 from ledgerbridge.connectors.base import PostingBatch, PostStatus
 from ledgerbridge.domain.errors import DomainError
 from ledgerbridge.domain.periods import PeriodBook, Placement
-from ledgerbridge.domain.posting import Summary, converter_from_table, summarize
+from ledgerbridge.domain.posting import PostingRules, Summary, converter_from_table, summarize
 from ledgerbridge.domain.validation import ValidationContext, validate_journals
 from ledgerbridge.errors import ConflictError, LedgerbridgeError
 from ledgerbridge.flows.context import FlowContext
 from ledgerbridge.model.entities import JournalEntry, PeriodStatus
+from ledgerbridge.runtime.retry import call_with_policy
 from ledgerbridge.store import audit, dead_letters, journals, staging, xref
 from ledgerbridge.store.dead_letters import NewDeadLetter
 from ledgerbridge.store.schema import staging_lines as staging_t
@@ -111,7 +112,8 @@ def _sweep(ctx: FlowContext, conn: sa.Connection, book: PeriodBook, entity: str,
         try:
             placed = book.place(entity, line.posting.date, policy)
         except DomainError as err:
-            letters.append(_letter_for_line(line, err.rule, str(err), "validation"))
+            letters.append(_letter_for_line(line, err.rule, str(err), "validation",
+                                            mapping=ctx.config.posting_config()))
             dead_ids.append(line.id)
             continue
         conn.execute(sa.update(staging_t).where(staging_t.c.id == line.id).values(
@@ -129,8 +131,11 @@ def _sweep(ctx: FlowContext, conn: sa.Connection, book: PeriodBook, entity: str,
 # --------------------------------------------------------------------------------------------------- execute
 
 
-def execute_run(ctx: FlowContext, run_id: str) -> RunOutcome:
-    """Summarize, validate, write, confirm and record one run (idempotent; see the module doc)."""
+def execute_run(ctx: FlowContext, run_id: str, *, rules: PostingRules | None = None,
+                rules_snapshot: dict[str, Any] | None = None) -> RunOutcome:
+    """Summarize, validate, write, confirm and record one run (idempotent; see the module doc). ``rules``: the
+    posting rules to apply (default: the configured ones; a replay with the original mapping passes the rules built
+    from ``rules_snapshot``, the mapping recorded in the dead letter)."""
     with ctx.engine.connect() as conn:
         run = journals.get_run(conn, run_id)
         if run is None:
@@ -143,11 +148,12 @@ def execute_run(ctx: FlowContext, run_id: str) -> RunOutcome:
         out.status = "already_posted" if run.status == "posted" else run.status
         out.control_totals = dict(run.control_totals or {})
         return out
-    summary = _summarize(ctx, lines, book, entity, period, run_id)
+    summary = _summarize(ctx, lines, book, entity, period, run_id, rules or ctx.rules)
     out.redated_lines = sum(1 for ln in lines if ln.redated_from is not None)
     letters: list[NewDeadLetter] = []
     dead_line_ids: set[int] = set()
     by_ref = _lines_by_ref(lines)
+    mapping = ctx.config.posting_config() if rules is None else rules_snapshot  # what the replay may restore
 
     def kill(journal: JournalEntry | None, refs: Iterable[Any], txn: str | None, code: str, text: str,
              kind: str) -> None:
@@ -156,7 +162,8 @@ def execute_run(ctx: FlowContext, run_id: str) -> RunOutcome:
                                                                   if k == ref.key for ln in v]:
                 if ln.id not in dead_line_ids:
                     dead_line_ids.add(ln.id)
-                    letters.append(_letter_for_line(ln, code, text, kind, journal_id=journal.id if journal else None))
+                    letters.append(_letter_for_line(ln, code, text, kind, journal_id=journal.id if journal else None,
+                                                    mapping=mapping))
 
     for rp in summary.rejected_postings:
         kill(None, [rp.posting.source], rp.posting.txn_type, rp.error.rule, str(rp.error), "validation")
@@ -184,16 +191,21 @@ def execute_run(ctx: FlowContext, run_id: str) -> RunOutcome:
     ok_journals = [j for j in ok_journals if j.id not in bad]
 
     connector = ctx.connector(target)
+    policy = ctx.config.policies.retry.for_type("posting").to_runtime()
+
+    def call(fn: Any, *args: Any) -> Any:  # transient errors retried with backoff, rate limits waited out
+        return call_with_policy(fn, policy, *args, system=target)
+
     posted_ids: list[str] = []
     refs: dict[str, str] = {}
     if ok_journals:
         if hasattr(connector, "ingest_ack"):
-            acked = connector.ingest_ack(run_id)
-            results = acked if acked is not None else connector.post_journals(
-                PostingBatch(run_id, entity, period, ok_journals, created_at=run.started_at))
+            acked = call(connector.ingest_ack, run_id)
+            results = acked if acked is not None else call(connector.post_journals, PostingBatch(
+                run_id, entity, period, ok_journals, created_at=run.started_at))
         else:
-            results = connector.post_journals(
-                PostingBatch(run_id, entity, period, ok_journals, created_at=run.started_at))
+            results = call(connector.post_journals, PostingBatch(
+                run_id, entity, period, ok_journals, created_at=run.started_at))
         if any(r.status is PostStatus.PENDING for r in results):
             out.status = "awaiting_ack"
             out.message = f"{sum(r.status is PostStatus.PENDING for r in results)} journal(s) await the target's ack"
@@ -205,7 +217,7 @@ def execute_run(ctx: FlowContext, run_id: str) -> RunOutcome:
             return _fail_run(ctx, out, lines, [_target_letter(target, run_id, r.journal_id, r.error)
                                                 for r in rejected.values()])
         posted = [r for r in results if r.status is PostStatus.POSTED]
-        held = connector.read_back([r.journal_id for r in posted])
+        held = call(connector.read_back, [r.journal_id for r in posted])
         by_id = {j.id: j for j in ok_journals}
         for r in posted:
             rb = held.get(r.journal_id)
@@ -254,11 +266,42 @@ def post_period(ctx: FlowContext, entity: str, period: str, target: str | None =
     return out
 
 
+def post_lines(ctx: FlowContext, line_ids: list[int], mapping: dict[str, Any]) -> list[RunOutcome]:
+    """Post dead-lettered staging lines again with the posting rules recorded when they failed (``mapping`` =
+    ``account_roles`` + ``posting_rules`` as the letter kept them): one dedicated run per entity and period, the
+    late-item policy applied to lines whose period has closed since."""
+    snapshot = PostingRules.from_config(mapping["account_roles"], mapping["posting_rules"])
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    with ctx.engine.begin() as conn:
+        book = ctx.period_book(conn)
+        rows = conn.execute(sa.select(staging_t).where(staging_t.c.id.in_(line_ids),
+                                                       staging_t.c.status == "dead")).all()
+        for r in rows:
+            line = staging._line(r)
+            placed = book.place(line.posting.legal_entity_id, line.posting.date,
+                                ctx.late_policy(line.posting.legal_entity_id))
+            if placed.period != line.period:
+                conn.execute(sa.update(staging_t).where(staging_t.c.id == line.id).values(
+                    period=placed.period, redated_from=placed.redated_from or line.period))
+            entity = line.posting.legal_entity_id
+            groups[(entity, placed.period, ctx.ledger_system(entity))].append(line.id)
+        run_ids = []
+        for (entity, period, target), ids in sorted(groups.items()):
+            runs = journals.list_runs(conn, legal_entity_id=entity, period=period)
+            run_id = run_id_for(entity, period, target, 1 + sum(1 for r in runs if r.target_system == target))
+            journals.start_run(conn, run_id, legal_entity_id=entity, period=period, target_system=target,
+                               control_totals={"replay_with_original_mapping": True})
+            conn.execute(sa.update(staging_t).where(staging_t.c.id.in_(ids), staging_t.c.status == "dead").values(
+                status="in_run", posting_run_id=run_id))
+            run_ids.append(run_id)
+    return [execute_run(ctx, rid, rules=snapshot, rules_snapshot=mapping) for rid in run_ids]
+
+
 # --------------------------------------------------------------------------------------------------- helpers
 
 
 def _summarize(ctx: FlowContext, lines: list[StagedLine], book: PeriodBook, entity: str, period: str,
-               run_id: str) -> Summary:
+               run_id: str, rules: PostingRules) -> Summary:
     start = book.require(entity, period).start_date
 
     def resolve(legal_entity_id: str, d: dt.date) -> Placement:
@@ -269,7 +312,7 @@ def _summarize(ctx: FlowContext, lines: list[StagedLine], book: PeriodBook, enti
 
     seq = run_id.rsplit("-r", 1)[-1]
     return summarize(
-        (ln.posting for ln in lines), ctx.rules, resolve, batch=f"r{seq}",
+        (ln.posting for ln in lines), rules, resolve, batch=f"r{seq}",
         functional_currencies=ctx.reference.functional_currencies,
         converter=converter_from_table(ctx.reference.fx, ctx.rate_date_policy()),
     )
@@ -291,14 +334,14 @@ def _journal_refs(summary: Summary, j: JournalEntry) -> list[Any]:
 
 
 def _letter_for_line(line: StagedLine, code: str, text: str, kind: str, *,
-                     journal_id: str | None = None) -> NewDeadLetter:
+                     journal_id: str | None = None, mapping: dict[str, Any] | None = None) -> NewDeadLetter:
     p = line.posting
     return NewDeadLetter(
         "financial", FLOW, p.source.system, p.source.entity, f"{p.source.id}@{p.source.version}:{p.txn_type}",
         {"staging_line_id": line.id, "txn_type": p.txn_type, "legal_entity_id": p.legal_entity_id,
          "period": line.period, "date": p.date.isoformat(), "currency": p.currency, "sign": p.sign,
          "amounts": {k: str(v) for k, v in p.amounts}, "dimensions": dict(p.dimensions),
-         "source": p.source.key, "journal_id": journal_id},
+         "source": p.source.key, "journal_id": journal_id, "mapping": mapping},
         kind, code, text)
 
 
