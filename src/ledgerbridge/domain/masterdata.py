@@ -181,11 +181,13 @@ def diff(previous: Mapping[str, Any] | None, incoming: Mapping[str, Any]) -> lis
 
 @dataclass(frozen=True, slots=True)
 class Propagate:
-    """Take ``value`` as the canonical value and send it to the propagation targets."""
+    """Take ``value`` as the canonical value and send it to the propagation targets. ``provisional``: the value
+    comes from a non-authoritative side and fills a field the canonical record had no value for."""
 
     field: str
     value: Any
     previous: Any
+    provisional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,18 +213,23 @@ def decide(entity_type: str, change: FieldChange, source_system: str, rules: Mas
            canonical: Any = _MISSING) -> Decision:
     """What to do with one field change reported by ``source_system``.
 
-    ``canonical`` is the current canonical value of the field (omit it when the record has no canonical value for
-    that field yet). A change from the authoritative side propagates (unless the canonical value already equals
-    it). A change from any other side that disagrees with the canonical value becomes a stewardship question with
-    both values; one that agrees is ignored. Nothing from a non-authoritative side ever overwrites silently."""
+    ``canonical`` is the current canonical value of the field (omit it, or pass None, when the record has no
+    canonical value for that field yet). A change from the authoritative side propagates (unless the canonical
+    value already equals it). A change from any other side that disagrees with the canonical value becomes a
+    stewardship question with both values; one that agrees is ignored. Nothing from a non-authoritative side ever
+    overwrites: where the canonical record has no value yet, the value is adopted *provisionally*
+    (``Propagate(provisional=True)``) and the authoritative side replaces it when it reports."""
     auth = rules.for_type(entity_type).authority_of(change.field)
-    has_canonical = canonical is not _MISSING
+    has_canonical = canonical is not _MISSING and canonical is not None
     if has_canonical and canonical == change.new:
         return Ignore(change.field, "already the canonical value")
     if auth.held_by(source_system, rules.system_roles):
         return Propagate(change.field, change.new, canonical if has_canonical else None)
+    if not has_canonical:
+        # nothing to overwrite: adopted provisionally until the authoritative side reports its value
+        return Propagate(change.field, change.new, None, provisional=True)
     holder = _holder_name(auth.authority, rules)
-    return Steward(change.field, {source_system: change.new, holder: canonical if has_canonical else None},
+    return Steward(change.field, {source_system: change.new, holder: canonical},
                    changed_by=source_system, authority=auth.authority)
 
 
