@@ -112,26 +112,33 @@ def test_timesheet_incremental_read_with_cursor(ledger: TrytonLedger) -> None:
                                             "description": f"work {d}"} for d in days])
 
     first_ids = log(range(2, 9), 7.5)
-    entries, cursor = ledger.read_time_entries(None, page_size=3)  # keyset paging over 3 pages
-    assert [e.id for e in entries] == [f"tryton-ts-{i}" for i in sorted(first_ids)]
+    read = ledger.read_time_entries(None, page_size=3)  # keyset paging over 3 pages
+    entries, cursor = read.entries, read.cursor
+    assert [e.id for e in entries] == [f"tryton-ts-{i}" for i in sorted(first_ids)] and read.rejected == []
     assert {e.project_id for e in entries} == {"P-2"} and {e.resource_id for e in entries} == {"R-1"}
     assert {e.hours for e in entries} == {Decimal("7.5")}
     assert cursor is not None and cursor.line_id == max(first_ids)
 
     # nothing changed: only the overlap window comes back, never anything older
-    again, cursor2 = ledger.read_time_entries(cursor, page_size=3)
-    assert {e.id for e in again} <= {e.id for e in entries} and cursor2 == cursor
+    again = ledger.read_time_entries(cursor, page_size=3)
+    assert {e.id for e in again.entries} <= {e.id for e in entries} and again.cursor == cursor
 
-    # an edit and new lines: the edited line comes back as a new version, new lines follow
+    # an edit and new lines (one impossible): the edited line comes back as a new version, new lines follow,
+    # the impossible one is reported with its reason and the cursor moves past it
     c.write("timesheet.line", [first_ids[0]], {"duration": dt.timedelta(hours=8)})
     new_ids = log(range(9, 11), 4)
-    changed, cursor3 = ledger.read_time_entries(cursor, page_size=3)
-    by_id = {e.id: e for e in changed}
+    (huge,) = log(range(11, 12), 30)
+    changed = ledger.read_time_entries(cursor, page_size=3)
+    by_id = {e.id: e for e in changed.entries}
     edited = by_id[f"tryton-ts-{first_ids[0]}"]
     old = next(e for e in entries if e.id == edited.id)
     assert edited.hours == Decimal("8") and edited.version > old.version
-    assert {f"tryton-ts-{i}" for i in new_ids} <= set(by_id)
-    assert cursor3 is not None and (cursor3.modified_at, cursor3.line_id) > (cursor.modified_at, cursor.line_id)
+    assert {f"tryton-ts-{i}" for i in new_ids} <= set(by_id) and f"tryton-ts-{huge}" not in by_id
+    (bad,) = changed.rejected
+    assert bad.details["line_id"] == huge and f"timesheet line {huge}" in bad.message and "24" in bad.message
+    cursor3 = changed.cursor
+    assert cursor3 is not None and cursor3.line_id == huge
+    assert (cursor3.modified_at, cursor3.line_id) > (cursor.modified_at, cursor.line_id)
 
 
 def test_invoice_with_mapped_tax(ledger: TrytonLedger) -> None:

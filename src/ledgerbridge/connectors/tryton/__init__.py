@@ -4,7 +4,14 @@ See docs/connectors/tryton.md."""
 
 from ledgerbridge.connectors.tryton.bootstrap import UNIVERSAL_CHART_MAP, TrytonSetup, bootstrap
 from ledgerbridge.connectors.tryton.client import TrytonClient
-from ledgerbridge.connectors.tryton.connector import CAPABILITIES, InvoiceResult, TimesheetCursor, TrytonLedger
+from ledgerbridge.connectors.tryton.connector import (
+    CAPABILITIES,
+    InvoiceResult,
+    TimesheetCursor,
+    TimesheetRead,
+    TrytonLedger,
+)
 
-__all__ = ["CAPABILITIES", "UNIVERSAL_CHART_MAP", "InvoiceResult", "TimesheetCursor", "TrytonClient", "TrytonLedger",
+__all__ = ["CAPABILITIES", "UNIVERSAL_CHART_MAP", "InvoiceResult", "TimesheetCursor", "TimesheetRead",
+           "TrytonClient", "TrytonLedger",
            "TrytonSetup", "bootstrap"]

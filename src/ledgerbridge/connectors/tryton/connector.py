@@ -101,6 +101,15 @@ class TimesheetCursor:
     line_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class TimesheetRead:
+    """One incremental read: entries in cursor order, the cursor to store, lines refused with their reason."""
+
+    entries: list[TimeEntry]
+    cursor: TimesheetCursor | None
+    rejected: list[RecordValidationError] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class _Period:
     id: int
@@ -715,11 +724,11 @@ class TrytonLedger:
     # ------------------------------------------------------------------ timesheets
 
     def read_time_entries(self, cursor: TimesheetCursor | None, *, overlap: dt.timedelta = dt.timedelta(seconds=2),
-                          page_size: int = 500, max_pages: int | None = None
-                          ) -> tuple[list[TimeEntry], TimesheetCursor | None]:
+                          page_size: int = 500, max_pages: int | None = None) -> TimesheetRead:
         """Timesheet lines changed since ``cursor`` (minus ``overlap``: lines committed late with an earlier
         timestamp are caught again; the inbox drops repeats by (id, version)), ordered by
-        ``(last_modified_at, id)`` and paged with a keyset cursor. Returns the entries and the new cursor."""
+        ``(last_modified_at, id)`` and paged with a keyset cursor. A line our model refuses (e.g. more than 24 h)
+        is returned in ``rejected`` with the reason, never dropped; the cursor moves past it."""
         c = self.client
         projects = {w: p for p, w in self.works.items()}
         resources = {e: r for r, e in self.employees.items()}
@@ -728,6 +737,7 @@ class TrytonLedger:
             domain.append(("last_modified_at", ">=", cursor.modified_at - overlap))
         fields = ["work", "employee", "date", "duration", "description", "last_modified_at"]
         out: list[TimeEntry] = []
+        rejected: list[RecordValidationError] = []
         last = cursor
         page_key: tuple[dt.datetime, int] | None = None
         pages = 0
@@ -747,14 +757,24 @@ class TrytonLedger:
             unknown_emps = {int(r["employee"]) for r in rows} - set(resources)
             if unknown_emps:
                 resources.update(self._employee_resources(sorted(unknown_emps)))
-            out += [timesheet_to_time_entry(r, projects=projects, resources=resources) for r in rows]
+            for r in rows:
+                try:
+                    out.append(timesheet_to_time_entry(r, projects=projects, resources=resources))
+                except ValueError as exc:  # pydantic ValidationError is a ValueError
+                    errors = exc.errors() if hasattr(exc, "errors") else []
+                    why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors) or str(exc)
+                    rejected.append(RecordValidationError(
+                        f"{SYSTEM}: timesheet line {r['id']} (employee {r['employee']}, {r['date']}, duration "
+                        f"{r.get('duration')}) cannot be read as a time entry: {why} "
+                        "— correct the line in Tryton; it is read again when changed", code="LB-V001",
+                        details={"rule": "tryton.timesheet_invalid", "line_id": int(r["id"])}))
             tail = rows[-1]
             page_key = (tail["last_modified_at"], int(tail["id"]))
             if last is None or page_key > (last.modified_at, last.line_id):
                 last = TimesheetCursor(*page_key)
             if len(rows) < page_size:
                 break
-        return out, last
+        return TimesheetRead(out, last, rejected)
 
     def _work_projects(self, work_ids: Sequence[int]) -> dict[int, str]:
         rows = self.client.read("timesheet.work", list(work_ids), ["origin"])
