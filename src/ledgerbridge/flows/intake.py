@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ledgerbridge.flows import drift
 from ledgerbridge.flows.context import FlowContext
 from ledgerbridge.flows.transactions import LandResult, land
 
@@ -31,5 +32,6 @@ def record_key(system: str, rec: dict[str, Any]) -> str:
 def accept(ctx: FlowContext, system: str, records: Iterable[dict[str, Any]], *, batch_size: int = 5000,
            batch_prefix: str = "") -> AcceptResult:
     """Durably accept source records (``entity, external_id, version, payload``); returns what was new."""
+    records = drift.gate(ctx, system, records)  # payload drift: checks only streams with a snapshot
     res: LandResult = land(ctx, system, records, batch_size=batch_size, batch_prefix=batch_prefix)
     return AcceptResult(res.received, res.new, res.duplicates, "inbox")
