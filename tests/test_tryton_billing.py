@@ -163,3 +163,21 @@ def test_invoice_with_mapped_tax(ledger: TrytonLedger) -> None:
     (unmapped,) = ledger.post_invoices([inv.model_copy(update={"id": "INV-US01-2027-01-0101"})])
     assert unmapped.status is PostStatus.REJECTED and "tax map" in str(unmapped.error)
     assert (res.number or "").startswith("INV/2027/")  # its own fiscal year's sequence
+
+
+def test_invoice_target_contract(ledger: TrytonLedger) -> None:
+    from ledgerbridge.connectors import base
+
+    if not hasattr(base, "InvoiceTarget"):
+        pytest.skip("ledgerbridge.connectors.base has no InvoiceTarget contract in this checkout")
+    assert isinstance(ledger, base.InvoiceTarget)
+    inv = invoice("INV-US01-2026-04-0001", "C-2", 30, [("4", "125")]).model_copy(
+        update={"invoice_date": dt.date(2026, 4, 30)})
+    held = ledger.create_invoice(inv)
+    assert isinstance(held, base.InvoiceResult)
+    assert (held.key, held.status, held.books_ledger) == (inv.id, "posted", True)
+    assert held.number and held.number.startswith("INV/2026/")
+    assert ledger.create_invoice(inv) == held  # idempotent on the key
+    assert ledger.invoice_status([inv.id, "INV-NEVER"]) == {inv.id: held}
+    with pytest.raises(RecordValidationError, match="C-404"):
+        ledger.create_invoice(inv.model_copy(update={"id": "INV-US01-2026-04-0002", "customer_id": "C-404"}))

@@ -6,12 +6,12 @@ from ledgerbridge.connectors.tryton.bootstrap import UNIVERSAL_CHART_MAP, Tryton
 from ledgerbridge.connectors.tryton.client import TrytonClient
 from ledgerbridge.connectors.tryton.connector import (
     CAPABILITIES,
-    InvoiceResult,
+    InvoicePostResult,
     TimesheetCursor,
     TimesheetRead,
     TrytonLedger,
 )
 
-__all__ = ["CAPABILITIES", "UNIVERSAL_CHART_MAP", "InvoiceResult", "TimesheetCursor", "TimesheetRead",
+__all__ = ["CAPABILITIES", "UNIVERSAL_CHART_MAP", "InvoicePostResult", "TimesheetCursor", "TimesheetRead",
            "TrytonClient", "TrytonLedger",
            "TrytonSetup", "bootstrap"]

@@ -80,11 +80,13 @@ CAPABILITIES = Capabilities(
 )
 
 PERIOD_STATES = {"open": "open", "closed": "closed", "locked": "locked"}
+#: Tryton account.invoice state -> canonical InvoiceStatus value
+INVOICE_STATES = {"draft": "draft", "validated": "submitted", "posted": "posted", "paid": "paid", "cancelled": "void"}
 PROJECT_KEY = "ledgerbridge:"  # project.work.comment = "ledgerbridge:<project id>"
 
 
 @dataclass(frozen=True, slots=True)
-class InvoiceResult:
+class InvoicePostResult:
     invoice_id: str
     status: PostStatus
     number: str | None = None
@@ -632,13 +634,13 @@ class TrytonLedger:
                               currencies=chart.currencies, parties=self.parties, addresses=addresses,
                               revenue_accounts=chart.accounts, payment_term=self._payment_term, taxes=self.tax_map)
 
-    def post_invoices(self, invoices: Sequence[Invoice]) -> list[InvoiceResult]:
+    def post_invoices(self, invoices: Sequence[Invoice]) -> list[InvoicePostResult]:
         """Create (lookup by ``reference`` = invoice id first) and post customer invoices; read back number and
         state. A posted invoice whose untaxed/tax/total amounts differ from ours is reported as a conflict."""
         c = self.client
         invs = list(invoices)
         ctx = self._invoice_context(invs)
-        results: dict[str, InvoiceResult] = {}
+        results: dict[str, InvoicePostResult] = {}
         existing = self._invoices_by_reference([i.id for i in invs])
         todo: list[Invoice] = []
         for inv in invs:
@@ -646,7 +648,7 @@ class TrytonLedger:
                 continue
             problems = invoice_problems(inv, ctx)
             if problems:
-                results[inv.id] = InvoiceResult(inv.id, PostStatus.REJECTED, error=RecordValidationError(
+                results[inv.id] = InvoicePostResult(inv.id, PostStatus.REJECTED, error=RecordValidationError(
                     f"{SYSTEM}: invoice {inv.id} refused before sending: {'; '.join(problems)}", code="LB-V001",
                     details={"invoice_id": inv.id, "rule": "tryton.invoice_invalid", "problems": problems}))
             else:
@@ -662,7 +664,7 @@ class TrytonLedger:
                         existing[inv.id] = {"id": t, "state": "draft"}
                     except RecordValidationError as exc:
                         exc.details["invoice_id"] = inv.id
-                        results[inv.id] = InvoiceResult(inv.id, PostStatus.REJECTED, error=exc)
+                        results[inv.id] = InvoicePostResult(inv.id, PostStatus.REJECTED, error=exc)
         # Tryton numbers invoices in date order per sequence and refuses an invoice dated before one already
         # numbered: post oldest first
         to_post = [int(existing[i.id]["id"]) for i in sorted(invs, key=lambda i: (i.invoice_date, i.id))
@@ -677,7 +679,7 @@ class TrytonLedger:
                     except RecordValidationError as exc:
                         inv_id = next(k for k, v in existing.items() if int(v["id"]) == tid)
                         exc.details["invoice_id"] = inv_id
-                        results[inv_id] = InvoiceResult(inv_id, PostStatus.REJECTED, tryton_id=tid, error=exc)
+                        results[inv_id] = InvoicePostResult(inv_id, PostStatus.REJECTED, tryton_id=tid, error=exc)
         held = self.read_invoices([i.id for i in invs if i.id not in results])
         for inv in invs:
             if inv.id in results:
@@ -689,16 +691,39 @@ class TrytonLedger:
                 ("net", "untaxed_amount", inv.net_total), ("tax", "tax_amount", inv.tax_total),
                 ("total", "total_amount", inv.total)) if h[key] != want]
             if diffs:
-                results[inv.id] = InvoiceResult(inv.id, PostStatus.REJECTED, h["number"], h["state"], h["id"],
+                results[inv.id] = InvoicePostResult(inv.id, PostStatus.REJECTED, h["number"], h["state"], h["id"],
                                                 ConflictError(f"{SYSTEM}: invoice {inv.id} ({h['number']}) differs "
                                                               f"from ours: {'; '.join(diffs)} — credit it in Tryton "
                                                               "and re-bill", code="LB-C001",
                                                               details={"invoice_id": inv.id}))
             elif h["state"] in ("posted", "paid"):
-                results[inv.id] = InvoiceResult(inv.id, PostStatus.POSTED, h["number"], h["state"], h["id"])
+                results[inv.id] = InvoicePostResult(inv.id, PostStatus.POSTED, h["number"], h["state"], h["id"])
             else:
-                results[inv.id] = InvoiceResult(inv.id, PostStatus.PENDING, h["number"], h["state"], h["id"])
+                results[inv.id] = InvoicePostResult(inv.id, PostStatus.PENDING, h["number"], h["state"], h["id"])
         return [results[i.id] for i in invs]
+
+    # the InvoiceTarget contract of the billing flow (ledgerbridge.connectors.base.InvoiceTarget)
+
+    def create_invoice(self, inv: Invoice) -> Any:
+        """Create and post one invoice, idempotent on ``inv.id``; returns ``base.InvoiceResult`` with Tryton's
+        number and the canonical status. ``books_ledger`` is True: posting the invoice books its receivable move in
+        Tryton's own ledger. A refusal raises its error (``RecordValidationError``, ``ConflictError``...)."""
+        (res,) = self.post_invoices([inv])
+        if res.error is not None:
+            raise res.error
+        return self._invoice_result(inv.id, res.number, res.state, res.tryton_id)
+
+    def invoice_status(self, keys: Sequence[str]) -> dict[str, Any]:
+        """``base.InvoiceResult`` per invoice key Tryton holds (keys it does not hold are absent)."""
+        return {k: self._invoice_result(k, r.get("number"), r.get("state"), int(r["id"]))
+                for k, r in self.read_invoices(keys).items()}
+
+    @staticmethod
+    def _invoice_result(key: str, number: str | None, state: str | None, tryton_id: int | None) -> Any:
+        from ledgerbridge.connectors.base import InvoiceResult  # the billing contract (added with the billing flow)
+
+        return InvoiceResult(key=key, number=number, status=INVOICE_STATES.get(str(state), str(state)),
+                             target_ref=f"account.invoice,{tryton_id}" if tryton_id else None, books_ledger=True)
 
     def _invoices_by_reference(self, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
