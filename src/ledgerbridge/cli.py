@@ -8,6 +8,7 @@ from ledgerbridge import __version__
 from ledgerbridge.config.cli import config_app, init_command
 from ledgerbridge.contracts import contracts_app
 from ledgerbridge.flows.cli import audit_app, dlq_app, ingest, periods_app, post
+from ledgerbridge.flows.stewardship_cli import drift_app, stewardship_app
 from ledgerbridge.samplefirm.cli import demo_app
 
 app = typer.Typer(
@@ -25,6 +26,8 @@ app.command("post", help="Run the posting run of one legal entity and period.")(
 app.add_typer(periods_app, name="periods")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
+app.add_typer(stewardship_app, name="stewardship")
+app.add_typer(drift_app, name="drift")
 
 
 @app.command("version")

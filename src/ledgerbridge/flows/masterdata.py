@@ -405,10 +405,13 @@ def resolve(ctx: FlowContext, item_id: str, *, pick: str | None = None, value: A
                               "`ledgerbridge stewardship list`")
         if item.status != "open":
             raise ValueError(f"stewardship item {item_id} is already {item.status}")
-        chosen = value if pick is None else _pick(item, pick, rules)
         etype, cid = item.canonical_type, item.canonical_id
         canon = load_state(conn, CANONICAL, etype)
         cur = dict(canon.get(cid) or {})
+        if pick == "canonical" and "canonical" not in (item.values or {}):
+            chosen = cur.get(item.field)  # keep the canonical value as it is
+        else:
+            chosen = value if pick is None else _pick(item, pick, rules)
         cur[item.field] = chosen
         new, problems = _normalise(etype, cid, cur)
         if new is not None:
@@ -455,3 +458,16 @@ def replay_letters(ctx: FlowContext, letters: Sequence[dead_letters.DeadLetter],
         for k in ("received", "propagated", "stewardship", "dead_lettered"):
             setattr(total, k, getattr(total, k) + getattr(res, k))
     return total
+
+
+def overlay_canonical(ctx: FlowContext) -> int:
+    """Put every canonical master record the store holds into ``ctx.reference`` (after a reference load from the
+    PSA files, so ERP-owned fields and resolved decisions are what the rules see). Returns records applied."""
+    n = 0
+    with ctx.engine.connect() as conn:
+        states = {etype: load_state(conn, CANONICAL, etype) for etype in MODELS}
+    for etype, canon in states.items():
+        if canon:
+            apply_to_reference(ctx, etype, canon)
+            n += len(canon)
+    return n
