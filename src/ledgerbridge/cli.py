@@ -10,6 +10,7 @@ from ledgerbridge.contracts import contracts_app
 from ledgerbridge.flows.cli import audit_app, dlq_app, ingest, periods_app, post
 from ledgerbridge.flows.stewardship_cli import drift_app, stewardship_app
 from ledgerbridge.samplefirm.cli import demo_app
+from ledgerbridge.service.cli import serve, tokens_app
 
 app = typer.Typer(
     name="ledgerbridge",
@@ -26,6 +27,8 @@ app.command("post", help="Run the posting run of one legal entity and period.")(
 app.add_typer(periods_app, name="periods")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
+app.command("serve", help="Run the HTTP API (webhooks, admin API, metrics) and the worker.")(serve)
+app.add_typer(tokens_app, name="tokens")
 app.add_typer(stewardship_app, name="stewardship")
 app.add_typer(drift_app, name="drift")
 
