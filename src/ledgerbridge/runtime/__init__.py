@@ -14,6 +14,7 @@ Nothing outside this package imports ``dbos``. Typical use::
     rt.result(wf_id)
 """
 
+from ledgerbridge.runtime.client import RuntimeClient
 from ledgerbridge.runtime.core import (
     DBOS_LOGGER_NAME,
     STATUSES,
@@ -63,6 +64,7 @@ __all__ = [
     "QueueSpec",
     "RetryPolicy",
     "Runtime",
+    "RuntimeClient",
     "RuntimeLaunchError",
     "RuntimeNotLaunchedError",
     "RuntimeSettings",

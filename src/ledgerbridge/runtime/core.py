@@ -609,9 +609,8 @@ def get_workflow(workflow_id: str, *, with_data: bool = True) -> dict[str, Any] 
     return _workflow_dict(rows[0], with_data=with_data) if rows else None
 
 
-def workflow_steps(workflow_id: str) -> list[dict[str, Any]]:
-    """The checkpointed steps of a workflow: step number, name, output, error, child workflow, ISO times."""
-    Runtime.current()
+def workflow_steps_from(steps: Iterable[Any]) -> list[dict[str, Any]]:
+    """DBOS step records as plain dicts (shared with :class:`~ledgerbridge.runtime.client.RuntimeClient`)."""
     return [
         {
             "step": s["function_id"],
@@ -622,8 +621,14 @@ def workflow_steps(workflow_id: str) -> list[dict[str, Any]]:
             "started_at": _iso(s["started_at_epoch_ms"]),
             "completed_at": _iso(s["completed_at_epoch_ms"]),
         }
-        for s in DBOS.list_workflow_steps(workflow_id)
+        for s in steps
     ]
+
+
+def workflow_steps(workflow_id: str) -> list[dict[str, Any]]:
+    """The checkpointed steps of a workflow: step number, name, output, error, child workflow, ISO times."""
+    Runtime.current()
+    return workflow_steps_from(DBOS.list_workflow_steps(workflow_id))
 
 
 def _require(workflow_id: str) -> dict[str, Any]:
