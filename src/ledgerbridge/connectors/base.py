@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ledgerbridge.errors import LedgerbridgeError
-from ledgerbridge.model.entities import JournalEntry
+from ledgerbridge.model.entities import Invoice, JournalEntry
 from ledgerbridge.model.money import quantum
 
 # --------------------------------------------------------------------------------------------------- capabilities
@@ -275,6 +275,65 @@ class LedgerTarget(Protocol):
     def period_status(self, entity: str, period: str) -> str | None: ...
 
 
+# --------------------------------------------------------------------------------------------------- invoice contract
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceResult:
+    """What a target holds for one invoice we created: our deterministic key, its document number and status.
+
+    ``status`` is one of ``draft``, ``submitted``, ``posted``, ``paid``, ``void``, ``credited`` (the canonical
+    :class:`~ledgerbridge.model.entities.InvoiceStatus` values). ``books_ledger`` says whether creating the invoice
+    in the target also booked its receivable entry in the target's own ledger (an ERP posting its invoice does);
+    when it did not, the billing flow stages the invoice's postings for the posting run."""
+
+    key: str
+    number: str | None
+    status: str
+    target_ref: str | None = None
+    books_ledger: bool = False
+
+
+@runtime_checkable
+class InvoiceTarget(Protocol):
+    """The contract of a system invoices are created in (see docs/sync-billing.md).
+
+    - ``create_invoice`` is idempotent on ``inv.id`` (the deterministic external key): an invoice the target
+      already holds under that key is returned as held, never created twice; held with other amounts ->
+      ``ConflictError``. A refusal raises the matching :class:`~ledgerbridge.errors.LedgerbridgeError`
+      (``RecordValidationError`` for a bad invoice, ``TransientError`` when unreachable).
+    - ``invoice_status`` answers from what the target holds; keys it does not hold are absent.
+    """
+
+    def create_invoice(self, inv: Invoice) -> InvoiceResult: ...
+
+    def invoice_status(self, keys: Sequence[str]) -> dict[str, InvoiceResult]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceStatusUpdate:
+    """One invoice's ERP number and status, written back to the source (PSA) system."""
+
+    key: str
+    project_id: str
+    legal_entity_id: str
+    invoice_date: dt.date
+    currency: str
+    total: Decimal
+    erp_system: str
+    erp_number: str | None
+    status: str
+    credits: str | None = None
+
+
+@runtime_checkable
+class InvoiceStatusSink(Protocol):
+    """A source system that takes invoice numbers and statuses back (PSA write-back). Idempotent: writing the
+    same updates again changes nothing; returns the number of invoices whose stored line changed."""
+
+    def write_invoice_status(self, updates: Sequence[InvoiceStatusUpdate]) -> int: ...
+
+
 # --------------------------------------------------------------------------------------------------- file helpers
 
 
@@ -329,6 +388,10 @@ __all__ = [
     "CursorKind",
     "FailureMode",
     "IdempotencyMechanism",
+    "InvoiceResult",
+    "InvoiceStatusSink",
+    "InvoiceStatusUpdate",
+    "InvoiceTarget",
     "LedgerTarget",
     "Limits",
     "PagingKind",
