@@ -302,3 +302,35 @@ stewardship_items = Table(
         postgresql_where=text("status = 'open'"),
     ),
 )
+
+INVOICE_STATUSES = ("draft", "submitted", "posted", "paid", "void", "credited", "failed")
+
+#: Invoices this engine drafted and created in a target ERP (flows/billing.py). ``id`` is the deterministic
+#: external key (the domain's invoice id, e.g. ``INV-P001-2026-09``, ``CN-INV-P001-2026-09-1``); ``payload`` is the
+#: canonical Invoice (JSON); ``lineage`` the source-version keys it bills (``system:entity:id:version``).
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("kind", String(16), nullable=False),  # tm | milestone | fixed_fee | credit_note
+    Column("legal_entity_id", NAME, nullable=False),
+    Column("project_id", ID, nullable=False),
+    Column("customer_id", ID, nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("invoice_date", Date, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("net_total", ExactDecimal, nullable=False),
+    Column("tax_total", ExactDecimal, nullable=False),
+    Column("status", String(16), nullable=False, server_default="draft"),
+    Column("erp_system", NAME, nullable=False),
+    Column("erp_number", ID, nullable=True),
+    Column("credits", ID, nullable=True),  # a credit note: the invoice it credits
+    Column("payload", JSONType, nullable=False),
+    Column("lineage", JSONType, nullable=False),
+    Column("written_back", String(16), nullable=True),  # status last written back to the source system
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(_in("status", INVOICE_STATUSES), name="status"),
+    Index(None, "legal_entity_id", "period"),
+    Index(None, "project_id"),
+)
