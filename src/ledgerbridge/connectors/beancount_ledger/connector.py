@@ -22,6 +22,7 @@ from ledgerbridge.connectors.base import (
     Capabilities,
     FailureMode,
     IdempotencyMechanism,
+    InvoiceResult,
     PostingBatch,
     PostResult,
     PostStatus,
@@ -37,17 +38,19 @@ from ledgerbridge.connectors.beancount_ledger.mapping import (
     entity_component,
     journal_problems,
     quote,
+    read_invoices,
+    render_invoice,
     render_journal,
     render_opens,
     render_period_status,
 )
 from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
-from ledgerbridge.model.entities import Account, LegalEntity
+from ledgerbridge.model.entities import Account, Invoice, LegalEntity
 
 CAPABILITIES = Capabilities(
     connector=SYSTEM,
     system_kind=SystemKind.LEDGER,
-    writes=frozenset({"journal_entry"}),
+    writes=frozenset({"journal_entry", "invoice"}),
     idempotency=IdempotencyMechanism.LOOKUP_BEFORE_CREATE,
     supports_read_back=True,
     failure_mode=FailureMode.LINE_LEVEL,
@@ -308,6 +311,71 @@ class BeancountLedgerConnector:
             self.client.ensure_layout(ef, None, self._headers(entity))
             self.client.append_validated(ef, {ef.accounts: text}, lambda _state: [], view=[ef.accounts])
         self._write_main()
+
+    # ------------------------------------------------------------------ invoices (InvoiceTarget)
+
+    def create_invoice(self, inv: Invoice) -> InvoiceResult:
+        """Register an invoice in the entity's ledger under its key ``inv.id`` (lookup-before-create under the
+        entity lock): a ``custom "ledgerbridge-invoice"`` directive in the accounts file carrying the number, key,
+        status ``posted`` and the invoice's customer, project, dates and totals as metadata. The number is assigned
+        in order per entity and kind: ``INV-{entity}-{seq:06d}``, credit notes ``CRN-{entity}-{seq:06d}``.
+
+        The directive moves no money: the receivable entry is the ``invoice`` journal the posting run books from
+        the staged invoice postings (``books_ledger=False``), so the ledger, the store and reconciliation agree.
+        Held with other totals -> ConflictError."""
+        ef = self._files(inv.legal_entity_id)
+        with self.client.entity_lock(ef):
+            self.client.ensure_layout(ef, None, self._headers(inv.legal_entity_id))
+            held = self._held_invoices(ef)
+            got = held.get(inv.id)
+            if got is not None:
+                if (got["net"], got["tax"], got["currency"]) != (inv.net_total, inv.tax_total, inv.currency):
+                    raise ConflictError(
+                        f"{SYSTEM}: invoice {inv.id} is already registered as {got['number']} with net "
+                        f"{got['net']} tax {got['tax']} {got['currency']}, not net {inv.net_total} tax "
+                        f"{inv.tax_total} {inv.currency} — issue a credit note and a new invoice instead",
+                        details={"invoice_id": inv.id, "number": got["number"]})
+                return self._invoice_result(got, held)
+            credit = inv.net_total < 0 or inv.id.startswith("CN-")
+            prefix = f"{'CRN' if credit else 'INV'}-{entity_component(inv.legal_entity_id)}-"
+            seq = 1 + sum(1 for h in held.values() if str(h["number"]).startswith(prefix))
+            number = f"{prefix}{seq:06d}"
+            credits = inv.id.split("-", 1)[1].rsplit("-", 1)[0] if inv.id.startswith("CN-") else ""
+            text = render_invoice(inv, number, "posted", credits)
+            self.client.append_validated(ef, {ef.accounts: text}, lambda _state: [], view=[ef.accounts])
+            held = self._held_invoices(ef)
+        self._write_main()
+        return self._invoice_result(held[inv.id], held)
+
+    def invoice_status(self, keys: Sequence[str]) -> dict[str, InvoiceResult]:
+        """Number and status of each key the ledger holds (``credited`` once a credit note names it)."""
+        wanted = set(keys)
+        out: dict[str, InvoiceResult] = {}
+        for eid in sorted(self.entities):
+            ef = self._files(eid)
+            if not ef.accounts.exists():
+                continue
+            held = self._held_invoices(ef)
+            out.update({k: self._invoice_result(held[k], held) for k in wanted & set(held)})
+        return out
+
+    def _held_invoices(self, ef: EntityFiles) -> dict[str, dict[str, object]]:
+        if not ef.accounts.exists():
+            return {}
+        entries, errors = self.client.load_files([ef.accounts])
+        if errors:
+            raise RecordValidationError(
+                f"{SYSTEM}: {self.client.rel(ef.accounts)} does not load cleanly: "
+                + "; ".join(self.client.describe_errors(errors)[:5]) + " — fix it (bean-check) and retry",
+                details={"rule": "beancount.released_ledger_invalid"})
+        return read_invoices(entries)
+
+    @staticmethod
+    def _invoice_result(got: dict[str, object], held: dict[str, dict[str, object]]) -> InvoiceResult:
+        key = str(got["key"])
+        credited = any(h.get("credits") == key for h in held.values())
+        status = "credited" if credited and got["status"] == "posted" else str(got["status"])
+        return InvoiceResult(key, str(got["number"]), status, target_ref=str(got["ref"]), books_ledger=False)
 
     def check(self) -> list[str]:
         """``bean-check`` of the whole ledger (main file and every entity file): beancount's error messages."""

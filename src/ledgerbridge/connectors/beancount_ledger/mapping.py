@@ -20,7 +20,7 @@ from decimal import Decimal
 from beancount.core import data
 
 from ledgerbridge.connectors.base import CurrencyTotals, ReadBack, amount_text
-from ledgerbridge.model.entities import Account, AccountType, JournalEntry
+from ledgerbridge.model.entities import Account, AccountType, Invoice, JournalEntry
 
 ROOTS: dict[AccountType, str] = {
     AccountType.ASSET: "Assets",
@@ -208,6 +208,38 @@ def render_period_status(entity_id: str, period: str, status: str, on: dt.date) 
     if status not in PERIOD_STATUSES:
         raise ValueError(f"period status {status!r} is not one of {list(PERIOD_STATUSES)}")
     return f"{on.isoformat()} custom {quote(PERIOD_DIRECTIVE)} {quote(period)} {quote(status)}\n\n"
+
+
+INVOICE_DIRECTIVE = "ledgerbridge-invoice"
+
+
+def render_invoice(inv: Invoice, number: str, status: str, credits: str = "") -> str:
+    """The ``custom "ledgerbridge-invoice" NUMBER KEY STATUS`` directive registering an invoice (no amounts move:
+    the receivable entry is the posting run's ``invoice`` journal, lineage ``ledgerbridge:invoice:KEY``)."""
+    meta = [f"  customer: {quote(inv.customer_id)}", f"  project: {quote(inv.project_id)}",
+            f"  currency: {quote(inv.currency)}", f"  net: {quote(amount_text(inv.net_total, inv.currency))}",
+            f"  tax: {quote(amount_text(inv.tax_total, inv.currency))}",
+            f"  total: {quote(amount_text(inv.total, inv.currency))}", f"  lines: {len(inv.lines)}"]
+    if inv.due_date is not None:
+        meta.append(f"  due_date: {inv.due_date.isoformat()}")
+    if credits:
+        meta.append(f"  credits: {quote(credits)}")
+    head = (f"{inv.invoice_date.isoformat()} custom {quote(INVOICE_DIRECTIVE)} {quote(number)} {quote(inv.id)} "
+            f"{quote(status)}")
+    return "\n".join([head, *meta]) + "\n\n"
+
+
+def read_invoices(entries: Sequence[data.Directive]) -> dict[str, dict[str, object]]:
+    """key -> ``{key, number, status, currency, net, tax, credits, ref}`` of the invoice directives held."""
+    out: dict[str, dict[str, object]] = {}
+    for entry in entries:
+        if isinstance(entry, data.Custom) and entry.type == INVOICE_DIRECTIVE and len(entry.values) == 3:
+            number, key, status = (str(v.value) for v in entry.values)
+            m = entry.meta
+            out[key] = {"key": key, "number": number, "status": status, "currency": str(m.get("currency", "")),
+                        "net": Decimal(str(m.get("net", "0"))), "tax": Decimal(str(m.get("tax", "0"))),
+                        "credits": m.get("credits"), "ref": f"{number}@{m.get('lineno')}"}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- reading back
