@@ -36,7 +36,9 @@ def _file_journal(name: str, cfg: Any, ctx: Any) -> Any:
 def _psa_csv(name: str, cfg: Any, ctx: Any) -> Any:
     from ledgerbridge.connectors.psa_csv import PsaCsvSource
 
-    return PsaCsvSource(name, ctx.resolve_path(cfg.options.get("directory", f".ledgerbridge/{name}")))
+    status = cfg.options.get("status_file")
+    return PsaCsvSource(name, ctx.resolve_path(cfg.options.get("directory", f".ledgerbridge/{name}")),
+                        status_file=ctx.resolve_path(status) if status else None)
 
 
 BUILDERS: dict[str, Callable[[str, Any, Any], Any]] = {
