@@ -30,7 +30,7 @@ from rich.table import Table
 from ledgerbridge import runtime as rt
 from ledgerbridge.config import default_config
 from ledgerbridge.config.schema import LedgerbridgeConfig
-from ledgerbridge.flows import dlq, durable
+from ledgerbridge.flows import billing, dlq, durable
 from ledgerbridge.flows.context import FlowContext, set_current
 from ledgerbridge.flows.reference import load_reference
 from ledgerbridge.samplefirm import generate_firm
@@ -147,6 +147,9 @@ def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResu
                 out = rt.result(wf)
                 month["posting"].append(out)
                 say("posted", out)
+            # billing (flows/billing.py): T&M run + milestones of the month, then its invoices posted
+            month["billing"] = billing.demo_billing_step(ctx, entities, period, f"demo:{drop}")
+            say("billed", month["billing"])
             if not last:
                 month["close"] = []
                 for entity in entities:
