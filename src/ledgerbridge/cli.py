@@ -7,6 +7,7 @@ import typer
 from ledgerbridge import __version__
 from ledgerbridge.config.cli import config_app, init_command
 from ledgerbridge.contracts import contracts_app
+from ledgerbridge.flows.billing_cli import billing_app
 from ledgerbridge.flows.cli import audit_app, dlq_app, ingest, periods_app, post
 from ledgerbridge.flows.stewardship_cli import drift_app, stewardship_app
 from ledgerbridge.samplefirm.cli import demo_app
@@ -27,6 +28,7 @@ app.command("post", help="Run the posting run of one legal entity and period.")(
 app.add_typer(periods_app, name="periods")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
+app.add_typer(billing_app, name="billing")
 app.command("serve", help="Run the HTTP API (webhooks, admin API, metrics) and the worker.")(serve)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(stewardship_app, name="stewardship")

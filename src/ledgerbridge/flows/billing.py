@@ -474,6 +474,19 @@ def _converter(ctx: FlowContext) -> Any:
 
 # --------------------------------------------------------------------------------------------------- stage 2: create
 
+#: txn type that recognises rebilled expenses on expense-recovery revenue (4300) when the posting rules define it;
+#: without it the domain default (``revenue_accrual``: Cr service revenue 4000) is used
+REBILL_TXN_TYPE = "expense_rebill"
+
+
+def invoice_postings(ctx: FlowContext, inv: Invoice) -> list[Posting]:
+    """The invoice's ledger facts (:func:`postings_for_invoice`); rebilled expenses go to ``expense_rebill``
+    (amount ``amount``) when the configured posting rules have that txn type."""
+    if REBILL_TXN_TYPE in ctx.rules.rules:
+        return postings_for_invoice(inv, rebill_txn_type=REBILL_TXN_TYPE, rebill_amount="amount")
+    return postings_for_invoice(inv)
+
+
 
 def _target(ctx: FlowContext, system: str) -> InvoiceTarget:
     conn = ctx.connector(system)
@@ -524,7 +537,7 @@ def create_pending(ctx: FlowContext, entity: str | None = None, ids: Sequence[st
             staged = 0
             if not res.books_ledger:
                 placer = _Placer(ctx, conn)
-                staged = staging.stage_many(conn, [placer.stage(p) for p in postings_for_invoice(inv)])
+                staged = staging.stage_many(conn, [placer.stage(p) for p in invoice_postings(ctx, inv)])
             audit.append(conn, "ledgerbridge", "billing.invoice_created", f"invoice:{row.id}", {
                 "system": row.erp_system, "number": res.number, "status": res.status, "net": str(inv.net_total),
                 "tax": str(inv.tax_total), "currency": inv.currency, "staged_lines": staged,
