@@ -39,3 +39,19 @@ def issue_token(ctx: FlowContext, scope: str, name: str | None = None) -> str:
     with ctx.engine.begin() as conn:
         _tok, clear = tokens.create(conn, name or f"test-{scope}", scope)
     return clear
+
+
+def source_entries(ctx: FlowContext, system: str, *, entity: str = "time_entry",
+                   status: str = "approved") -> list[dict[str, Any]]:
+    """Canonical payloads of ``entity`` versions in ``status`` read from a file source (to build events from)."""
+    errors: list[Any] = []
+    out = [r["payload"] for r in ctx.connector(system).read_records(errors)
+           if r["entity"] == entity and r["payload"]["approval_status"] == status]
+    if errors:
+        raise ValueError(f"source {system} has bad rows: {errors[:3]}")
+    return out
+
+
+def fresh_entry(entry: dict[str, Any], new_id: str) -> dict[str, Any]:
+    """A copy of ``entry`` as another item (id ``new_id``, version 1)."""
+    return {**entry, "id": new_id, "version": 1}
