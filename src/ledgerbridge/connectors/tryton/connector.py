@@ -440,6 +440,18 @@ class TrytonLedger:
                                 line_count=len(rows))
         return out
 
+    def trial_balance(self, from_date: dt.date, to_date: dt.date, *, posted_only: bool = True
+                      ) -> dict[str, tuple[Decimal, Decimal]]:
+        """Tryton's own debit and credit totals (company currency) between two dates for every account in the
+        account map, keyed by our chart code (one ``account.account.read`` with a date context). Several of our
+        codes mapped to one Tryton account each show that account's totals."""
+        chart = self.chart()
+        ids = sorted(set(chart.accounts.values()))
+        rows = self.client.model("account.account", "read", ids, ["debit", "credit"],
+                                 context={"from_date": from_date, "to_date": to_date, "posted": posted_only})
+        by_id = {int(r["id"]): (Decimal(r["debit"]), Decimal(r["credit"])) for r in rows}
+        return {code: by_id[tid] for code, tid in sorted(chart.accounts.items())}
+
     def period_status(self, entity: str, period: str) -> str | None:
         """State of the Tryton period starting on the first day of ``period`` ("YYYY-MM"), or None when this
         target does not keep ``entity`` or Tryton has no such period."""
