@@ -223,6 +223,8 @@ def decide(entity_type: str, change: FieldChange, source_system: str, rules: Mas
     has_canonical = canonical is not _MISSING and canonical is not None
     if has_canonical and canonical == change.new:
         return Ignore(change.field, "already the canonical value")
+    if not has_canonical and change.new is None:
+        return Ignore(change.field, "no value on either side")
     if auth.held_by(source_system, rules.system_roles):
         return Propagate(change.field, change.new, canonical if has_canonical else None)
     if not has_canonical:

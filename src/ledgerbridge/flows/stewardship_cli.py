@@ -104,7 +104,7 @@ def stewardship_resolve(item_id: str,
         else:
             done = masterdata.resolve(ctx, item.id, value=_parse_value(value or ""), actor=actor, reason=reason)
     except (DomainError, ValueError, LookupError) as exc:
-        console.print(f"not resolved: {exc}")
+        typer.echo(f"not resolved: {exc}")
         raise typer.Exit(1) from None
     if _emit(dataclasses.asdict(done), as_json):
         return
