@@ -64,7 +64,7 @@ def test_starter_validates_and_holds_the_chart_defaults() -> None:
     }
     rules = cfg.posting_config()["posting_rules"]
     assert set(rules) == {"labor_cost", "revenue_accrual", "expense", "invoice", "fixed_fee_revenue",
-                          "milestone_revenue"}
+                          "milestone_revenue", "expense_recovery"}
     assert rules["invoice"] == [
         {"debit": "receivables", "credit": "unbilled_receivables", "amount": "net", "dimensions": ["project"]},
         {"debit": "receivables", "credit": "tax_payable", "amount": "tax", "dimensions": []},
@@ -240,7 +240,7 @@ def test_validate_file_and_load_config(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(STARTER)
     assert validate_file(good) == []
-    assert len(load_config(good).posting_rules) == 6
+    assert len(load_config(good).posting_rules) == 7
     bad = tmp_path / "bad.yaml"
     bad.write_text(replace_in_starter("    invoices: ledger\n", "    invoices: ledgr\n"))
     with pytest.raises(ConfigError) as info:

@@ -371,7 +371,7 @@ def test_postings_for_tm_invoice_recognise_rebilled_expenses_then_relieve_unbill
     assert main.dimensions == (("project", "P-TM"),)
     assert main.source == SourceRef(system="ledgerbridge", entity="invoice", id=inv.id, version=1)
     assert [(p.txn_type, p.amount("billable_value")) for p in (meals, travel)] == [
-        ("revenue_accrual", D("12.50")), ("revenue_accrual", D("40.00"))
+        ("expense_recovery", D("12.50")), ("expense_recovery", D("40.00"))
     ]
     assert meals.source == SourceRef(system="ledgerbridge", entity="invoice_line", id=f"{inv.id}:2", version=1)
     assert meals.dimensions == (("project", "P-TM"), ("cost_center", "CC-DEL-UK"))

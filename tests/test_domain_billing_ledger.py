@@ -97,7 +97,8 @@ def test_tm_month_clears_unbilled_and_books_receivable_tax_and_revenue(
     # receivables: the net carries the project dimension, the tax rule line carries none (chart.md)
     assert (bal[("1100", "P-TM")], bal[("1100", "")]) == (net, tax)
     assert bal[("2300", "")] == -tax
-    assert bal[("4000", "P-TM")] == -(billed_value + rebilled)
+    assert bal[("4000", "P-TM")] == -billed_value  # service revenue = the accrual of billable time only
+    assert bal[("4300", "P-TM")] == -rebilled  # rebilled expenses: reimbursable expense revenue
 
 
 def test_fixed_fee_and_milestone_unbilled_is_recognised_minus_billed() -> None:

@@ -66,6 +66,7 @@ def test_default_templates_match_chart() -> None:
         "invoice": [("1100", "1200", "net", ("project",)), ("1100", "2300", "tax", ())],
         "fixed_fee_revenue": [("1200", "4100", "revenue", ("project",))],
         "milestone_revenue": [("1200", "4200", "revenue", ("project",))],
+        "expense_recovery": [("1200", "4300", "billable_value", ("project", "cost_center"))],
     }
 
 

@@ -16,10 +16,9 @@ Decisions (see ``docs/domain-billing-revenue.md`` for worked numbers):
   posting debits receivables and credits unbilled receivables with the whole net, and tax payable with the tax.
   Revenue is recognised by the accrual (T&M), :mod:`ledgerbridge.domain.revenue` (fixed fee, milestone).
 - **Rebilled expenses** were never put on unbilled receivables (no chart rule accrues them), so the invoice
-  recognises them: one extra posting per rebilled-expense line on unbilled receivables, by default of txn type
-  ``revenue_accrual`` (Dr unbilled / Cr service revenue), which the ``invoice`` posting then relieves. The chart
-  has no txn type that credits expense_recovery_revenue (4300) and ``JournalType`` would need a new member for one;
-  ``rebill_txn_type`` / ``rebill_amount`` switch to it when it exists.
+  recognises them: one extra posting per rebilled-expense line on unbilled receivables, of txn type
+  ``expense_recovery`` (Dr unbilled / Cr reimbursable expense revenue 4300), which the ``invoice`` posting then
+  relieves. T&M service revenue (4000) therefore holds exactly the accrual of billable time.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ ENGINE_SYSTEM = "ledgerbridge"
 #: Posting txn type of an invoice (chart.md rule: Dr receivables / Cr unbilled on ``net``, Cr tax payable on ``tax``).
 TXN_INVOICE = "invoice"
 #: Default txn type and amount name that recognise rebilled expenses at invoicing (Dr unbilled / Cr revenue).
-REBILL_TXN_TYPE = "revenue_accrual"
+REBILL_TXN_TYPE = "expense_recovery"
 REBILL_AMOUNT = "billable_value"
 
 #: Months per instalment for :func:`fixed_fee_schedule`.

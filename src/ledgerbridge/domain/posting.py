@@ -116,6 +116,12 @@ DEFAULT_POSTING_RULES: Final[dict[str, Any]] = {
             "dimensions": ["project"],
         },
     ],
+    "expense_recovery": [
+        {
+            "debit": "unbilled_receivables", "credit": "expense_recovery_revenue", "amount": "billable_value",
+            "dimensions": ["project", "cost_center"],
+        },
+    ],
 }
 
 #: Both halves together, in the YAML file's shape.

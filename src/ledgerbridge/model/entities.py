@@ -87,6 +87,7 @@ class JournalType(StrEnum):
     INVOICE = "invoice"
     FIXED_FEE_REVENUE = "fixed_fee_revenue"
     MILESTONE_REVENUE = "milestone_revenue"
+    EXPENSE_RECOVERY = "expense_recovery"
     REVERSAL = "reversal"
     ROUNDING = "rounding"
 
@@ -395,11 +396,12 @@ class JournalLine(Contract):
 
 
 class JournalEntry(Contract):
-    """A balanced journal entry. Construction fails unless debits equal credits per currency (and per
+    """A balanced journal entry (contract 1.1: journal type ``expense_recovery`` added). Construction fails unless debits equal credits per currency (and per
     functional currency where functional amounts are given). Posted entries are never edited: a correction is
     a new entry with ``reverses`` set."""
 
     contract_name: ClassVar[str] = "journal_entry"
+    contract_version: ClassVar[str] = "1.1"
     owner: ClassVar[str] = "ledger"
 
     id: str = Field(description="Deterministic external key: entity + period + rule + sequence")
