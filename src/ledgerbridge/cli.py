@@ -5,11 +5,13 @@ from __future__ import annotations
 import typer
 
 from ledgerbridge import __version__
+from ledgerbridge.bus.cli import bus_app
 from ledgerbridge.config.cli import config_app, init_command
 from ledgerbridge.contracts import contracts_app
 from ledgerbridge.flows.billing_cli import billing_app
 from ledgerbridge.flows.cli import audit_app, dlq_app, ingest, periods_app, post
 from ledgerbridge.flows.stewardship_cli import drift_app, stewardship_app
+from ledgerbridge.flows.worker import worker_app
 from ledgerbridge.samplefirm.cli import demo_app
 from ledgerbridge.service.cli import serve, tokens_app
 
@@ -33,6 +35,8 @@ app.command("serve", help="Run the HTTP API (webhooks, admin API, metrics) and t
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(stewardship_app, name="stewardship")
 app.add_typer(drift_app, name="drift")
+app.add_typer(worker_app, name="worker", help="Distributed mode: run a worker (--executor-id), enqueue months.")
+app.add_typer(bus_app, name="bus", help="NATS JetStream event ingest: set-up, status, publishing.")
 
 
 @app.command("version")

@@ -23,6 +23,7 @@ from ledgerbridge.model.entities import JournalType
 
 __all__ = [
     "AccountRoles",
+    "BusConfig",
     "ConfigIssue",
     "LatePolicy",
     "LedgerbridgeConfig",
@@ -178,6 +179,23 @@ class RuntimeConfig(_Model):
         if self.application_version is not None:
             settings = dataclasses.replace(settings, application_version=self.application_version)
         return settings
+
+
+class BusConfig(_Model):
+    """NATS JetStream event ingest (distributed mode). Absent = embedded default: the database inbox."""
+
+    url: str = Field(default="nats://127.0.0.1:4222", pattern=r"^(nats|tls)://")
+    stream: str = Field(default="LB_IN", pattern=r"^[A-Za-z0-9_-]+$")
+    subject_prefix: str = Field(default="lb.in", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    #: JetStream drops a message whose ``Nats-Msg-Id`` (the inbox idempotency key) it saw within this window.
+    duplicate_window_seconds: int = Field(default=120, ge=1)
+    consumer: str = Field(default="lb-inbox", pattern=r"^[A-Za-z0-9_-]+$")
+    #: Deliveries before a message that still cannot be landed becomes an operational dead letter.
+    max_deliver: int = Field(default=5, ge=1)
+    ack_wait_seconds: int = Field(default=30, ge=1)
+    fetch_batch: int = Field(default=500, ge=1, le=10000)
+    storage: Literal["file", "memory"] = "file"
+    max_bytes: int | None = Field(default=None, ge=1)
 
 
 class RateLimit(_Model):
@@ -375,6 +393,7 @@ class LedgerbridgeConfig(_Model):
     policies: Policies = Field(default_factory=Policies)
     mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     master_data: MasterDataConfig = Field(default_factory=MasterDataConfig)
+    bus: BusConfig | None = None
 
     @model_validator(mode="after")
     def _bind_and_check(self, info: _Info) -> LedgerbridgeConfig:
