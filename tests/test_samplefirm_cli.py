@@ -44,12 +44,18 @@ def test_generate_refuses_nonpositive_sizes(tmp_path: Path, args: list[str]) -> 
     assert res.exit_code != 0 and not (tmp_path / MANIFEST).exists()
 
 
-def test_run_generates_the_default_small_firm(tmp_path: Path) -> None:
-    res = runner.invoke(demo_app, ["run", "--out", str(tmp_path / "demo")])
+def test_run_is_the_main_job_and_reports_as_json(tmp_path: Path) -> None:
+    """``demo run`` generates the firm into its workdir and runs the main job (tests/test_main_job.py covers the
+    ledger itself); ``--json`` gives the whole result for machines."""
+    res = runner.invoke(demo_app, ["run", "--workdir", str(tmp_path / "demo"), "--employees", "4", "--months", "1",
+                                   "--json"])
     assert res.exit_code == 0, res.output
-    manifest = json.loads((tmp_path / "demo" / MANIFEST).read_text())
+    manifest = json.loads((tmp_path / "demo" / "psa-export" / MANIFEST).read_text())
     assert manifest["seed"] == 42
-    assert manifest["parameters"] == {"employees": 40, "months": 3, "start": "2026-09"}
+    assert manifest["parameters"] == {"employees": 4, "months": 1, "start": "2026-09"}
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert out["ledger_check"] == [] and [m["period"] for m in out["months"]] == ["2026-09"]
+    assert any(p["status"] == "posted" for p in out["months"][0]["posting"])
 
 
 def test_check_reports_bad_rows_with_line_and_exit_code(tmp_path: Path) -> None:
