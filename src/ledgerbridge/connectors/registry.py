@@ -41,10 +41,24 @@ def _psa_csv(name: str, cfg: Any, ctx: Any) -> Any:
                         status_file=ctx.resolve_path(status) if status else None)
 
 
+def _tryton(name: str, cfg: Any, ctx: Any) -> Any:
+    from ledgerbridge.connectors.tryton import TrytonLedger
+
+    return TrytonLedger.from_options(cfg.options, password=cfg.secret("password"), system=name)
+
+
+def _redmine(name: str, cfg: Any, ctx: Any) -> Any:
+    from ledgerbridge.connectors.redmine import RedmineSource
+
+    return RedmineSource.from_options(name, cfg.options, api_key=cfg.secret("api_key"))
+
+
 BUILDERS: dict[str, Callable[[str, Any, Any], Any]] = {
     "beancount": _beancount,
     "file_journal": _file_journal,
     "psa_csv": _psa_csv,
+    "tryton": _tryton,
+    "redmine": _redmine,
 }
 
 
