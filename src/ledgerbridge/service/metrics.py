@@ -106,6 +106,7 @@ class AppMetrics:
         r.register(self.collector)
 
     def render(self) -> bytes:
+        self.collector.feed_lag()  # before rendering: the histogram is collected ahead of the store gauges
         return generate_latest(self.registry) + generate_latest(PROCESS_REGISTRY)
 
 
@@ -153,7 +154,6 @@ class StoreCollector(Collector):
             for status, n in conn.execute(sa.select(posting_runs.c.status, sa.func.count())
                                           .group_by(posting_runs.c.status)):
                 runs.add_metric([status], int(n))
-            self._feed_lag(conn)
         yield from (dl, fresh, inbox_g, runs)
         wf = self._workflows()
         if wf is not None:
@@ -174,47 +174,52 @@ class StoreCollector(Collector):
             g.add_metric([name, status], n)
         return g
 
-    def _feed_lag(self, conn: sa.Connection, max_journals: int = 500) -> None:
-        """Observe approved -> posted for the source versions of journals posted since the last scrape."""
-        from ledgerbridge.store.schema import inbox, posted_journal_lines, posted_journals
-
+    def feed_lag(self, max_journals: int = 2000) -> None:
+        """Observe approved -> posted for the source versions of journals posted since the last scrape (at most
+        ``max_journals`` journals per call; the rest on the next scrape)."""
         if not self._lag_lock.acquire(blocking=False):
             return  # another scrape is feeding
         try:
-            q = sa.select(posted_journals.c.id, posted_journals.c.posted_at, posted_journals.c.legal_entity_id)
-            if self._lag_mark is not None:
-                at, jid = self._lag_mark
-                q = q.where(sa.or_(posted_journals.c.posted_at > at,
-                                   sa.and_(posted_journals.c.posted_at == at, posted_journals.c.id > jid)))
-            heads = conn.execute(q.order_by(posted_journals.c.posted_at, posted_journals.c.id)
-                                 .limit(max_journals)).all()
-            if not heads:
-                return
-            info = {h.id: (h.posted_at, h.legal_entity_id) for h in heads}
-            refs: dict[str, tuple[dt.datetime, str]] = {}
-            for jid, lineage in conn.execute(sa.select(posted_journal_lines.c.journal_id,
-                                                       posted_journal_lines.c.lineage)
-                                             .where(posted_journal_lines.c.journal_id.in_(list(info)))):
-                for ref in lineage or []:
-                    key = f"{ref['system']}:{ref['entity']}:{ref['id']}:{ref['version']}"
-                    if key not in self._seen_versions and key not in refs:
-                        refs[key] = info[jid]
-            keys = list(refs)
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                for key, payload in conn.execute(sa.select(inbox.c.idempotency_key, inbox.c.payload)
-                                                 .where(inbox.c.idempotency_key.in_(part))):
-                    approved = (payload or {}).get("approved_at")
-                    if not approved:
-                        continue
-                    posted_at, entity = refs[key]
-                    lag = (_utc(posted_at) - _utc(dt.datetime.fromisoformat(approved))).total_seconds()
-                    self.app.posting_lag.labels(legal_entity=entity).observe(max(lag, 0.0))
-            self._seen_versions.update(keys)
-            last = heads[-1]
-            self._lag_mark = (last.posted_at, last.id)
+            with snapshot_connection(self.engine) as conn:
+                self._feed_lag(conn, max_journals)
         finally:
             self._lag_lock.release()
+
+    def _feed_lag(self, conn: sa.Connection, max_journals: int) -> None:
+        from ledgerbridge.store.schema import inbox, posted_journal_lines, posted_journals
+
+        q = sa.select(posted_journals.c.id, posted_journals.c.posted_at, posted_journals.c.legal_entity_id)
+        if self._lag_mark is not None:
+            at, jid = self._lag_mark
+            q = q.where(sa.or_(posted_journals.c.posted_at > at,
+                               sa.and_(posted_journals.c.posted_at == at, posted_journals.c.id > jid)))
+        heads = conn.execute(q.order_by(posted_journals.c.posted_at, posted_journals.c.id)
+                             .limit(max_journals)).all()
+        if not heads:
+            return
+        info = {h.id: (h.posted_at, h.legal_entity_id) for h in heads}
+        refs: dict[str, tuple[dt.datetime, str]] = {}
+        for jid, lineage in conn.execute(sa.select(posted_journal_lines.c.journal_id,
+                                                   posted_journal_lines.c.lineage)
+                                         .where(posted_journal_lines.c.journal_id.in_(list(info)))):
+            for ref in (lineage or {}).get("refs", []):  # {"refs": [SourceRef...], "count": n}
+                key = f"{ref['system']}:{ref['entity']}:{ref['id']}:{ref['version']}"
+                if key not in self._seen_versions and (key not in refs or info[jid][0] < refs[key][0]):
+                    refs[key] = info[jid]  # the first journal posted carrying the version
+        keys = list(refs)
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            for key, payload in conn.execute(sa.select(inbox.c.idempotency_key, inbox.c.payload)
+                                             .where(inbox.c.idempotency_key.in_(part))):
+                approved = (payload or {}).get("approved_at")
+                if not approved:
+                    continue
+                posted_at, entity = refs[key]
+                lag = (_utc(posted_at) - _utc(dt.datetime.fromisoformat(approved))).total_seconds()
+                self.app.posting_lag.labels(legal_entity=entity).observe(max(lag, 0.0))
+        self._seen_versions.update(keys)
+        last = heads[-1]
+        self._lag_mark = (last.posted_at, last.id)
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
