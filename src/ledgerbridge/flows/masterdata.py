@@ -21,8 +21,9 @@ so a crash repeats at most the batch it interrupted, and repeating it decides th
 the commit and are idempotent: a target binding (xref) carries the hash of the canonical record it holds, and
 :func:`push_pending` sends only records whose hash differs — call it again to finish an interrupted push.
 
-Last-synced state lives in the cursors table (stream ``master:<entity type>``, one JSON document per system and
-entity type, canonical under the system ``_canonical``), so no migration is needed.
+Last-synced state lives in the ``master_records`` table: one row per record and system with the values that system
+last reported; the canonical (agreed) values are the rows of the system ``_canonical``. A batch reads and writes
+only its own records' rows. Run one sync per system and entity type at a time (as with a cursor).
 """
 
 from __future__ import annotations
@@ -56,9 +57,12 @@ from ledgerbridge.domain.masterdata import (
 )
 from ledgerbridge.flows.context import FlowContext, Reference
 from ledgerbridge.model import Account, Contract, Customer, DimensionValue, LegalEntity, Project, Resource, TaxCode
-from ledgerbridge.store import audit, cursors, dead_letters, stewardship, xref
+from ledgerbridge.store import audit, dead_letters, stewardship, xref
+from ledgerbridge.store._sql import chunked, insert_for
 from ledgerbridge.store.dead_letters import NewDeadLetter
+from ledgerbridge.store.schema import master_records
 from ledgerbridge.store.stewardship import NewStewardshipItem, StewardshipItem
+from ledgerbridge.store.types import utcnow
 from ledgerbridge.store.xref import XrefEntry
 
 log = structlog.get_logger(__name__)
@@ -76,10 +80,6 @@ DEACTIVATION: dict[str, tuple[str, Any]] = {
     "tax_code": (ACTIVE_FIELD, False), "dimension_value": (ACTIVE_FIELD, False), "project": ("status", "closed"),
 }
 _UNSET: Any = object()
-
-
-def stream_of(entity_type: str) -> str:
-    return f"master:{entity_type}"
 
 
 @dataclass
@@ -106,14 +106,32 @@ def rules_of(ctx: FlowContext) -> MasterRules:
     return rules
 
 
-def load_state(conn: sa.Connection, system: str, entity_type: str) -> dict[str, dict[str, Any]]:
-    """What ``system`` last reported for every record of ``entity_type`` (``_canonical``: the agreed records)."""
-    got = cursors.get_cursor(conn, system, stream_of(entity_type))
-    return dict(got or {})
+def load_state(conn: sa.Connection, system: str, entity_type: str, ids: Iterable[str] | None = None
+               ) -> dict[str, dict[str, Any]]:
+    """What ``system`` last reported for the records of ``entity_type`` (all, or those in ``ids``); the system
+    ``_canonical`` holds the agreed records."""
+    t = master_records
+    q = sa.select(t.c.canonical_id, t.c["values"]).where(t.c.system == system, t.c.canonical_type == entity_type)
+    if ids is None:
+        return {cid: dict(v) for cid, v in conn.execute(q)}
+    out: dict[str, dict[str, Any]] = {}
+    for part in chunked(list(dict.fromkeys(ids))):
+        out.update({cid: dict(v) for cid, v in conn.execute(q.where(t.c.canonical_id.in_(part)))})
+    return out
 
 
-def _save_state(conn: sa.Connection, system: str, entity_type: str, state: Mapping[str, Any]) -> None:
-    cursors.set_cursor(conn, system, stream_of(entity_type), dict(state))
+def _save_state(conn: sa.Connection, system: str, entity_type: str, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """Upsert the given records' values (one multi-row statement)."""
+    if not rows:
+        return
+    now = utcnow()
+    stmt = insert_for(conn, master_records)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["canonical_type", "canonical_id", "system"],
+        set_={"values": stmt.excluded["values"], "updated_at": stmt.excluded.updated_at},
+    )
+    conn.execute(stmt, [{"canonical_type": entity_type, "canonical_id": cid, "system": system, "values": dict(v),
+                         "updated_at": now} for cid, v in rows.items()])
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -208,16 +226,18 @@ def _sync_batch(ctx: FlowContext, rules: MasterRules, source: str, etype: str, r
     changes_log: list[dict[str, Any]] = []
     changed: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = defaultdict(int)
+    reported: dict[str, dict[str, Any]] = {}
+    keyed: list[tuple[str, dict[str, Any]]] = []
+    for rec in recs:
+        result.received += 1
+        try:
+            keyed.append((canonical_id_of(etype, rec, rules), rec))
+        except DomainError as exc:
+            letters.append(_letter(source, etype, f"(no key) {record_hash(rec)[:12]}", rec, [exc.to_violation()]))
     with ctx.engine.begin() as conn:
-        src_state = load_state(conn, source, etype)
-        canon = load_state(conn, CANONICAL, etype)
-        for rec in recs:
-            result.received += 1
-            try:
-                cid = canonical_id_of(etype, rec, rules)
-            except DomainError as exc:
-                letters.append(_letter(source, etype, f"(no key) {record_hash(rec)[:12]}", rec, [exc.to_violation()]))
-                continue
+        src_state = load_state(conn, source, etype, [cid for cid, _ in keyed])
+        canon = load_state(conn, CANONICAL, etype, [cid for cid, _ in keyed])
+        for cid, rec in keyed:
             seen.append(cid)
             changes = diff(src_state.get(cid), rec)
             if not changes:
@@ -245,14 +265,13 @@ def _sync_batch(ctx: FlowContext, rules: MasterRules, source: str, etype: str, r
                     items.append(NewStewardshipItem(etype, cid, d.field, dict(d.values), changed_by=source))
                 elif isinstance(d, Ignore):
                     counts["ignored"] += 1
-            src_state[cid] = rec
+            src_state[cid] = reported[cid] = rec
             if new_canon != cur:
                 canon[cid] = new_canon
                 changed[cid] = new_canon
             bindings.append(XrefEntry(etype, cid, source, cid, version_synced=record_hash(rec)[:16]))
-        _save_state(conn, source, etype, src_state)
-        if changed:
-            _save_state(conn, CANONICAL, etype, canon)
+        _save_state(conn, source, etype, reported)
+        _save_state(conn, CANONICAL, etype, changed)
         stewardship.add(conn, items)
         dead_letters.add(conn, letters)
         xref.upsert_many(conn, bindings)
@@ -340,7 +359,7 @@ def push_pending(ctx: FlowContext, etype: str, ids: Sequence[str] | None = None,
     rules = rules or rules_of(ctx)
     out = SyncResult()
     with ctx.engine.connect() as conn:
-        canon = load_state(conn, CANONICAL, etype)
+        canon = load_state(conn, CANONICAL, etype, ids)
     wanted = [i for i in (ids if ids is not None else list(canon)) if i in canon]
     for target in rules.for_type(etype).propagate_to:
         connector = ctx.connector(target)
@@ -406,8 +425,7 @@ def resolve(ctx: FlowContext, item_id: str, *, pick: str | None = None, value: A
         if item.status != "open":
             raise ValueError(f"stewardship item {item_id} is already {item.status}")
         etype, cid = item.canonical_type, item.canonical_id
-        canon = load_state(conn, CANONICAL, etype)
-        cur = dict(canon.get(cid) or {})
+        cur = dict(load_state(conn, CANONICAL, etype, [cid]).get(cid) or {})
         if pick == "canonical" and "canonical" not in (item.values or {}):
             chosen = cur.get(item.field)  # keep the canonical value as it is
         else:
@@ -420,8 +438,7 @@ def resolve(ctx: FlowContext, item_id: str, *, pick: str | None = None, value: A
             v = problems[0]
             raise DomainError(v.item, v.rule, f"resolving {item.field} to {chosen!r}: {v.message}", v.fix)
         assert new is not None
-        canon[cid] = new
-        _save_state(conn, CANONICAL, etype, canon)
+        _save_state(conn, CANONICAL, etype, {cid: new})
         decided = stewardship.resolve(conn, item_id, {"value": new.get(item.field), "picked": pick or "value",
                                                       "decided_by": actor, "reason": reason})
         audit.append(conn, actor, "stewardship.resolved", f"{etype}:{cid}", {

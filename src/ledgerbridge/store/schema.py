@@ -334,3 +334,17 @@ invoices = Table(
     Index(None, "legal_entity_id", "period"),
     Index(None, "project_id"),
 )
+
+#: Master data sync (flows/masterdata.py): per record and system, the field values that system last reported; the
+#: agreed (canonical) values are stored under the system ``_canonical``.
+master_records = Table(
+    "master_records",
+    metadata,
+    Column("canonical_type", NAME, nullable=False),
+    Column("canonical_id", ID, nullable=False),
+    Column("system", NAME, nullable=False),
+    Column("values", JSONType, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("canonical_type", "canonical_id", "system"),
+    Index(None, "system", "canonical_type"),
+)
