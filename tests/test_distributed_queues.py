@@ -1,0 +1,121 @@
+"""Queues across worker processes on the real PostgreSQL: a target's rate limit of R/s holds across two workers
+(measured from DBOS's own dequeue timestamps), and events published to JetStream are landed and processed by the
+workers exactly as the embedded path lands and processes the same records."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from distributed_support import NATS_HOST, NATS_PORT, dist_config, fresh_database, workers
+from ledgerbridge.bus import setup as bus_setup
+from ledgerbridge.bus.loop import LoopThread
+from ledgerbridge.flows import intake, transactions
+from ledgerbridge.flows import worker as W
+from ledgerbridge.flows.context import FlowContext
+from ledgerbridge.flows.main_job import SOURCE
+from ledgerbridge.store import create_store_engine
+from ledgerbridge.store.schema import inbox, staging_lines
+
+from conftest import requires_service
+from flows_support import make_ctx, records, tiny_firm
+
+R = 5  # starts per second allowed on the target's queue
+N = 20
+
+
+def test_rate_limit_holds_across_two_workers(tmp_path: Path) -> None:
+    tiny_firm(tmp_path)
+    limits = {"limits": {"concurrency": 4, "rate": {"limit": R, "period_seconds": 1, "headroom": 1}}}
+    with fresh_database() as url:
+        cfg, path = dist_config(tmp_path, url, systems={SOURCE: limits})
+        with workers(path):
+            coord = W.Coordinator(cfg, poll_interval=0.05)
+            try:
+                tag = uuid.uuid4().hex[:8]
+                ids = [coord.enqueue(SOURCE, "lb.probe", 50, workflow_id=f"probe:{tag}:{i}") for i in range(N)]
+                results = [coord.result(i) for i in ids]
+                rows = coord.workflows(workflow_ids=ids, load_input=False)
+            finally:
+                coord.close()
+    starts = sorted(r.dequeued_at / 1000 for r in rows if r.dequeued_at)
+    assert len(starts) == N
+    worst = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
+    span = starts[-1] - starts[0]
+    by_worker = {e: sum(1 for r in results if r["executor_id"] == e) for e in ("w1", "w2")}
+    print(f"{N} calls at {R}/s over two workers {by_worker}: busiest 1 s window {worst} starts, span {span:.2f} s")
+    assert worst <= R, f"{worst} starts in one second: the limit of {R}/s did not hold across workers ({starts})"
+    assert span >= (N / R - 1) - 0.1, f"{N} starts took only {span:.2f} s: the limit was not applied"
+    assert all(by_worker.values()), f"both workers should take calls: {by_worker}"
+
+
+def test_events_through_jetstream_are_processed_by_the_workers_as_embedded(tmp_path: Path) -> None:
+    """Every record of the firm is published twice (webhook + poller, say) through ``intake.accept``; the workers'
+    consumers land them and the ``lb.inbox`` queue processes them: the staged lines equal the embedded path's."""
+    requires_service(NATS_HOST, NATS_PORT, "NATS (JetStream)")
+    export = tiny_firm(tmp_path / "firm")
+    embedded = make_ctx(tmp_path / "embedded", export_from=export)
+    recs = records(embedded)
+    transactions.land(embedded, SOURCE, recs)
+    transactions.process_pending(embedded)
+    tag = uuid.uuid4().hex[:8]
+    bus = {"url": f"nats://{NATS_HOST}:{NATS_PORT}", "stream": f"LB_TEST_{tag}", "subject_prefix": f"lbt{tag}.in",
+           "consumer": f"c{tag}", "storage": "memory", "fetch_batch": 200}
+    root = tmp_path / "dist"
+    (root).mkdir()
+    (root / "psa-export").symlink_to(export.resolve(), target_is_directory=True)
+    with fresh_database() as url:
+        cfg, path = dist_config(root, url, bus=bus)
+        assert cfg.bus is not None
+        loop = LoopThread()
+
+        async def setup() -> None:
+            import nats
+
+            nc = await nats.connect(cfg.bus.url)  # type: ignore[union-attr]
+            await bus_setup.ensure(nc.jetstream(), cfg.bus)  # type: ignore[arg-type]
+            await nc.drain()
+
+        loop.run(setup(), timeout=30)
+        try:
+            ctx = FlowContext(cfg, workdir=root)
+            W.prepare(ctx)
+            with workers(path, bus=True) as procs:
+                first = intake.accept(ctx, SOURCE, recs)
+                again = intake.accept(ctx, SOURCE, recs)
+                engine = create_store_engine(url)
+                deadline = time.monotonic() + 90
+                while True:
+                    with engine.connect() as conn:
+                        rows = dict(conn.execute(sa.select(inbox.c.status, sa.func.count())
+                                                 .group_by(inbox.c.status)).all())
+                    if sum(rows.values()) == len(recs) and not rows.get("received"):
+                        break
+                    assert time.monotonic() < deadline, f"inbox after 90 s: {rows}"
+                    time.sleep(0.2)
+                got = _staged(engine)
+                engine.dispose()
+                codes = [p.terminate() for p in procs.values()]
+        finally:
+            async def teardown() -> None:
+                import nats
+
+                nc = await nats.connect(cfg.bus.url)  # type: ignore[union-attr]
+                await bus_setup.teardown(nc.jetstream(), cfg.bus)  # type: ignore[arg-type]
+                await nc.drain()
+
+            loop.run(teardown(), timeout=30)
+            loop.stop()
+    assert (first.channel, first.received, first.new) == ("jetstream", len(recs), len(recs))
+    assert again.duplicates == len(recs), "JetStream's duplicate window should drop the second publication"
+    assert codes == [0, 0]
+    assert got == _staged(embedded.engine)
+
+
+def _staged(engine: sa.Engine) -> list[tuple[object, ...]]:
+    cols = [c for c in staging_lines.c if c.name not in ("id", "created_at", "updated_at", "posting_run_id")]
+    with engine.connect() as conn:
+        return sorted(tuple(str(v) for v in r) for r in conn.execute(sa.select(*cols)))
