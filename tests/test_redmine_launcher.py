@@ -23,7 +23,7 @@ def test_unreachable_repository_is_reported_as_unavailable(tmp_path: Path, monke
     script.chmod(0o755)
     monkeypatch.setattr(launcher, "SCRIPT", script)
     with pytest.raises(launcher.RedmineUnavailable) as exc:
-        launcher._bring_up()  # what running_redmine() does first (a session server may already be shared)
+        launcher._bring_up("t")  # what running_redmine() does first (a session server may already be shared)
     if os.geteuid() == 0:
         assert "unreachable" in str(exc.value) and "Temporary failure resolving" in str(exc.value)
     else:
@@ -39,5 +39,5 @@ def test_a_broken_install_is_an_error_not_a_skip(tmp_path: Path, monkeypatch: py
     script.chmod(0o755)
     monkeypatch.setattr(launcher, "SCRIPT", script)
     with pytest.raises(RuntimeError, match=r"install failed \(exit 1\).*database\.yml is missing") as exc:
-        launcher._bring_up()
+        launcher._bring_up("t")
     assert not isinstance(exc.value, launcher.RedmineUnavailable)  # a real failure must not become a skip

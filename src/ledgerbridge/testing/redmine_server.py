@@ -7,11 +7,12 @@ In pytest (one server per session, shared by every test module that uses the fix
     def test_something(redmine_server):
         client = redmine_server.client()
 
-The fixture installs Redmine when needed (Debian packages, a few minutes once per machine), restores the pristine
-database, starts the server on a free port, yields :class:`RedmineSettings` and stops it at the end. A server that
-is already running (``scripts/redmine start``) is reused as it is and left running. When it cannot run (not root,
-package repository unreachable) the tests are skipped with the reason — except under ``CI=true``, where they fail:
-CI must exercise Redmine.
+The fixture installs Redmine when needed (Debian packages, a few minutes once per machine), starts a *private
+instance* (``scripts/redmine start --instance pytest-<pid>-<random>``: its own copy of the pristine database, so
+concurrent test sessions on one machine never see or reset each other's data) on a free port, yields
+:class:`RedmineSettings`, and destroys the instance at the end. When Redmine cannot run (not root, package
+repository unreachable) the tests are skipped with the reason — except under ``CI=true``, where they fail: CI must
+exercise Redmine.
 
 Outside pytest: ``with running_redmine() as settings: ...`` (raises :class:`RedmineUnavailable` instead of
 skipping).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import threading
@@ -71,14 +73,18 @@ def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _instance_name() -> str:
+    return f"pytest-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _settings() -> dict[str, Any]:
-    out = _run("settings")
+def _settings(instance: str) -> dict[str, Any]:
+    out = _run("settings", "--instance", instance)
     if out.returncode != 0:
         raise RedmineUnavailable(f"scripts/redmine settings failed: {out.stderr.strip()}")
     return dict(json.loads(out.stdout))
@@ -86,39 +92,33 @@ def _settings() -> dict[str, Any]:
 
 _lock = threading.Lock()
 _users = 0
-_current: RedmineSettings | None = None
-_owned = False
+_current: tuple[RedmineSettings, str] | None = None
 
 
 @contextlib.contextmanager
 def running_redmine() -> Iterator[RedmineSettings]:
-    """Install if needed, reset and start Redmine on a free port (or reuse a running one); stop it at the end
-    (only if started here). Nested/parallel uses share one server."""
-    global _users, _current, _owned
+    """Install if needed and start a private Redmine instance on a free port; destroy it at the end.
+    Nested uses in one process share one instance."""
+    global _users, _current
     with _lock:
         if _current is None:
-            _current, _owned = _bring_up()
+            _current = _bring_up(_instance_name())
         _users += 1
-        current = _current
+        current = _current[0]
     try:
         yield current
     finally:
         with _lock:
             _users -= 1
-            if _users == 0:
-                if _owned:
-                    _run("stop", timeout=60)
-                _current, _owned = None, False
+            if _users == 0 and _current is not None:
+                _run("destroy", "--instance", _current[1], timeout=60)
+                _current = None
 
 
-def _bring_up() -> tuple[RedmineSettings, bool]:
+def _bring_up(instance: str) -> tuple[RedmineSettings, str]:
     if not SCRIPT.exists():
         raise RedmineUnavailable(f"{SCRIPT} not found (set LB_REDMINE_SCRIPT)")
     status = _run("status", timeout=30).stdout
-    if "running: pid" in status:
-        data = _settings()
-        if data.get("url"):
-            return RedmineSettings.from_json(data), False
     if os.geteuid() != 0:
         raise RedmineUnavailable("scripts/redmine needs root (apt-get, setpriv to www-data); run the tests as root "
                                  "or start Redmine yourself with 'sudo scripts/redmine install && sudo scripts/redmine "
@@ -130,13 +130,11 @@ def _bring_up() -> tuple[RedmineSettings, bool]:
                                      f"{out.stderr.strip()[-400:]}")
         if out.returncode != 0:
             raise RuntimeError(f"scripts/redmine install failed (exit {out.returncode}): {out.stderr.strip()[-1500:]}")
-    out = _run("reset", timeout=120)
+    out = _run("start", "--instance", instance, "--port", str(free_port()), timeout=180)
     if out.returncode != 0:
-        raise RuntimeError(f"scripts/redmine reset failed: {out.stderr.strip()[-1500:]}")
-    out = _run("start", "--port", str(free_port()), timeout=180)
-    if out.returncode != 0:
+        _run("destroy", "--instance", instance, timeout=60)
         raise RuntimeError(f"scripts/redmine start failed: {out.stderr.strip()[-1500:]}")
-    return RedmineSettings.from_json(_settings()), True
+    return RedmineSettings.from_json(_settings(instance)), instance
 
 
 def _pytest_fixture() -> Any:
