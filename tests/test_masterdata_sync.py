@@ -204,3 +204,30 @@ def test_stewardship_cli_list_show_resolve(ctx: FlowContext, tmp_path: Path, mon
     assert _canon(ctx, "customer", cust.id)["name"] == "Agreed Name Ltd"
     with ctx.engine.connect() as conn:
         assert stewardship.get(conn, row["id"]).resolution["decided_by"] == "ops"
+
+
+def test_sync_and_resolve_on_each_store_backend(store_url: str, export: Path, tmp_path: Path) -> None:
+    """The same round trip on SQLite and PostgreSQL (upserts of master_records, JSON values, stewardship)."""
+    from ledgerbridge.flows.main_job import demo_config
+    from ledgerbridge.flows.reference import load_reference
+
+    wd = tmp_path / "pg"
+    wd.mkdir()
+    (wd / "psa-export").symlink_to(export.resolve(), target_is_directory=True)
+    cfg = demo_config(wd)
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": store_url}),
+                                 "master_data": MasterDataConfig.model_validate({"entities": RULES})})
+    c = FlowContext(cfg, workdir=wd)
+    try:
+        c.migrate()
+        load_reference(c, SOURCE)
+        custs = list(c.reference.customers.values())
+        assert masterdata.sync_master(c, SOURCE, custs, batch_size=4).batches == -(-len(custs) // 4)
+        res = masterdata.sync_master(c, ERP, [custs[0].model_copy(update={"name": "N", "credit_terms_days": 15})])
+        assert (res.propagated, res.stewardship) == (1, 1)
+        [item] = _items(c)
+        masterdata.resolve(c, item.id, pick=ERP)
+        assert (_canon(c, "customer", custs[0].id)["name"], c.reference.customers[custs[0].id].credit_terms_days) == (
+            "N", 15)
+    finally:
+        c.engine.dispose()
