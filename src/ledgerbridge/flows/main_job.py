@@ -32,6 +32,8 @@ from ledgerbridge.config import default_config
 from ledgerbridge.config.schema import LedgerbridgeConfig
 from ledgerbridge.flows import billing, dlq, durable
 from ledgerbridge.flows.context import FlowContext, set_current
+from ledgerbridge.flows.marts import build_marts
+from ledgerbridge.flows.reconcile import reconcile, render
 from ledgerbridge.flows.reference import load_reference
 from ledgerbridge.samplefirm import generate_firm
 
@@ -60,11 +62,13 @@ class DemoResult:
     reconciliation: dict[str, Any] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    recon: Any = field(default=None, repr=False, compare=False)  # the Reconciliation object (not in --json)
 
     @property
     def failed(self) -> bool:
-        """A posting run failed or a ledger check reported errors."""
-        return bool(self.ledger_check) or any(
+        """A posting run failed, the ledger check reported errors, or reconciliation left money unexplained."""
+        unexplained = self.recon is not None and not self.recon.ok
+        return unexplained or bool(self.ledger_check) or any(
             p.get("status") == "failed" for m in self.months for p in m.get("posting", []))
 
 
@@ -127,7 +131,8 @@ def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResu
     result.reference = {"counts": ref.counts, "problems": ref.problems[:20], "periods_created": ref.periods_created}
     say("reference", result.reference)
     set_current(ctx)
-    rt.Runtime.launch(cfg.runtime.to_runtime())
+    # one durable queue per configured system (concurrency and rate limits from config, with headroom)
+    rt.Runtime.launch(cfg.runtime.to_runtime(), queues=list(cfg.queue_specs().values()))
     try:
         drop = ctx.connector(SOURCE).drop_id()[:12]
         entities = sorted(ctx.reference.entities)
@@ -136,14 +141,14 @@ def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResu
             last = i == len(periods) - 1
             until = None if last else cutoff_of(period, opts.cutoff_days).isoformat()
             month: dict[str, Any] = {"period": period, "cutoff": until or "end of export"}
-            wf = rt.start(durable.ingest_workflow, SOURCE, until, opts.batch_size,
-                          workflow_id=f"demo:{drop}:ingest:{period}")
+            wf = rt.enqueue(SOURCE, durable.ingest_workflow, SOURCE, until, opts.batch_size,
+                            workflow_id=f"demo:{drop}:ingest:{period}")
             month["ingest"] = rt.result(wf)
             say("ingested", month)
             month["posting"] = []
             for entity in entities:
-                wf = rt.start(durable.posting_workflow, entity, period, None,
-                              workflow_id=f"demo:{drop}:post:{entity}:{period}")
+                wf = rt.enqueue(ctx.ledger_system(entity), durable.posting_workflow, entity, period, None,
+                                workflow_id=f"demo:{drop}:post:{entity}:{period}")
                 out = rt.result(wf)
                 month["posting"].append(out)
                 say("posted", out)
@@ -162,6 +167,13 @@ def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResu
         set_current(None)
     result.ledger_check = ctx.connector("ledger").check()
     say("ledger_checked", {"errors": len(result.ledger_check)})
+    mart = build_marts(ctx, wd / "mart.duckdb")
+    result.marts = mart.to_json()
+    say("marts", result.marts)
+    recon = reconcile(ctx, export, mart_path=mart.path, source_system=SOURCE)
+    result.reconciliation = recon.to_json(items=False)
+    result.recon = recon
+    say("reconciled", {"ok": recon.ok, "findings": recon.findings[:20]})
     result.dead_letters = dlq.counts(ctx)
     result.seconds = round(time.monotonic() - started, 2)
     return result
@@ -181,6 +193,11 @@ def print_summary(result: DemoResult, console: Console) -> None:
     console.print(table)
     state = "[green]0 errors[/green]" if not result.ledger_check else f"[red]{len(result.ledger_check)} errors[/red]"
     console.print(f"Beancount ledger check: {state}; ledger at {result.workdir}/ledger/main.beancount")
+    if result.recon is not None:
+        render(result.recon, console)
+    if result.marts:
+        console.print(f"Reporting mart: {result.marts.get('path')} ({sum(result.marts.get('rows', {}).values()):,} "
+                      "rows: project margin, utilization, revenue, WIP, GL balances)")
     console.print(f"Open dead letters: {result.dead_letters or 'none'}")
     console.print(f"Finished in {result.seconds:.1f} s (workdir {result.workdir}); run again: nothing is posted twice.")
 

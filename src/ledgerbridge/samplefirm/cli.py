@@ -91,7 +91,8 @@ def run(
         result = run_demo(DemoOptions(workdir=workdir, seed=seed, employees=employees, months=months, start=start),
                           progress=progress)
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str, sort_keys=True))
+        data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "recon"}
+        typer.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
     else:
         print_summary(result, console)
     if result.ledger_check or result.failed:
@@ -115,6 +116,18 @@ def describe(stage: str, info: dict[str, Any]) -> str:
         return f"generating the sample firm {info}"
     if stage == "generated":
         return f"PSA export: {sum(info.values()):,} rows in {len(info)} files"
+    if stage == "reconciled":
+        return "reconciliation: " + ("every variance explained (0.00 unexplained)" if info["ok"]
+                                     else f"UNEXPLAINED variance: {info['findings'][:3]}")
+    if stage == "billed":
+        b = info.get("billing", {})
+        d, c = b.get("draft", {}), b.get("create", {})
+        return (f"billing: {len(c.get('created', []))} invoice(s)/credit note(s) created in the ERP, "
+                f"{len(d.get('refused', []))} refused, {d.get('dead_lettered', 0)} dead-lettered, "
+                f"{b.get('written_back', 0)} status(es) written back to the PSA; "
+                + ", ".join(f"{p['legal_entity_id']} {p['status']}" for p in info.get("posting", [])))
+    if stage == "marts":
+        return f"reporting mart built: {info.get('path')}"
     if stage == "reference":
         return f"master data loaded: {info['counts']}"
     return f"{stage}: {info}"
