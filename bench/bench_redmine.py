@@ -5,7 +5,7 @@ incremental sync of N entries.
     .venv/bin/python bench/bench_redmine.py --entries 10000
     .venv/bin/python bench/bench_redmine.py --api-creates 100   # also time N creates through the REST API
 
-Uses a running server (``scripts/redmine start``) or starts one with ledgerbridge.testing.redmine_server. Entries
+Starts a private Redmine instance with ledgerbridge.testing.redmine_server (destroyed at the end). Entries
 are seeded into a new project with ``scripts/redmine seed`` (one rails runner transaction: the API creates only
 ~55/s), spread over the last ``--days`` days (default two years), so the incremental sync's recent range holds a
 small part of them. Other entries already on the server are included in the counts (printed).
@@ -25,9 +25,9 @@ from ledgerbridge.connectors.redmine import RedmineSource
 from ledgerbridge.testing.redmine_server import SCRIPT, RedmineSettings, running_redmine
 
 
-def seed(project: str, n: int, days: int) -> None:
-    out = subprocess.run([str(SCRIPT), "seed", "--project", project, "--entries", str(n), "--days", str(days)],
-                         capture_output=True,
+def seed(instance: str, project: str, n: int, days: int) -> None:
+    out = subprocess.run([str(SCRIPT), "seed", "--instance", instance, "--project", project, "--entries", str(n),
+                          "--days", str(days)], capture_output=True,
                          text=True, check=False, timeout=1800)
     if out.returncode != 0:
         raise SystemExit(f"seed failed: {out.stderr}")
@@ -43,7 +43,7 @@ def run(settings: RedmineSettings, n: int, days: int, api_creates: int, edits: i
     api = settings.client()
     ident = f"bench{uuid.uuid4().hex[:8]}"
     project = api.create_project(ident, ident)
-    (_, seconds) = timed(lambda: seed(ident, n, days))
+    (_, seconds) = timed(lambda: seed(settings.instance, ident, n, days))
     print(f"seeded {n} entries over the last {days} days with rails runner in {seconds:.1f} s")
     if api_creates:
         day = dt.date.today().isoformat()

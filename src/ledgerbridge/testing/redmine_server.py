@@ -49,12 +49,13 @@ class RedmineSettings:
     activity_id: int
     custom_fields: dict[str, int]
     admin_password: str = field(repr=False, default="")
+    instance: str = "default"  # the scripts/redmine instance (--instance) serving this url
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RedmineSettings:
+    def from_json(cls, data: dict[str, Any], instance: str = "default") -> RedmineSettings:
         return cls(url=str(data["url"]), api_key=str(data["api_key"]), activity_id=int(data["activity_id"]),
                    custom_fields={str(k): int(v) for k, v in data["custom_fields"].items()},
-                   admin_password=str(data.get("admin_password", "")))
+                   admin_password=str(data.get("admin_password", "")), instance=instance)
 
     def client(self, **kw: Any) -> Any:
         """A :class:`~ledgerbridge.connectors.redmine.client.RedmineClient` on this server (admin key)."""
@@ -134,7 +135,7 @@ def _bring_up(instance: str) -> tuple[RedmineSettings, str]:
     if out.returncode != 0:
         _run("destroy", "--instance", instance, timeout=60)
         raise RuntimeError(f"scripts/redmine start failed: {out.stderr.strip()[-1500:]}")
-    return RedmineSettings.from_json(_settings(instance)), instance
+    return RedmineSettings.from_json(_settings(instance), instance), instance
 
 
 def _pytest_fixture() -> Any:
