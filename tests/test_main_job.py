@@ -20,6 +20,7 @@ def test_main_job_posts_three_months_once(tmp_path: Path) -> None:
     opts = DemoOptions(workdir=tmp_path / "demo", employees=6, months=3, seed=11)
     first = run_demo(opts)
     assert not first.failed and first.ledger_check == []
+    assert first.recon is not None and first.recon.ok, first.recon.findings[:5]  # every variance explained
     assert [m["period"] for m in first.months] == ["2026-09", "2026-10", "2026-11"]
     posted = [p for m in first.months for p in m["posting"] if p["status"] == "posted"]
     assert len(posted) >= 6
