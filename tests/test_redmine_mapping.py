@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +181,23 @@ def test_capabilities_declared() -> None:
     assert CAPABILITIES.can_read("time_entry") and CAPABILITIES.can_read("project")
     assert CAPABILITIES.can_read("resource") and CAPABILITIES.can_write("time_entry")
     assert CAPABILITIES.batch_sizes.read == 100
+
+
+def test_documented_options_build_a_source() -> None:
+    import yaml
+
+    from ledgerbridge.connectors.redmine import RedmineSource
+
+    text = Path(__file__).resolve().parents[1].joinpath("docs/connectors/redmine.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    options = yaml.safe_load(block)["systems"]["psa_redmine"]["options"]
+    source = RedmineSource.from_options("psa_redmine", options, "key")
+    assert source.fields.invoice_ref == "Invoice ref" and source.fields.billable_default is True
+    assert source.fields.approval_values == {"1": ApprovalStatus.APPROVED, "0": ApprovalStatus.DRAFT}
+    assert (source.sync_options.lookback_days, source.sync_options.rotate_windows) == (45, 3)
+    assert source.sync_options.scan_floor == dt.date(2020, 1, 1)
+    assert source.project_defaults.legal_entity_id == "US01"
+    assert source.project_defaults.fields == {"customer_id": "Customer"}
+    assert source.resource_defaults.overrides == {"ada": {"role": "architect"}}
+    assert source.client.url == "https://redmine.example.com" and source.client.max_attempts == 4
+    source.close()
