@@ -348,3 +348,49 @@ master_records = Table(
     PrimaryKeyConstraint("canonical_type", "canonical_id", "system"),
     Index(None, "system", "canonical_type"),
 )
+
+#: Stored reconciliation results (flows/recon_runs.py): one row per ``ledgerbridge reconcile`` run with its summary,
+#: one row per cell (legal entity, period, measure, currency) with the figures and explanation counts, for trends.
+recon_runs = Table(
+    "recon_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("period", String(7), nullable=True),  # the --period filter (None = every period)
+    Column("legal_entity_id", NAME, nullable=True),  # the --entity filter (None = every entity)
+    Column("ok", SmallInteger, nullable=False),
+    Column("cells", Integer, nullable=False),
+    Column("unexplained_cells", Integer, nullable=False),
+    Column("summary", JSONType, nullable=False),  # explanation counts, findings, sources
+    Index(None, "at"),
+)
+
+recon_cells = Table(
+    "recon_cells",
+    metadata,
+    Column("run_id", String(36), ForeignKey("recon_runs.id"), nullable=False),
+    Column("legal_entity_id", NAME, nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("measure", NAME, nullable=False),
+    Column("currency", String(3), nullable=False),  # "" for hours
+    Column("psa", ExactDecimal, nullable=False),
+    Column("ledger", ExactDecimal, nullable=True),
+    Column("mart", ExactDecimal, nullable=True),
+    Column("variance", ExactDecimal, nullable=False),
+    Column("explained", ExactDecimal, nullable=False),
+    Column("unexplained", ExactDecimal, nullable=False),
+    Column("detail", JSONType, nullable=False),  # the cell's JSON with every explaining item (drill-down)
+    PrimaryKeyConstraint("run_id", "legal_entity_id", "period", "measure", "currency"),
+    Index(None, "legal_entity_id", "period"),
+)
+
+#: Alert rules' state (flows/alerts.py): when a rule's breach started (for its duration), when it last fired.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("rule", NAME, primary_key=True),
+    Column("breach_since", UTCDateTime, nullable=True),
+    Column("last_value", Text, nullable=True),
+    Column("last_checked_at", UTCDateTime, nullable=False),
+    Column("fired_at", UTCDateTime, nullable=True),  # set while firing; cleared when the rule recovers
+)
