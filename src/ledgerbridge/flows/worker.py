@@ -51,6 +51,8 @@ log = logging.getLogger("ledgerbridge.worker")
 CONTROL_QUEUE = "lb.control"
 #: Processing of inbox rows landed by the event bus consumer (concurrency 1 across all workers).
 INBOX_QUEUE = "lb.inbox"
+#: The schedule that sweeps the inbox on ``lb.inbox`` (one tick runs once across all workers).
+INBOX_SWEEP = "lb-worker-inbox-sweep"
 #: Prefix of the coordinator's workflow ids.
 ID_PREFIX = "dist"
 
@@ -109,9 +111,7 @@ def close_workflow(entity: str, period: str) -> dict[str, Any]:
     return durable.close_step(entity, period)
 
 
-@rt.workflow("lb.process_inbox")
-def process_inbox_workflow(batch_size: int = 5000) -> dict[str, Any]:
-    """Decide and stage every received inbox row, one step per batch (what the bus consumer landed)."""
+def _process_all(batch_size: int) -> dict[str, Any]:
     totals: dict[str, int] = {}
     batches = 0
     while True:
@@ -123,6 +123,19 @@ def process_inbox_workflow(batch_size: int = 5000) -> dict[str, Any]:
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
     return {"processed": totals, "batches": batches}
+
+
+@rt.workflow("lb.process_inbox")
+def process_inbox_workflow(batch_size: int = 5000) -> dict[str, Any]:
+    """Decide and stage every received inbox row, one step per batch (what the bus consumer landed)."""
+    return _process_all(batch_size)
+
+
+@rt.workflow("lb.sweep_inbox")
+def sweep_inbox_workflow(scheduled_at: Any, context: Any) -> dict[str, Any]:
+    """The schedule's tick (``lb-worker-inbox-sweep``): process rows any channel left in the inbox (an API-only
+    process writing webhooks straight to the inbox, a crash between landing and enqueueing)."""
+    return _process_all(int((context or {}).get("batch_size", 5000)))
 
 
 @rt.step("lb.probe_call")
@@ -176,6 +189,7 @@ class Worker:
     poll_interval: float = 1.0
     consume_bus: bool = True
     grace_seconds: int = 30
+    sweep_seconds: int = 0
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _consumer: Any = None
 
@@ -187,6 +201,9 @@ class Worker:
         _executor_id = self.executor_id
         rt.Runtime.launch(runtime_settings(self.cfg, self.executor_id, poll_interval=self.poll_interval),
                           queues=queue_specs_for(self.cfg))
+        if self.sweep_seconds:
+            rt.apply_schedules([rt.ScheduleSpec(INBOX_SWEEP, sweep_inbox_workflow, f"*/{self.sweep_seconds} * * * * *",
+                                                context={"batch_size": 5000}, queue=INBOX_QUEUE)])
         if self.consume_bus and self.cfg.bus is not None:
             from ledgerbridge.bus.consumer import InboxConsumer
 
@@ -365,6 +382,9 @@ def worker_command(
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.01, help="Queue polling interval, seconds."),
     no_bus: bool = typer.Option(False, "--no-bus", help="Do not run the event-bus consumer in this worker."),
     grace: int = typer.Option(30, "--grace", min=0, help="Seconds running workflows get to finish on SIGTERM."),
+    sweep: int = typer.Option(0, "--inbox-sweep", min=0, max=59,
+                              help="Also process rows left in the inbox every N seconds (API-only processes "
+                                   "writing webhooks to the inbox without a bus; 0 = off)."),
 ) -> None:
     """Run a worker: ``ledgerbridge worker --executor-id w1 --config ledgerbridge.yaml`` (until SIGTERM)."""
     if typer_ctx.invoked_subcommand is not None:
@@ -374,7 +394,7 @@ def worker_command(
                          "stable across restarts)"))
     cfg, workdir = _load(config)
     w = Worker(cfg, str(executor_id), workdir, poll_interval=poll_interval, consume_bus=not no_bus,
-               grace_seconds=grace)
+               grace_seconds=grace, sweep_seconds=sweep)
     try:
         run_worker(w, ready=lambda msg: (print(msg, flush=True), None)[1])
     except DistributedConfigError as err:
