@@ -380,6 +380,80 @@ class MasterDataConfig(_Model):
         return MasterRules.from_config(self.model_dump(mode="json")["entities"], system_roles)
 
 
+# --------------------------------------------------------------------------- subscriptions and schedules
+# (flows/subscriptions.py, flows/schedules.py; docs/sync-events.md, docs/schedules.md)
+
+SUBSCRIPTION_NAME = r"^[A-Za-z][A-Za-z0-9_-]*$"
+
+
+class CompensationConfig(_Model):
+    """What undoes a completed action when a later one fails for good (saga): an action kind and its options."""
+
+    kind: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubscriptionAction(_Model):
+    """One action of a subscription: a registered kind (``create_erp_project``, ``set_crm_status``, ``webhook``,
+    ``mart``, ``log``, ...), its options, its own retry policy and an optional compensation."""
+
+    name: str = Field(min_length=1, pattern=SUBSCRIPTION_NAME)
+    kind: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    compensate: CompensationConfig | None = None
+
+
+class SubscriptionConfig(_Model):
+    """Event type -> actions, run in order (``ordered``) or all at once (``parallel``) for every matching event;
+    events with the same ``key`` (a dotted path into the event, e.g. ``project.id``) are processed one at a time,
+    in arrival order."""
+
+    name: str = Field(min_length=1, pattern=SUBSCRIPTION_NAME)
+    event: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    mode: Literal["ordered", "parallel"] = "ordered"
+    actions: list[SubscriptionAction] = Field(min_length=1)
+
+
+class ScheduleConfig(_Model):
+    """A cron window for one flow (DBOS schedule rows). ``overlap``: ``skip`` a tick while the previous window
+    still runs, or ``queue`` it behind."""
+
+    name: str = Field(min_length=1, pattern=SUBSCRIPTION_NAME)
+    flow: Literal["ingest", "post", "billing", "reconcile"]
+    cron: str = Field(min_length=1)
+    overlap: Literal["skip", "queue"] = "skip"
+    timezone: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertRule(_Model):
+    """One alert rule (flows/alerts.py): fires when ``metric`` compared with ``threshold`` by ``op`` holds for
+    ``for_minutes`` (0 = at once); notifies the rule's ``webhook_url`` (else ``alerts.webhook_url``, else the log)
+    and links its runbook (default: the metric's page under ``alerts.runbook_base``)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    metric: str = Field(min_length=1)
+    op: Literal[">", ">=", "<", "<="] = ">"
+    threshold: Decimal
+    for_minutes: float = Field(default=0, ge=0)
+    severity: Literal["warning", "critical"] = "warning"
+    runbook: str | None = None
+    webhook_url: str | None = None
+
+
+class AlertsConfig(_Model):
+    """Business alerts: rules, where they go, and the thresholds the metrics use (stale data, posting SLA)."""
+
+    webhook_url: str | None = None
+    runbook_base: str = "docs/runbooks"
+    stale_after_hours: float = Field(default=24, gt=0)
+    stale_after_hours_by_domain: dict[str, float] = Field(default_factory=dict)
+    posting_sla_hours: float = Field(default=72, gt=0)
+    rules: list[AlertRule] = Field(default_factory=list)
+
+
 class LedgerbridgeConfig(_Model):
     """The whole configuration file."""
 
@@ -394,6 +468,9 @@ class LedgerbridgeConfig(_Model):
     mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     master_data: MasterDataConfig = Field(default_factory=MasterDataConfig)
     bus: BusConfig | None = None
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    schedules: list[ScheduleConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _bind_and_check(self, info: _Info) -> LedgerbridgeConfig:
@@ -516,9 +593,20 @@ def cross_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
             problems.append((("policies", "posting_failure_mode", "by_system", target),
                              f"unknown system {target!r}; configured systems: {known}"))
     problems.extend(_master_data_check(cfg))
+    problems.extend(_events_check(cfg))
     if not problems:
         problems.extend(_domain_check(cfg))
     return problems
+
+
+def _events_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
+    """Subscriptions and schedules (flows/subscriptions.py, flows/schedules.py check their own vocabulary)."""
+    if not cfg.subscriptions and not cfg.schedules:
+        return []
+    from ledgerbridge.flows.schedules import check_schedules
+    from ledgerbridge.flows.subscriptions import check_subscriptions
+
+    return check_subscriptions(cfg) + check_schedules(cfg)
 
 
 def _master_data_check(cfg: LedgerbridgeConfig) -> list[tuple[KeyPath, str]]:
