@@ -130,8 +130,8 @@ def _document(ctx: FlowContext, recs: list, tx, run, billed, inv_run, posted, in
         w("| line | description | quantity | unit price | net | tax code | tax | source versions |")
         w("|---:|---|---:|---:|---:|---|---:|---:|")
         for ln in inv.lines:
-            w(f"| {ln.line_no} | {ln.description} | {ln.quantity} | {_money(ln.unit_price)} | {_money(ln.net_amount)} | "
-              f"{ln.tax_code} | {_money(ln.tax_amount)} | {len(ln.lineage)} |")
+            w(f"| {ln.line_no} | {ln.description} | {ln.quantity} | {_money(ln.unit_price)} | "
+              f"{_money(ln.net_amount)} | {ln.tax_code} | {_money(ln.tax_amount)} | {len(ln.lineage)} |")
         w(f"| | **total** | | | **{inv.net_total:,.2f}** | | **{inv.tax_total:,.2f}** | gross **{inv.total:,.2f}** |")
         w("")
     w("## 4. The invoices' journals (second posting run of the month)")
