@@ -51,10 +51,13 @@ import sqlalchemy as sa
 
 from ledgerbridge import runtime as rt
 from ledgerbridge.connectors.base import InvoiceStatusSink, InvoiceStatusUpdate, InvoiceTarget
+from ledgerbridge.domain.billing import REBILL_AMOUNT as DOMAIN_REBILL_AMOUNT
+from ledgerbridge.domain.billing import REBILL_TXN_TYPE as DOMAIN_REBILL_TXN
 from ledgerbridge.domain.billing import (
     credit_note,
     fixed_fee_invoice,
     fixed_fee_schedule,
+    is_expense_line,
     milestone_invoice,
     period_bounds,
     postings_for_invoice,
@@ -302,6 +305,24 @@ def _drafting_tax_codes(ctx: FlowContext) -> dict[str, Any]:
     return {"tax_codes": codes, "customers": customers}
 
 
+def with_line_accounts(ctx: FlowContext, inv: Invoice) -> Invoice:
+    """The invoice with each line's ``revenue_account`` set to the account the posting rules credit for it: the
+    ``invoice`` rule's credit on ``net`` (unbilled receivables: billing relieves what was recognised) for billed
+    work, the rebill rule's credit for rebilled expenses. An ERP that books the invoice itself (``books_ledger``,
+    e.g. Tryton) then books exactly what the posting run would have."""
+    entity = inv.legal_entity_id
+    rebill_txn, rebill_amount = _rebill(ctx)
+
+    def credit_of(txn: str, amount: str) -> str | None:
+        line = next((rl for rl in ctx.rules.rules.get(txn, ()) if rl.amount == amount), None)
+        return ctx.rules.account_for(line.credit, entity) if line is not None else None
+
+    work, rebill = credit_of("invoice", "net"), credit_of(rebill_txn, rebill_amount)
+    lines = tuple(ln.model_copy(update={"revenue_account": (rebill if is_expense_line(ln) else work)})
+                  for ln in inv.lines)
+    return inv.model_copy(update={"lines": lines})
+
+
 # --------------------------------------------------------------------------------------------------- stage 1: draft
 
 
@@ -339,6 +360,7 @@ def draft_invoices(ctx: FlowContext, period: str, entity: str | None = None, *,
         stage: list[StageItem] = []
 
         def accept(inv: Invoice, credits: str | None = None) -> bool:
+            inv = with_line_accounts(ctx, inv)
             target = invoice_system(ctx, inv.legal_entity_id)
             problems = validate_draft(ctx, inv)
             if problems:
@@ -479,12 +501,17 @@ def _converter(ctx: FlowContext) -> Any:
 REBILL_TXN_TYPE = "expense_rebill"
 
 
+def _rebill(ctx: FlowContext) -> tuple[str, str]:
+    if REBILL_TXN_TYPE in ctx.rules.rules:
+        return REBILL_TXN_TYPE, "amount"
+    return DOMAIN_REBILL_TXN, DOMAIN_REBILL_AMOUNT
+
+
 def invoice_postings(ctx: FlowContext, inv: Invoice) -> list[Posting]:
     """The invoice's ledger facts (:func:`postings_for_invoice`); rebilled expenses go to ``expense_rebill``
     (amount ``amount``) when the configured posting rules have that txn type."""
-    if REBILL_TXN_TYPE in ctx.rules.rules:
-        return postings_for_invoice(inv, rebill_txn_type=REBILL_TXN_TYPE, rebill_amount="amount")
-    return postings_for_invoice(inv)
+    txn, amount = _rebill(ctx)
+    return postings_for_invoice(inv, rebill_txn_type=txn, rebill_amount=amount)
 
 
 
