@@ -1,6 +1,7 @@
-"""Master data propagation into a real ERP: customers and projects pushed to a live Tryton (PostgreSQL backend, project modules) through
-the configured connector, bound in the xref with Tryton's ids, not sent again when unchanged, and a record Tryton
-refuses waiting in the operational dead-letter queue. Skips visibly when Tryton cannot be installed."""
+"""Master data propagation into a real ERP: customers and projects pushed to a live Tryton (PostgreSQL backend,
+project modules) through the configured connector, bound in the xref with Tryton's ids, not sent again when
+unchanged, and a record Tryton refuses waiting in the operational dead-letter queue. Skips visibly when Tryton
+cannot be installed."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def ctx(tmp_path: Path, tryton: TrytonSettings, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_propagation_pushes_to_tryton_once(ctx: FlowContext) -> None:
-    custs = [c for c in ctx.reference.customers.values()]
-    projs = [p for p in ctx.reference.projects.values()]
+    custs = list(ctx.reference.customers.values())
+    projs = list(ctx.reference.projects.values())
     res = masterdata.sync_master(ctx, SOURCE, [*custs, *projs])
     with ctx.engine.connect() as conn:
         errors = [lt.error_text for lt in dead_letters.list_letters(conn)]
