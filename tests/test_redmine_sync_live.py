@@ -246,4 +246,17 @@ def test_an_entry_that_cannot_be_mapped_is_an_error_once_then_an_event_when_fixe
     assert again.errors == [] and again.events == []  # reported once, not on every sync
     world.api.update_time_entry(bad["id"], {"hours": "8"})
     fixed = world.source.sync(again.cursor)
-    assert [(e.entry.id, e.entry.hours) for e in fixed.events] == [(str(bad["id"]), Decimal("8"))]
+    assert [(e.kind, e.entry.id, e.entry.hours) for e in fixed.events] == [("created", str(bad["id"]), Decimal("8"))]
+    world.api.update_time_entry(bad["id"], {"hours": "26"})  # a later bad version: an error, no event
+    worse = world.source.sync(fixed.cursor)
+    assert worse.events == [] and [e.details["rule"] for e in worse.errors] == ["redmine.hours_range"]
+    world.api.update_time_entry(bad["id"], {"hours": "9"})
+    good = world.source.sync(worse.cursor)
+    (event,) = good.events
+    assert event.kind == "updated" and event.entry.version > fixed.events[0].entry.version + 1
+
+    never = world.entry(hours="40")  # never valid, then deleted: nothing downstream to reverse
+    seen = world.source.sync(good.cursor)
+    assert seen.events == [] and len(seen.errors) == 1
+    world.api.delete_time_entry(never["id"])
+    assert world.source.sync(seen.cursor, full=True).events == []

@@ -438,20 +438,27 @@ class _Run:
             self._refuse(raw, prev, fp, err, version)
             return
         self.state.entries[eid] = state_row(entry, fp)
-        self.events.append(ChangeEvent("created" if prev is None else "updated", entry, src.system, self.now))
+        first = prev is None or int(prev[0]) == 0  # 0: seen before, but never valid (never emitted)
+        self.events.append(ChangeEvent("created" if first else "updated", entry, src.system, self.now))
 
     def _refuse(self, raw: Mapping[str, Any], prev: StateRow | None, fp: str, err: RecordValidationError,
                 version: int | None = None) -> None:
         err.details["raw"] = dict(raw)
         self.errors.append(err)
-        version = version or next_version(str(raw["updated_on"]), int(prev[0]) if prev else None)
-        tail = prev[2:] if prev else [str(raw.get("spent_on")), int((raw.get("project") or {}).get("id", 0)),
-                                      int((raw.get("user") or {}).get("id", 0)), "0", 0,
-                                      self.source.fields.unapproved_status.value]
-        self.state.entries[str(raw["id"])] = [version, fp, *tail]
+        if prev is None or int(prev[0]) == 0:
+            # never emitted: remembered with version 0 (so it is reported once, and its deletion emits nothing)
+            self.state.entries[str(raw["id"])] = [
+                0, fp, str(raw.get("spent_on")), int((raw.get("project") or {}).get("id", 0)),
+                int((raw.get("user") or {}).get("id", 0)), "0", 0, self.source.fields.unapproved_status.value]
+            return
+        # a later version that cannot be mapped: it takes a version number so the fixed one comes after it
+        version = version or next_version(str(raw["updated_on"]), int(prev[0]))
+        self.state.entries[str(raw["id"])] = [version, fp, *prev[2:]]
 
     def delete(self, eid: str) -> None:
         row = self.state.entries.pop(eid)
+        if int(row[0]) == 0:
+            return  # never valid, never emitted: nothing downstream to reverse
         entry = deleted_entry(eid, row, system=self.source.system, fields=self.source.fields)
         self.events.append(ChangeEvent("deleted", entry, self.source.system, self.now))
 
