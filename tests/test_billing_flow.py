@@ -109,11 +109,11 @@ def test_invoice_round_trip_with_write_back(tmp_path: Path, posted: Path) -> Non
         time_net = sum((Decimal(ln["net_amount"]) for ln in r.payload["lines"]
                         if all(x["entity"] == "time_entry" for x in ln["lineage"])), start=Decimal(0))
         assert time_net == sum(acc[(s, i, v)] for s, _, i, v in time_refs)
-        # each line names the account the posting rules credit: unbilled receivables for work, revenue for
-        # rebilled expenses (what an ERP booking the invoice itself must credit)
+        # each line names the account the posting rules credit: unbilled receivables for work, reimbursable
+        # expense revenue for rebilled expenses (what an ERP booking the invoice itself must credit)
         for ln in r.payload["lines"]:
             rebilled = all(x["entity"] == "expense" for x in ln["lineage"])
-            assert ln["revenue_account"] == ("4000" if rebilled else "1200")
+            assert ln["revenue_account"] == ("4300" if rebilled else "1200")
 
     # the ERP (Beancount) assigned numbers; the PSA status file shows them with status posted
     held = ctx.connector("ledger").invoice_status(drafted)

@@ -311,13 +311,12 @@ def with_line_accounts(ctx: FlowContext, inv: Invoice) -> Invoice:
     work, the rebill rule's credit for rebilled expenses. An ERP that books the invoice itself (``books_ledger``,
     e.g. Tryton) then books exactly what the posting run would have."""
     entity = inv.legal_entity_id
-    rebill_txn, rebill_amount = _rebill(ctx)
 
     def credit_of(txn: str, amount: str) -> str | None:
         line = next((rl for rl in ctx.rules.rules.get(txn, ()) if rl.amount == amount), None)
         return ctx.rules.account_for(line.credit, entity) if line is not None else None
 
-    work, rebill = credit_of("invoice", "net"), credit_of(rebill_txn, rebill_amount)
+    work, rebill = credit_of("invoice", "net"), credit_of(DOMAIN_REBILL_TXN, DOMAIN_REBILL_AMOUNT)
     lines = tuple(ln.model_copy(update={"revenue_account": (rebill if is_expense_line(ln) else work)})
                   for ln in inv.lines)
     return inv.model_copy(update={"lines": lines})
@@ -496,23 +495,11 @@ def _converter(ctx: FlowContext) -> Any:
 
 # --------------------------------------------------------------------------------------------------- stage 2: create
 
-#: txn type that recognises rebilled expenses on expense-recovery revenue (4300) when the posting rules define it;
-#: without it the domain default (``revenue_accrual``: Cr service revenue 4000) is used
-REBILL_TXN_TYPE = "expense_rebill"
-
-
-def _rebill(ctx: FlowContext) -> tuple[str, str]:
-    if REBILL_TXN_TYPE in ctx.rules.rules:
-        return REBILL_TXN_TYPE, "amount"
-    return DOMAIN_REBILL_TXN, DOMAIN_REBILL_AMOUNT
-
-
 def invoice_postings(ctx: FlowContext, inv: Invoice) -> list[Posting]:
-    """The invoice's ledger facts (:func:`postings_for_invoice`); rebilled expenses go to ``expense_rebill``
-    (amount ``amount``) when the configured posting rules have that txn type."""
-    txn, amount = _rebill(ctx)
-    return postings_for_invoice(inv, rebill_txn_type=txn, rebill_amount=amount)
-
+    """The invoice's ledger facts (:func:`postings_for_invoice`: rebilled expenses recognised on
+    ``expense_recovery``, then the ``invoice`` posting)."""
+    del ctx
+    return postings_for_invoice(inv)
 
 
 def _target(ctx: FlowContext, system: str) -> InvoiceTarget:
