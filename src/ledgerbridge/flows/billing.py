@@ -495,13 +495,6 @@ def _converter(ctx: FlowContext) -> Any:
 
 # --------------------------------------------------------------------------------------------------- stage 2: create
 
-def invoice_postings(ctx: FlowContext, inv: Invoice) -> list[Posting]:
-    """The invoice's ledger facts (:func:`postings_for_invoice`: rebilled expenses recognised on
-    ``expense_recovery``, then the ``invoice`` posting)."""
-    del ctx
-    return postings_for_invoice(inv)
-
-
 def _target(ctx: FlowContext, system: str) -> InvoiceTarget:
     conn = ctx.connector(system)
     if not isinstance(conn, InvoiceTarget):
@@ -551,7 +544,7 @@ def create_pending(ctx: FlowContext, entity: str | None = None, ids: Sequence[st
             staged = 0
             if not res.books_ledger:
                 placer = _Placer(ctx, conn)
-                staged = staging.stage_many(conn, [placer.stage(p) for p in invoice_postings(ctx, inv)])
+                staged = staging.stage_many(conn, [placer.stage(p) for p in postings_for_invoice(inv)])
             audit.append(conn, "ledgerbridge", "billing.invoice_created", f"invoice:{row.id}", {
                 "system": row.erp_system, "number": res.number, "status": res.status, "net": str(inv.net_total),
                 "tax": str(inv.tax_total), "currency": inv.currency, "staged_lines": staged,
