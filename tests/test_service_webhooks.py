@@ -31,14 +31,24 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_firm(tmp_path_factory.mktemp("firm"), employees=3, months=1)
 
 
+@pytest.fixture(scope="module")
+def module_ctx(tmp_path_factory: pytest.TempPathFactory, export: Path) -> Any:
+    return make_ctx(tmp_path_factory.mktemp("wd"), export_from=export)
+
+
 @pytest.fixture
-def env(tmp_path: Path, export: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, TestClient]]:
+def env(module_ctx: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, TestClient]]:
+    """One store per module (reference data loaded once), an empty inbox and a fresh app per test."""
+    ctx = module_ctx
+    with ctx.engine.begin() as conn:
+        conn.execute(sa.delete(inbox))
     monkeypatch.setenv("LBT_WEBHOOK_SECRET", SECRET)
-    ctx = make_ctx(tmp_path / "wd", export_from=export)
+    saved = ctx.config
     st.with_secret(ctx, SOURCE, "webhook", "${env:LBT_WEBHOOK_SECRET}")
     app = create_app(ctx, ServiceSettings(worker=False, webhook_tolerance_seconds=60))
     with TestClient(app) as client:
         yield ctx, client
+    ctx.config = saved
 
 
 def _rows(ctx: Any) -> list[Any]:
