@@ -6,7 +6,9 @@
 Prints:
 1. the same run of ``--calls`` calls to a simulated target (a queued workflow whose step waits ``--latency-ms``,
    as a remote API call would) on one queue of concurrency ``--concurrency``, drained by 1 and then by 2
-   ``ledgerbridge worker`` processes on one fresh PostgreSQL database each: calls/s and the ratio 2 / 1;
+   ``ledgerbridge worker`` processes on one fresh PostgreSQL database each: calls/s and the ratio 2 / 1. All calls
+   are enqueued first with a delay that makes them eligible at the same moment, and the rate is taken from DBOS's
+   own timestamps (first dequeue to last completion), so it measures the workers, not the enqueueing;
 2. ``--events`` source records published to JetStream (``Nats-Msg-Id`` = inbox key, async with bounded in-flight)
    and landed in the inbox on PostgreSQL by the consumer (fetch batches of ``bus.fetch_batch``, one transaction per
    batch, ack after commit): publish events/s and landed events/s.
@@ -79,12 +81,16 @@ def run_calls(root: Path, workers: int, calls: int, latency_ms: int, concurrency
             coord = W.Coordinator(cfg, poll_interval=0.05)
             try:
                 tag = uuid.uuid4().hex[:8]
+                # every call becomes eligible at the same moment, after all are enqueued: the figure is the
+                # workers' drain rate, not the coordinator's enqueue rate
                 t0 = time.perf_counter()
-                ids = [coord.enqueue(SOURCE, "lb.probe", latency_ms, workflow_id=f"bench:{tag}:{i}")
-                       for i in range(calls)]
+                go = time.time() + 3 + calls * 0.06
+                ids = [coord.enqueue(SOURCE, "lb.probe", latency_ms, workflow_id=f"bench:{tag}:{i}",
+                                     delay_seconds=max(0.001, go - time.time())) for i in range(calls)]
                 enqueued = time.perf_counter() - t0
+                if time.time() > go:
+                    raise SystemExit("enqueueing took longer than the head start: raise it")
                 results = [coord.result(i) for i in ids]
-                elapsed = time.perf_counter() - t0
                 rows = coord.workflows(workflow_ids=ids, load_input=False, load_output=False)
             finally:
                 coord.close()
@@ -95,8 +101,9 @@ def run_calls(root: Path, workers: int, calls: int, latency_ms: int, concurrency
                 p.wait(30)
     per = {r["executor_id"] for r in results}
     assert len(per) == workers, f"expected {workers} workers to take calls, saw {per}"
-    drain = (max(r.completed_at or 0 for r in rows) - min(r.dequeued_at or 0 for r in rows)) / 1000
-    print(f"   {workers} worker(s): enqueue {calls / enqueued:6.1f}/s; first start -> last completion {drain:.2f} s")
+    elapsed = (max(r.completed_at or 0 for r in rows) - min(r.dequeued_at or 0 for r in rows)) / 1000
+    print(f"   {workers} worker(s): enqueued at {calls / enqueued:6.1f}/s; first start -> last completion "
+          f"{elapsed:.2f} s; calls per worker {sorted(sum(1 for r in results if r['executor_id'] == e) for e in per)}")
     return calls / elapsed
 
 

@@ -266,8 +266,9 @@ class Coordinator:
                                   serializer=rt.LedgerbridgeJSONSerializer(), application_name=settings.app_name)
 
     def enqueue(self, queue: str, workflow: str, *args: Any, workflow_id: str,
-                partition_key: str | None = None) -> str:
-        """Enqueue workflow ``workflow`` (its registered name) with a deterministic id (idempotent)."""
+                partition_key: str | None = None, delay_seconds: float | None = None) -> str:
+        """Enqueue workflow ``workflow`` (its registered name) with a deterministic id (idempotent); with
+        ``delay_seconds`` it becomes eligible only after that delay."""
         spec = self.specs.get(queue)
         if spec is None:
             raise ValueError(f"queue {queue!r} is not one of the workers' queues {sorted(self.specs)}")
@@ -278,6 +279,8 @@ class Coordinator:
                                    "app_version": self.settings.application_version}
         if partition_key:
             options["queue_partition_key"] = partition_key
+        if delay_seconds:
+            options["delay_seconds"] = delay_seconds
         return str(self._client.enqueue(options, *args).get_workflow_id())  # type: ignore[arg-type]
 
     def result(self, workflow_id: str) -> Any:
