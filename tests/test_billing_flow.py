@@ -289,7 +289,7 @@ def test_unbilled_receivables_net_to_the_expected_balance_after_billing(tmp_path
     post(ctx, SEP, OCT)
     assert ctx.connector("ledger").check() == []
     invs = rows(ctx)
-    assert {r.kind for r in invs} >= {"tm"}
+    assert {r.kind for r in invs} >= {"tm", "milestone"}
     # Every billable time version of a T&M project on the ledger was billed, and every completed milestone was
     # recognised and invoiced at the same amount, so what stays on unbilled receivables is exactly the revenue
     # accrued from time on the other (fixed-fee / milestone) projects, which their own billing events settle.
@@ -311,3 +311,29 @@ def test_unbilled_receivables_net_to_the_expected_balance_after_billing(tmp_path
                 ar[r.currency] += r.net_total + r.tax_total
         assert balances(ctx, e, "1100") == {k: v for k, v in ar.items() if v}
     assert before != {e: balances(ctx, e, "1200") for e in entities}
+
+
+# --------------------------------------------------------------------------------------------------- fixed fee
+
+
+def test_fixed_fee_schedule_dates_are_invoiced_once(tmp_path: Path, posted: Path) -> None:
+    from ledgerbridge.domain.billing import fixed_fee_schedule
+
+    ctx = fresh(tmp_path, posted)
+    ref = ctx.reference
+    ff = [p for p in ref.projects.values() if p.contract_type.value == "fixed_fee" and p.contract_value and p.end_date]
+    assert ff
+    out = billing.run_billing(ctx, SEP, kinds=["fixed_fee"])
+    drafted = set(out["draft"]["drafted"])
+    expected = {}
+    for p in ff:
+        for item in fixed_fee_schedule(p, p.start_date, p.end_date):
+            if item.date.strftime("%Y-%m") == SEP:
+                expected[f"INV-{p.id}-FF-{item.seq:03d}"] = item.amount
+    assert drafted == set(expected) and drafted
+    for key, amount in expected.items():
+        r = get(ctx, key)
+        assert r.kind == "fixed_fee" and r.net_total == amount and r.status == "posted" and r.erp_number
+    assert set(status_file(ctx)) == drafted  # only fixed-fee invoices: the T&M run was not asked for
+    again = billing.run_billing(ctx, SEP, kinds=["fixed_fee"])
+    assert again["draft"]["drafted"] == []

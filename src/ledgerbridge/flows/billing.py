@@ -448,7 +448,11 @@ def draft_invoices(ctx: FlowContext, period: str, entity: str | None = None, *,
                 if entity and project.legal_entity_id != entity:
                     continue
                 try:
-                    sched = fixed_fee_schedule(project, project.start_date, project.end_date or period_end)
+                    if project.end_date is None:
+                        raise DomainError(f"project {project.id}", "billing.no_schedule_end",
+                                          "the fixed-fee project has no end date, so its billing schedule is undefined",
+                                          f"set the end date of project {project.id} in the PSA")
+                    sched = fixed_fee_schedule(project, project.start_date, project.end_date)
                     due = [s for s in sched if start <= s.date <= period_end
                            and f"INV-{project.id}-FF-{s.seq:03d}" not in issued]
                     invs = [fixed_fee_invoice(project, s, relaxed["customers"].get(project.customer_id),
