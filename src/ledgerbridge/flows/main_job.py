@@ -16,6 +16,7 @@ identical to an uninterrupted run (``tests/test_main_job_kill.py``).
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -30,7 +31,7 @@ from rich.table import Table
 from ledgerbridge import runtime as rt
 from ledgerbridge.config import default_config
 from ledgerbridge.config.schema import LedgerbridgeConfig
-from ledgerbridge.flows import billing, dlq, durable
+from ledgerbridge.flows import billing, dlq, durable, subscriptions
 from ledgerbridge.flows.context import FlowContext, set_current
 from ledgerbridge.flows.marts import build_marts
 from ledgerbridge.flows.reconcile import reconcile, render
@@ -61,6 +62,7 @@ class DemoResult:
     marts: dict[str, Any] = field(default_factory=dict)
     reconciliation: dict[str, Any] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
+    subscriptions: dict[str, Any] = field(default_factory=dict)  # flows/subscriptions.py demo chain
     seconds: float = 0.0
     recon: Any = field(default=None, repr=False, compare=False)  # the Reconciliation object (not in --json)
 
@@ -132,10 +134,17 @@ def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResu
     say("reference", result.reference)
     set_current(ctx)
     # one durable queue per configured system (concurrency and rate limits from config, with headroom)
-    rt.Runtime.launch(cfg.runtime.to_runtime(), queues=list(cfg.queue_specs().values()))
+    # a one-process job: poll queues and notifications often, so each queued step starts within ~50 ms
+    settings = dataclasses.replace(cfg.runtime.to_runtime(), queue_polling_interval_sec=0.05,
+                                   notification_polling_interval_sec=0.05)
+    rt.Runtime.launch(settings, queues=list(cfg.queue_specs().values()))
     try:
         drop = ctx.connector(SOURCE).drop_id()[:12]
         entities = sorted(ctx.reference.entities)
+        # ---- event-driven subscriptions (flows/subscriptions.py): ProjectApproved -> ERP project -> mart -> log
+        result.subscriptions = subscriptions.demo_chain(ctx, wd, SOURCE)
+        say("subscriptions", result.subscriptions)
+        # ---- end subscriptions
         periods = months_of(opts.start, opts.months)
         for i, period in enumerate(periods):
             last = i == len(periods) - 1

@@ -655,6 +655,55 @@ def project_approved_events(projects: Iterable[Project], source_system: str) -> 
     return out
 
 
+DEMO_SUBSCRIPTION = "project-onboarding"
+
+
+def demo_subscription(mart_path: Path) -> SubscriptionConfig:
+    """The main job's chain: ProjectApproved -> ERP project binding -> reporting table -> log line."""
+    return SubscriptionConfig.model_validate({
+        "name": DEMO_SUBSCRIPTION, "event": "project.approved", "key": "project.id", "mode": "ordered",
+        "actions": [
+            {"name": "erp_project", "kind": "create_erp_project", "compensate": {"kind": "remove_erp_project"}},
+            {"name": "mart", "kind": "mart", "options": {"path": str(mart_path), "table": "approved_projects"},
+             "compensate": {"kind": "mart_remove"}},
+            {"name": "log", "kind": "log", "options": {"message": "project {key} onboarded ({event_id})"}},
+        ]})
+
+
+def demo_chain(ctx: FlowContext, workdir: Path, source_system: str) -> dict[str, Any]:
+    """Run the demo chain for every reference project (runtime launched, context current). Uses the configured
+    ``project.approved`` subscriptions, or adds :func:`demo_subscription` when there are none. Idempotent: a
+    re-run finds the chains already done (same event keys, same workflow ids)."""
+    mart = workdir / "events.duckdb"
+    if not any(sub.event == "project.approved" for sub in ctx.config.subscriptions):
+        ctx.config = ctx.config.model_copy(update={"subscriptions": [*ctx.config.subscriptions,
+                                                                     demo_subscription(mart)]})
+    events = project_approved_events(sorted(ctx.reference.projects.values(), key=lambda p: p.id), source_system)
+    res = publish(ctx, events)
+    states = wait(res.workflow_ids)
+    by_status: dict[str, int] = {}
+    for st in states:
+        by_status[st["status"]] = by_status.get(st["status"], 0) + 1
+    rows = 0
+    if mart.exists():
+        import duckdb
+
+        duck = duckdb.connect(str(mart), read_only=True)
+        try:
+            rows = int(duck.execute("SELECT count(*) FROM approved_projects").fetchone()[0])  # type: ignore[index]
+        finally:
+            duck.close()
+    by_system: dict[str, list[str]] = {}
+    for p in ctx.reference.projects.values():
+        by_system.setdefault(ctx.ledger_system(p.legal_entity_id), []).append(p.id)
+    with ctx.engine.connect() as conn:
+        bound = sum(len(xref.lookup_many(conn, "project", system, ids)) for system, ids in by_system.items())
+    return {"subscriptions": sorted({s.name for s in ctx.config.subscriptions if s.event == "project.approved"}),
+            "events": len(events), "chains": len(states), "new": res.enqueued, "already_done": res.duplicates,
+            "status": by_status, "dead_lettered": len(res.dead_lettered), "erp_bindings": bound,
+            "mart": str(mart), "mart_rows": rows, "trace_id": states[0]["trace_id"] if states else None}
+
+
 __all__ = [
     "EVENT_TYPES",
     "FLOW",
@@ -664,6 +713,8 @@ __all__ = [
     "action_kinds",
     "chain_workflow",
     "check_subscriptions",
+    "demo_chain",
+    "demo_subscription",
     "ensure_queue",
     "key_of",
     "project_approved_events",
