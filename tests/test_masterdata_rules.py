@@ -112,6 +112,8 @@ def test_deactivation_only_proposed_by_the_authority(rules: MasterRules) -> None
 
 def test_keys_and_config_errors(rules: MasterRules) -> None:
     assert canonical_id_of("dimension_value", {"dimension": "cost_center", "code": "X"}, rules) == "cost_center:X"
+    assert canonical_id_of("account", {"code": "1100", "legal_entity_id": None}, rules) == "1100:*"
+    assert canonical_id_of("account", {"code": "1100", "legal_entity_id": "UK01"}, rules) == "1100:UK01"
     with pytest.raises(DomainError, match=r"master\.missing_key"):
         canonical_id_of("customer", {"name": "no id"}, rules)
     with pytest.raises(DomainError, match=r"master\.unknown_authority"):

@@ -206,6 +206,28 @@ def test_stewardship_cli_list_show_resolve(ctx: FlowContext, tmp_path: Path, mon
         assert stewardship.get(conn, row["id"]).resolution["decided_by"] == "ops"
 
 
+def test_reference_reload_keeps_what_other_systems_own(ctx: FlowContext) -> None:
+    """The main-job step: after a reload of the PSA files, ERP-owned values and decisions survive."""
+    from ledgerbridge.flows.reference import load_reference
+
+    cust = next(iter(ctx.reference.customers.values()))
+    masterdata.sync_master(ctx, ERP, [cust.model_copy(update={"credit_terms_days": 75})])
+    assert ctx.reference.customers[cust.id].credit_terms_days == 75
+    load_reference(ctx, SOURCE)  # the PSA files still say 30
+    assert ctx.reference.customers[cust.id].credit_terms_days == cust.credit_terms_days
+    res = masterdata.sync_from_reference(ctx, SOURCE)
+    assert res.stewardship == 0 and res.deactivation_proposals == 0 and res.dead_lettered == 0
+    assert ctx.reference.customers[cust.id].credit_terms_days == 75
+    n = len(ctx.reference.accounts)
+    assert {f"{a.code}:{a.legal_entity_id or '*'}" for a in ctx.reference.accounts} == set(
+        _all(ctx, "account")) and n == len(_all(ctx, "account"))
+
+
+def _all(ctx: FlowContext, etype: str) -> dict:
+    with ctx.engine.connect() as conn:
+        return masterdata.load_state(conn, masterdata.CANONICAL, etype)
+
+
 def test_sync_and_resolve_on_each_store_backend(store_url: str, export: Path, tmp_path: Path) -> None:
     """The same round trip on SQLite and PostgreSQL (upserts of master_records, JSON values, stewardship)."""
     from ledgerbridge.flows.main_job import demo_config

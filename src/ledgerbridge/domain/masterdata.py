@@ -30,6 +30,7 @@ __all__ = [
     "ACTIVE_FIELD",
     "DEFAULT_KEY_FIELDS",
     "MASTER_ENTITY_TYPES",
+    "OPTIONAL_KEY_FIELDS",
     "DeactivationProposal",
     "Decision",
     "EntityRules",
@@ -53,10 +54,13 @@ MASTER_ENTITY_TYPES = ("legal_entity", "customer", "project", "resource", "accou
 
 #: Fields that identify a record of each type (joined with ``:`` into the canonical id); ``id`` otherwise.
 DEFAULT_KEY_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "account": ("code",),
+    "account": ("code", "legal_entity_id"),  # an account shared by every entity has the key ``<code>:*``
     "tax_code": ("code",),
     "dimension_value": ("dimension", "code"),
 }
+
+#: Key fields that may be empty (rendered ``*``): an account without a legal entity is shared by all of them.
+OPTIONAL_KEY_FIELDS = frozenset({"legal_entity_id"})
 
 #: The field that carries a record's active/inactive state (entities without it are deactivated by status).
 ACTIVE_FIELD = "active"
@@ -253,7 +257,7 @@ def merge(canonical: Mapping[str, Any] | None, decisions: Iterable[Decision]) ->
 def canonical_id_of(entity_type: str, record: Mapping[str, Any], rules: MasterRules) -> str:
     """The canonical id of a record: its key fields joined with ``:``. Raises when a key field is empty."""
     keys = rules.for_type(entity_type).key_fields
-    parts = [record.get(k) for k in keys]
+    parts = [record.get(k) if record.get(k) not in (None, "") or k not in OPTIONAL_KEY_FIELDS else "*" for k in keys]
     if any(p is None or p == "" for p in parts):
         raise DomainError(f"{entity_type} record", "master.missing_key",
                           f"the record has no value for its key field(s) {', '.join(keys)}",

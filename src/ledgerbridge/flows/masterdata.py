@@ -340,7 +340,7 @@ def apply_to_reference(ctx: FlowContext, etype: str, changed: Mapping[str, Mappi
     if etype in _REF_DICTS:
         getattr(ref, _REF_DICTS[etype]).update(objs)
     elif etype == "account":
-        keep = [a for a in ref.accounts if a.code not in objs]
+        keep = [a for a in ref.accounts if f"{a.code}:{a.legal_entity_id or '*'}" not in objs]
         ref.accounts = keep + list(objs.values())  # type: ignore[arg-type]
     elif etype == "dimension_value":
         keep_d = [d for d in ref.dimensions if f"{d.dimension}:{d.code}" not in objs]
@@ -488,3 +488,16 @@ def overlay_canonical(ctx: FlowContext) -> int:
             apply_to_reference(ctx, etype, canon)
             n += len(canon)
     return n
+
+
+def sync_from_reference(ctx: FlowContext, source_system: str, *, full_read: bool = True) -> SyncResult:
+    """The main job's step after :func:`~ledgerbridge.flows.reference.load_reference`: sync every master record the
+    reference load just read from ``source_system`` (legal entities, customers, projects, resources, tax codes,
+    accounts, dimension values) and put the canonical records back over the reference, so fields another system
+    owns, and decisions already taken in stewardship, are what the rules use — not the source file's values."""
+    ref = ctx.reference
+    records: list[Contract] = [*ref.entities.values(), *ref.customers.values(), *ref.projects.values(),
+                               *ref.resources.values(), *ref.tax_codes.values(), *ref.accounts, *ref.dimensions]
+    res = sync_master(ctx, source_system, records, full_read=full_read)
+    overlay_canonical(ctx)
+    return res
