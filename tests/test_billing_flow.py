@@ -337,3 +337,21 @@ def test_fixed_fee_schedule_dates_are_invoiced_once(tmp_path: Path, posted: Path
     assert set(status_file(ctx)) == drafted  # only fixed-fee invoices: the T&M run was not asked for
     again = billing.run_billing(ctx, SEP, kinds=["fixed_fee"])
     assert again["draft"]["drafted"] == []
+
+
+def test_write_back_failure_is_an_operational_dead_letter_and_retried(tmp_path: Path, posted: Path) -> None:
+    ctx = fresh(tmp_path, posted)
+    blocker = ctx.workdir / "psa-export" / "invoice_status.csv"
+    blocker.mkdir()  # the PSA status output cannot be written
+    out = billing.run_billing(ctx, SEP)
+    created = out["create"]["created"]
+    assert created and out["written_back"] == 0
+    with ctx.engine.connect() as conn:
+        letters = [lt for lt in dead_letters.list_letters(conn) if lt.flow == "billing"]
+    assert {lt.item_key for lt in letters} == {f"write-back:{i}" for i in created}
+    assert all(lt.queue == "operational" and lt.entity == "invoice_status" for lt in letters)
+    assert all(r.status == "posted" and r.written_back is None for r in rows(ctx))  # money side unaffected
+    blocker.rmdir()
+    res = billing.replay(ctx, letters)
+    assert set(res["replayed"]) == {lt.id for lt in letters}
+    assert set(status_file(ctx)) == set(created)

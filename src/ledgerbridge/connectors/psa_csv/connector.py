@@ -28,6 +28,7 @@ from ledgerbridge.connectors.base import (
 )
 from ledgerbridge.connectors.psa_csv.client import PsaCsvClient
 from ledgerbridge.connectors.psa_csv.mapping import record_of
+from ledgerbridge.errors import PermanentError
 from ledgerbridge.samplefirm import FileError, Firm
 
 CAPABILITIES = Capabilities(
@@ -94,6 +95,15 @@ class PsaCsvSource:
         """Upsert the invoices' ERP number and status into ``invoice_status.csv`` (one row per invoice key, sorted
         by key). The file is rewritten atomically (temp file + rename) and only when a row changed, under a lock;
         writing the same updates again changes nothing. Returns the rows added or changed."""
+        try:
+            return self._write_status(updates)
+        except OSError as exc:
+            raise PermanentError(
+                f"psa_csv: cannot write the invoice status output {self.status_file}: {exc} — make the file "
+                "writable (or set the status_file option), then replay",
+                details={"path": str(self.status_file)}) from exc
+
+    def _write_status(self, updates: Sequence[InvoiceStatusUpdate]) -> int:
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(self.status_file.parent / f".{self.status_file.name}.lock"):
             rows = self.read_invoice_status()
