@@ -190,6 +190,9 @@ def test_stewardship_cli_list_show_resolve(ctx: FlowContext, tmp_path: Path, mon
     cfg_path.write_text(yaml.safe_dump(ctx.config.model_dump(mode="json", exclude_none=True)))
     monkeypatch.chdir(tmp_path / "w")
     runner = CliRunner()
+    out = runner.invoke(app, ["stewardship", "sync", "--json", "-c", str(cfg_path)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)[SOURCE]["stewardship"] == 0  # the PSA agrees with the canonical records
     out = runner.invoke(app, ["stewardship", "list", "--json", "-c", str(cfg_path)])
     assert out.exit_code == 0, out.output
     [row] = json.loads(out.output)

@@ -112,6 +112,23 @@ def stewardship_resolve(item_id: str,
                   f"{_show_value((done.resolution or {}).get('value'))} (audited)")
 
 
+@stewardship_app.command("sync")
+def stewardship_sync(config: Path | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Sync master data from every PSA system that exports it (propagations, new stewardship items, dead letters)."""
+    ctx = make_context(config)
+    out: dict[str, Any] = {}
+    for name, sc in ctx.config.systems.items():
+        if sc.role == "psa" and hasattr(ctx.connector(name), "load_master"):
+            res = masterdata.sync_from_reference(ctx, name)
+            out[name] = {k: v for k, v in dataclasses.asdict(res).items() if k != "changed_ids"}
+    if _emit(out, as_json):
+        return
+    for name, r in out.items():
+        console.print(f"{name}: {r['received']} record(s), {r['propagated']} value(s) propagated, "
+                      f"{r['stewardship']} stewardship item(s), {r['deactivation_proposals']} deactivation "
+                      f"proposal(s), {r['dead_lettered']} dead-lettered, pushed {r['pushed'] or 'nothing'}")
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
