@@ -162,3 +162,16 @@ def test_queues_follow_the_configuration(tmp_path: Path) -> None:
     assert specs[W.INBOX_QUEUE].concurrency == 1
 
 
+
+
+def test_worker_reloads_reference_data_only_when_the_drop_changes(tmp_path: Path) -> None:
+    from ledgerbridge.flows.main_job import demo_config
+
+    tiny_firm(tmp_path)
+    ctx = W.worker_context(demo_config(tmp_path), tmp_path)
+    loaded = ctx.reference
+    assert loaded.projects and loaded.entities
+    drop = W.refresh_reference(ctx, None)
+    assert drop and ctx.reference is not loaded  # unknown drop: loaded again
+    again = ctx.reference
+    assert W.refresh_reference(ctx, drop) == drop and ctx.reference is again  # same drop: kept

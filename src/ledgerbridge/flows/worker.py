@@ -171,11 +171,22 @@ def worker_context(cfg: LedgerbridgeConfig, workdir: Path) -> FlowContext:
     """A flow context with the reference data loaded in memory only (the coordinator writes it to the store:
     workers never migrate or write reference rows, so starting many at once does not race)."""
     ctx = FlowContext(cfg, workdir=workdir)
-    source = reference_source(cfg, ctx)
-    if source is not None:
-        ctx.reference = reference_from_firm(ctx.connector(source).load_master())
-        ctx.reset_connectors()
+    refresh_reference(ctx)
     return ctx
+
+
+def refresh_reference(ctx: FlowContext, last_drop: str | None = None) -> str | None:
+    """(Re)load the reference data into ``ctx`` when the PSA's drop id differs from ``last_drop``; returns the
+    drop id now loaded. Steps already running keep the object they started with."""
+    source = reference_source(ctx.config, ctx)
+    if source is None:
+        return None
+    conn = ctx.connector(source)
+    drop = str(conn.drop_id()) if hasattr(conn, "drop_id") else None
+    if drop is None or drop != last_drop:
+        ctx.reference = reference_from_firm(conn.load_master())
+        ctx.reset_connectors()
+    return drop
 
 
 @dataclasses.dataclass
@@ -190,13 +201,17 @@ class Worker:
     consume_bus: bool = True
     grace_seconds: int = 30
     sweep_seconds: int = 0
+    reference_refresh_seconds: float = 30.0
     _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _consumer: Any = None
+    _ctx: FlowContext | None = None
+    _drop: str | None = None
 
     def start(self) -> None:
         global _executor_id
         require_postgres(self.cfg)
-        ctx = worker_context(self.cfg, self.workdir)
+        ctx = self._ctx = FlowContext(self.cfg, workdir=self.workdir)
+        self._drop = refresh_reference(ctx)
         set_current(ctx)
         _executor_id = self.executor_id
         rt.Runtime.launch(runtime_settings(self.cfg, self.executor_id, poll_interval=self.poll_interval),
@@ -218,8 +233,16 @@ class Worker:
             rt.enqueue(INBOX_QUEUE, process_inbox_workflow, workflow_id=f"inbox:{self.executor_id}:{last_seq}")
 
     def wait(self) -> None:
+        """Until :meth:`stop`; meanwhile reload the reference data when the PSA publishes a new drop (a project
+        added mid-month is known to the next step without restarting the worker)."""
+        next_check = time.monotonic() + self.reference_refresh_seconds
         while not self._stop.wait(0.5):
-            pass
+            if self._ctx is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.reference_refresh_seconds
+                try:
+                    self._drop = refresh_reference(self._ctx, self._drop)
+                except Exception as err:  # a half-written drop: keep the loaded data, try again later
+                    log.warning("reference refresh failed (%s); keeping the loaded reference data", err)
 
     def stop(self) -> None:
         self._stop.set()
