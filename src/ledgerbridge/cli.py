@@ -8,9 +8,11 @@ from ledgerbridge import __version__
 from ledgerbridge.bus.cli import bus_app
 from ledgerbridge.config.cli import config_app, init_command
 from ledgerbridge.contracts import contracts_app
+from ledgerbridge.flows.alerts import alerts_app
 from ledgerbridge.flows.billing_cli import billing_app
 from ledgerbridge.flows.cli import audit_app, dlq_app, ingest, periods_app, post
 from ledgerbridge.flows.schedules_cli import backfill, schedules_app
+from ledgerbridge.flows.recon_runs import reconcile_command
 from ledgerbridge.flows.stewardship_cli import drift_app, stewardship_app
 from ledgerbridge.flows.worker import worker_app
 from ledgerbridge.samplefirm.cli import demo_app
@@ -38,6 +40,8 @@ app.add_typer(stewardship_app, name="stewardship")
 app.add_typer(drift_app, name="drift")
 app.add_typer(worker_app, name="worker", help="Distributed mode: run a worker (--executor-id), enqueue months.")
 app.add_typer(bus_app, name="bus", help="NATS JetStream event ingest: set-up, status, publishing.")
+app.command("reconcile", help="Reconcile PSA vs ledger vs mart; results stored for trends.")(reconcile_command)
+app.add_typer(alerts_app, name="alerts", help="Business metrics and alert rules.")
 app.add_typer(schedules_app, name="schedules")
 app.command("backfill", help="Re-run past windows of a flow without moving live cursors.")(backfill)
 

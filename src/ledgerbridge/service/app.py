@@ -22,7 +22,7 @@ from ledgerbridge import __version__
 from ledgerbridge.domain.errors import DomainError
 from ledgerbridge.errors import ErrorKind, LedgerbridgeError
 from ledgerbridge.flows.context import FlowContext
-from ledgerbridge.service import api, logs, webhooks, worker
+from ledgerbridge.service import api, dashboard, logs, webhooks, worker
 from ledgerbridge.service.metrics import AppMetrics
 from ledgerbridge.service.settings import ServiceSettings
 from ledgerbridge.service.tracing import make_provider, trace_id_hex
@@ -179,4 +179,5 @@ def create_app(ctx: FlowContext, settings: ServiceSettings | None = None, *, spa
 
     app.include_router(webhooks.make_router())
     app.include_router(api.make_router())
+    app.include_router(dashboard.make_router())  # /dashboard (docs/dashboard.md)
     return app
