@@ -37,7 +37,7 @@ class InvoiceRow:
     erp_number: str | None
     credits: str | None
     payload: dict[str, Any]
-    lineage: list[str]
+    lineage: list[list[Any]]  # [system, entity, id, version] of each billed source version
     written_back: str | None = None
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
