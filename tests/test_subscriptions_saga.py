@@ -155,3 +155,31 @@ def test_parallel_actions_run_at_once_and_a_failure_compensates_the_others(tmp_p
     assert sorted(c["action"] for c in state["compensations"]) == ["a", "b", "m"]
     assert [c.get("skipped") for c in state["compensations"] if c["action"] == "b"] == ["no compensation"]
     assert len(rec.paths("/undo/a")) == 1 and _mart_rows(mart) == []
+
+
+def test_replay_of_a_dead_lettered_chain_runs_it_again_with_the_fixed_configuration(
+        tmp_path: Path, spans: Any) -> None:
+    mart = tmp_path / "events.sqlite"
+    with loopback_server() as (url, rec):
+        ctx = context_with(tmp_path / "wd", [_chain(url, mart, "/fail")])
+        set_current(ctx)
+        try:
+            with launched_for_test(tmp_path):
+                res = subs.publish(ctx, [approved("P-7")])
+                assert subs.wait(res.workflow_ids)[0]["status"] == "compensated"
+                with ctx.engine.connect() as conn:
+                    letters = dead_letters.list_letters(conn, flow=subs.FLOW)
+                fixed = context_with(tmp_path / "wd", [_chain(url, mart, "/ok")])
+                ctx.config = fixed.config  # the CRM endpoint was fixed in the configuration
+                out = subs.replay(ctx, letters)
+                again = subs.replay(ctx, letters)
+                (state,) = subs.wait([f"{res.workflow_ids[0]}:replay-1"])
+        finally:
+            set_current(None)
+    assert out["replayed"] == [letters[0].id] and again["skipped"] == [letters[0].id]
+    assert state["status"] == "completed"
+    assert _mart_rows(mart) == [("P-7", "report")]
+    with ctx.engine.connect() as conn:
+        assert dead_letters.list_letters(conn, flow=subs.FLOW) == []
+        assert dead_letters.get(conn, letters[0].id).status == "replayed"  # type: ignore[union-attr]
+    assert len(rec.paths("/fail")) == 1 and len(rec.paths("/ok")) == 1

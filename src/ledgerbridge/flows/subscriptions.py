@@ -655,6 +655,41 @@ def project_approved_events(projects: Iterable[Project], source_system: str) -> 
     return out
 
 
+def replay(ctx: FlowContext, letters: Sequence[dead_letters.DeadLetter], *, actor: str = "cli") -> dict[str, list[str]]:
+    """Re-run the chains of open subscription dead letters with the current configuration, under new workflow ids
+    (``...:replay-<n>``); a contract letter is validated again first (it stays open if it still fails). The letters
+    are closed as replayed (audited). Runtime launched, ``ctx`` current. Returns letter ids by outcome."""
+    from ledgerbridge.store import audit
+
+    out: dict[str, list[str]] = {"replayed": [], "failed": [], "skipped": []}
+    items: list[tuple[list[Any], str, str]] = []
+    with ctx.engine.connect() as conn:  # re-read: a letter may have been replayed or discarded meanwhile
+        fresh = [dead_letters.get(conn, lt.id) or lt for lt in letters]
+    for lt in fresh:
+        if lt.flow != FLOW or lt.status != "open":
+            out["skipped"].append(lt.id)
+            continue
+        chain = lt.payload.get("chain") if isinstance(lt.payload, dict) else None
+        event = lt.payload.get("event") if isinstance(lt.payload, dict) else None
+        if chain is None:  # contract or key letter: publish the stored event again (validated again)
+            res = publish(ctx, [event])
+            (out["failed"] if res.dead_lettered else out["replayed"]).append(lt.id)
+            continue
+        sub = _subscription(ctx, chain["subscription"])
+        value = key_of(event or {}, sub.key)
+        items.append(([sub.name, event, {"event_key": chain["event_key"], "key": str(value)}],
+                      f"sub:{sub.name}:{chain['event_key']}:replay-{lt.attempts}", f"{sub.name}:{value}"))
+        out["replayed"].append(lt.id)
+    if items:
+        ensure_queue()
+        rt.enqueue_many(QUEUE, chain_workflow, items)
+    with ctx.engine.begin() as conn:
+        dead_letters.mark(conn, out["replayed"], "replayed", resolution="chain re-run with the current configuration")
+        for lid in out["replayed"]:
+            audit.append(conn, actor, "dlq.replay.replayed", f"dead_letter:{lid}", {"flow": FLOW})
+    return out
+
+
 DEMO_SUBSCRIPTION = "project-onboarding"
 
 
@@ -720,6 +755,7 @@ __all__ = [
     "project_approved_events",
     "publish",
     "register_action",
+    "replay",
     "set_tracer_provider",
     "trace_ids",
     "wait",
