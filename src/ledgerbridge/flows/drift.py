@@ -145,7 +145,7 @@ def compare(system: str, entity: str, snapshot: Mapping[str, Any], payload: Mapp
         if path in got:
             if not _compatible(got[path], info["types"]):
                 res.retyped[path] = (list(info["types"]), got[path])
-        elif info["seen"] >= samples and ("." not in path or path.rsplit(".", 1)[0] in got):
+        elif info["seen"] >= samples and ("." not in path or got.get(path.rsplit(".", 1)[0]) == "object"):
             res.missing.append(path)
     for path in res.missing:
         candidates = [p for p, t in res.new_fields.items()
