@@ -637,42 +637,67 @@ def _summary(drafted: DraftOutcome, created: CreateOutcome, changed: dict[str, s
 # --------------------------------------------------------------------------------------------------- replay
 
 
-def replay(ctx: FlowContext, letters: Sequence[DeadLetter], *, actor: str = "cli") -> dict[str, list[str]]:
-    """Replay billing dead letters after the fix (a reactivated tax code, a corrected customer...).
+def replay_outcomes(ctx: FlowContext, letters: Sequence[DeadLetter]) -> dict[str, tuple[str, str]]:
+    """Re-run the work of billing dead letters and say, per letter id, ``(outcome, note)`` with outcome
+    ``replayed``, ``skipped`` or ``failed`` — without closing the letters (:func:`replay` does; a generic dead-letter
+    replayer can call this and close them its own way).
 
-    A job re-checks relevance first: a letter whose invoice now exists (created since) is closed as skipped.
-    Otherwise a ``failed`` invoice goes back to ``draft`` and is created again; a refused draft or held-back item
-    is drafted again by a billing run of its period (with the current reference data), which bills whatever is
-    still unbilled. The letter is closed when that run created its invoice or no longer refuses it."""
-    res: dict[str, list[str]] = {"replayed": [], "skipped": [], "failed": []}
+    A job re-checks relevance first: a letter whose invoice exists in the target by now is ``skipped``. Otherwise
+    a ``failed`` invoice goes back to ``draft`` and is created again; a refused draft or held-back item is drafted
+    again by a billing run of its period with the current reference data (it bills whatever is still unbilled);
+    a write-back letter is retried by the write-back stage. ``failed`` when the same letter was filed again."""
+    out: dict[str, tuple[str, str]] = {}
     scopes: set[tuple[str, str | None]] = set()
-    todo = [lt for lt in letters if lt.flow == FLOW and lt.status == "open"]
+    todo: list[DeadLetter] = []
     with ctx.engine.begin() as conn:
-        for lt in todo:
-            row = invoices_repo.get(conn, lt.item_key)
+        for lt in letters:
+            fresh = dead_letters.get(conn, lt.id) or lt
+            if fresh.flow != FLOW or fresh.status != "open":
+                out[lt.id] = ("skipped", f"letter is {fresh.status}, flow {fresh.flow}")
+                continue
+            row = invoices_repo.get(conn, fresh.item_key)
+            if row is not None and row.status not in ("draft", "failed"):
+                out[lt.id] = ("skipped", f"no longer relevant: invoice {row.id} exists as {row.erp_number} "
+                                         f"({row.status})")
+                continue
             if row is not None and row.status == "failed":
                 invoices_repo.set_status(conn, row.id, "draft")
-            payload = lt.payload if isinstance(lt.payload, dict) else {}
+            payload = fresh.payload if isinstance(fresh.payload, dict) else {}
             inv = payload.get("invoice") or {}
             period = payload.get("period") or (row.period if row else None)
             if period:
                 scopes.add((str(period), payload.get("entity") or inv.get("legal_entity_id")))
+            todo.append(fresh)
+    if not todo:
+        return out
     for period, ent in sorted(scopes, key=lambda s: (s[0], s[1] or "")):
         draft_invoices(ctx, period, ent)
     create_pending(ctx)
     sync_status(ctx)
     write_back(ctx)
-    with ctx.engine.begin() as conn:
+    with ctx.engine.connect() as conn:
         for lt in todo:
             row = invoices_repo.get(conn, lt.item_key)
             again = dead_letters.get(conn, lt.id)
             if row is not None and row.status not in ("draft", "failed"):
-                outcome, note = "replayed", f"invoice {row.id} created as {row.erp_number} ({row.status})"
+                out[lt.id] = ("replayed", f"invoice {row.id} created as {row.erp_number} ({row.status})")
             elif again is not None and again.attempts > lt.attempts:
-                outcome, note = "failed", f"failed again: {again.error_text}"
+                out[lt.id] = ("failed", f"failed again: {again.error_text}")
             else:
-                outcome, note = "replayed", "no longer refused: its items were billed by the replayed run"
-            if outcome == "replayed":
+                out[lt.id] = ("replayed", "no longer refused: the replayed run went through")
+    return out
+
+
+def replay(ctx: FlowContext, letters: Sequence[DeadLetter], *, actor: str = "cli") -> dict[str, list[str]]:
+    """Replay billing dead letters after the fix (:func:`replay_outcomes`), close the replayed and skipped ones
+    and audit every outcome. Returns letter ids per outcome."""
+    outcomes = replay_outcomes(ctx, letters)
+    res: dict[str, list[str]] = {"replayed": [], "skipped": [], "failed": []}
+    with ctx.engine.begin() as conn:
+        for lt in letters:
+            outcome, note = outcomes[lt.id]
+            cur = dead_letters.get(conn, lt.id)
+            if outcome != "failed" and cur is not None and cur.status == "open":
                 dead_letters.mark(conn, [lt.id], "replayed", resolution=note)
             audit.append(conn, actor, f"dlq.replay.{outcome}", f"dead_letter:{lt.id}",
                          {"item_key": lt.item_key, "flow": lt.flow, "note": note})
@@ -768,6 +793,7 @@ __all__ = [
     "draft_invoices",
     "invoice_system",
     "replay",
+    "replay_outcomes",
     "run_billing",
     "source_system",
     "status_workflow",
