@@ -183,7 +183,7 @@ def grouped_chart(groups: list[tuple[str, list[float]]], *, series: list[str], c
     """An inline SVG grouped bar chart with a legend; negative values hang below the zero line."""
     from html import escape
 
-    top, bottom, left, right = 28, 46, 8, 8
+    top, bottom, left, right = 28, 62, 8, 8
     plot_h = height - top - bottom
     values = [v for _, vs in groups for v in vs] or [0.0]
     hi, lo = max(max(values), 0.0), min(min(values), 0.0)
@@ -207,8 +207,11 @@ def grouped_chart(groups: list[tuple[str, list[float]]], *, series: list[str], c
             if len(vs) == 1 or n <= 6:
                 ty = y - 3 if v >= 0 else y + h + 11
                 parts.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{ty:.1f}" class="val">{_short(v)}</text>')
-        parts.append(f'<text x="{left + gi * gw + gw / 2:.1f}" y="{height - bottom + 14}" class="lbl">'
-                     f'{escape(label)}</text>')
+        cx = left + gi * gw + gw / 2
+        lines = label.split(" ") if n > 4 else [label]  # crowded: one word a line
+        parts.append(f'<text x="{cx:.1f}" y="{height - bottom + 13}" class="lbl">' + "".join(
+            f'<tspan x="{cx:.1f}" dy="{0 if i == 0 else 11}">{escape(t)}</tspan>' for i, t in enumerate(lines))
+            + "</text>")
     if len(series) > 1 or series[0]:
         lx = left
         for si, name in enumerate(series):
@@ -381,7 +384,8 @@ def make_router() -> APIRouter:
                                   for t in trend], series=["explained", "unexplained"],
                                  colours=["#6b8fb3", "#b03a2e"], title="Reconciliation variance by period")
         margins = margin_rows(ctx, m.recon["run_id"] if m.recon else None)
-        margin = grouped_chart([(f"{x['legal_entity_id']} {x['period']}", [float(x["psa"]), float(x["ledger"])]
+        margin = grouped_chart([(f"{x['legal_entity_id']} {x['period']} {x['currency']}",
+                                 [float(x["psa"]), float(x["ledger"])]
                                  + ([float(x["mart"])] if x["mart"] is not None else []))
                                 for x in margins], series=["PSA", "ERP ledger", "mart"],
                                colours=["#4c9a6a", "#2f6fb0", "#8e6bb3"], title="Margin: PSA vs ERP ledger vs mart")
@@ -503,7 +507,7 @@ def make_router() -> APIRouter:
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for e in cell["explanations"]:
             groups[e["kind"]].append(e)
-        summary = [{"kind": k, "items": len({e["item_id"] for e in es}),
+        summary = [{"kind": k, "n_items": len({e["item_id"] for e in es}),
                     "amount": sum((Decimal(e["amount"]) for e in es), Decimal(0)), "rows": es}
                    for k, es in sorted(groups.items())]
         return _render(request, "recon_cell.html", s, run=run, cell=cell, groups=summary)
