@@ -18,7 +18,7 @@ from ledgerbridge.service import testing as st
 from ledgerbridge.service.app import create_app
 from ledgerbridge.service.settings import ServiceSettings
 from ledgerbridge.store import audit, stewardship, xref
-from ledgerbridge.store.schema import staging_lines
+from ledgerbridge.store.schema import periods, staging_lines
 from ledgerbridge.store.stewardship import NewStewardshipItem
 from ledgerbridge.store.xref import XrefEntry
 
@@ -50,8 +50,11 @@ def _h(tok: str) -> dict[str, str]:
 
 def _staged_period(ctx: Any) -> tuple[str, str]:
     with ctx.engine.connect() as conn:
-        e, p = conn.execute(sa.select(staging_lines.c.legal_entity_id, staging_lines.c.period)
-                            .where(staging_lines.c.status == "staged").limit(1)).one()
+        e, p = conn.execute(
+            sa.select(staging_lines.c.legal_entity_id, staging_lines.c.period)
+            .join(periods, sa.and_(periods.c.legal_entity_id == staging_lines.c.legal_entity_id,
+                                   periods.c.period == staging_lines.c.period, periods.c.status == "open"))
+            .where(staging_lines.c.status == "staged").order_by(staging_lines.c.id).limit(1)).one()
     return str(e), str(p)
 
 
