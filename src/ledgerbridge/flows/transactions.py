@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import from_json
 
 from ledgerbridge.domain.approvals import decide_many
 from ledgerbridge.domain.costing import cost_expense, cost_time
@@ -48,6 +49,9 @@ from ledgerbridge.store.staging import StageItem
 
 FLOW = "transactions"
 ENTITIES = ("time_entry", "expense")
+_STATUS = {s.value: s for s in ApprovalStatus}
+#: item ids per history query (bound parameters: under SQLite's 32766 and PostgreSQL's 65535)
+HISTORY_CHUNK = 20_000
 
 
 @dataclass
@@ -149,7 +153,8 @@ def _fetch_received(conn: sa.Connection, limit: int) -> list[InboxRow]:
     cols = (inbox_t.c.id, inbox_t.c.idempotency_key, inbox_t.c.system, inbox_t.c.entity, inbox_t.c.external_id,
             inbox_t.c.version, inbox_t.c.received_at, inbox_t.c.status, inbox_t.c.processed_at, inbox_t.c.batch_id)
     q = sa.select(*cols).where(inbox_t.c.status == "received").order_by(inbox_t.c.id).limit(limit)
-    return [InboxRow(payload=None, **r._mapping) for r in conn.execute(q)]
+    return [InboxRow(i, key, sys_, ent, ext, ver, None, rec, st, proc, bid)
+            for i, key, sys_, ent, ext, ver, rec, st, proc, bid in conn.execute(q)]
 
 
 def batch_id_of(rows: Sequence[InboxRow]) -> str:
@@ -166,7 +171,7 @@ def process_rows(ctx: FlowContext, conn: sa.Connection, rows: Sequence[InboxRow]
     letters: list[NewDeadLetter] = []
     stage: list[StageItem] = []
     states: list[ItemState] = []
-    control: dict[str, Decimal] = defaultdict(Decimal)
+    control: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
     groups: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:
         if r.entity not in ENTITIES:
@@ -225,8 +230,9 @@ def process_rows(ctx: FlowContext, conn: sa.Connection, rows: Sequence[InboxRow]
                 continue
             stage += items
             for it in items:
-                for name, amount in it.posting.amounts:
-                    control[f"{it.posting.txn_type}.{name}.{it.posting.currency}"] += amount * it.posting.sign
+                p = it.posting
+                for name, amount in p.amounts:
+                    control[(p.txn_type, name, p.currency)] += amount * p.sign
                 if it.redated_from is not None:
                     out.redated += 1
             out.posted += sum(1 for d in deltas if d.action is DeltaAction.POST)
@@ -242,7 +248,7 @@ def process_rows(ctx: FlowContext, conn: sa.Connection, rows: Sequence[InboxRow]
     audit.append(conn, "ledgerbridge", "transactions.batch_staged", batch_id, {
         "rows": out.rows, "items": out.items, "posted": out.posted, "reversed": out.reversed,
         "staged_lines": out.staged_lines, "redated": out.redated, "dead_lettered": out.dead_lettered,
-        "control_totals": {k: str(v) for k, v in sorted(control.items())},
+        "control_totals": {k: str(v) for k, v in sorted((".".join(k), v) for k, v in control.items())},
     })
     return out, batch_id
 
@@ -295,13 +301,19 @@ def _histories(
     """Every version of the items seen so far (from the inbox): histories and the payload of each version."""
     histories: dict[str, list[tuple[int, ApprovalStatus]]] = defaultdict(list)
     payloads: dict[tuple[str, int], dict[str, Any]] = {}
-    for part in chunked(ids):
-        q = sa.select(inbox_t.c.external_id, inbox_t.c.version, inbox_t.c.payload).where(
+    # one statement per HISTORY_CHUNK ids: the inbox has no index on external_id, so each statement scans it once
+    raw_json = conn.dialect.name == "sqlite"  # SQLite hands back the JSON text: decode it with pydantic-core's parser
+    col = sa.type_coerce(inbox_t.c.payload, sa.Text) if raw_json else inbox_t.c.payload
+    status_of = _STATUS.get
+    for part in chunked(ids, HISTORY_CHUNK):
+        q = sa.select(inbox_t.c.external_id, inbox_t.c.version, col).where(
             inbox_t.c.system == system, inbox_t.c.entity == entity, inbox_t.c.external_id.in_(part),
             inbox_t.c.status != "dead")
-        for ext, ver, payload in conn.execute(q):
+        for ext, ver, stored in conn.execute(q):
+            payload = from_json(stored) if raw_json and stored is not None else stored
             v = int(ver)
-            histories[ext].append((v, ApprovalStatus(payload["approval_status"])))
+            raw_status = payload["approval_status"]
+            histories[ext].append((v, status_of(raw_status) or ApprovalStatus(raw_status)))
             payloads[(ext, v)] = payload
     return dict(histories), payloads
 

@@ -43,25 +43,43 @@ def chunked(items: Sequence[T] | Iterable[T], size: int = LOOKUP_CHUNK) -> Itera
 COPY_THRESHOLD = 100
 
 
-def _processed_rows(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Any]) -> list[Any]:
-    """Rows as sequences of driver values, through each column type's (dialect-specific) bind processor."""
+def _processed_rows(
+    conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Sequence[Any]], memo_columns: Iterable[str] = ()
+) -> list[Any]:
+    """Rows (sequences in ``cols`` order) as tuples of driver values, through each column type's (dialect-specific)
+    bind processor.
+
+    Each processor runs once per *distinct* value: for ``memo_columns`` (the caller guarantees that equal values
+    there always give equal driver values: strings, dates, tuples of strings...) every value is looked up in a
+    per-column cache; for the other columns the last value is remembered (a batch's constant timestamp converts once).
+    """
     d = conn.dialect
-    procs = [(j, p) for j, c in enumerate(cols) if (p := table.c[c].type.dialect_impl(d).bind_processor(d))]
-    get = operator.itemgetter(*cols)
-    if len(cols) == 1:
-        return [(get(r),) for r in rows]
+    memo_set = set(memo_columns)
+    procs = [(j, p, c in memo_set) for j, c in enumerate(cols)
+             if (p := table.c[c].type.dialect_impl(d).bind_processor(d))]
     if not procs:
-        return [get(r) for r in rows]
-    # remember the last input per column: constant columns (a batch's timestamp) convert once
-    memo: list[list[Any]] = [[object(), None] for _ in procs]
+        return [tuple(r) for r in rows]
+    last: list[list[Any]] = [[object(), None] for _ in procs]
+    caches: list[dict[Any, Any]] = [{} for _ in procs]
     out = []
     for r in rows:
-        vals = list(get(r))
-        for m, (j, p) in zip(memo, procs, strict=True):
+        vals = list(r)
+        for m, cache, (j, p, memo) in zip(last, caches, procs, strict=True):
             v = vals[j]
-            if v is not m[0]:
+            if memo:
+                try:
+                    got = cache.get(v, cache)
+                except TypeError:  # unhashable (a list): convert it every time
+                    got = p(v)
+                else:
+                    if got is cache:
+                        got = cache[v] = p(v)
+                vals[j] = got
+            elif v is m[0]:
+                vals[j] = m[1]
+            else:
                 m[0], m[1] = v, p(v)
-            vals[j] = m[1]
+                vals[j] = m[1]
         out.append(tuple(vals))
     return out
 
@@ -83,6 +101,27 @@ def bulk_insert_ignore(
     if not rows:
         return 0
     cols = list(rows[0].keys())
+    get = operator.itemgetter(*cols)
+    tuples = [(get(r),) for r in rows] if len(cols) == 1 else [get(r) for r in rows]
+    return insert_ignore_tuples(conn, table, cols, tuples, conflict_columns, copy_threshold=copy_threshold)
+
+
+def insert_ignore_tuples(
+    conn: Connection,
+    table: Table,
+    cols: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    conflict_columns: Sequence[str],
+    *,
+    copy_threshold: int | None = None,
+    memo_columns: Iterable[str] = (),
+) -> int:
+    """:func:`bulk_insert_ignore` for rows given as sequences of Python values in ``cols`` order (no dict per row).
+
+    ``memo_columns``: columns whose equal values always convert to equal driver values (see ``_processed_rows``),
+    converted once per distinct value."""
+    if not rows:
+        return 0
     q = conn.dialect.identifier_preparer.quote
     col_sql = ", ".join(q(c) for c in cols)
     conflict_sql = ", ".join(q(c) for c in conflict_columns)
@@ -92,24 +131,24 @@ def bulk_insert_ignore(
             f"INSERT INTO {q(table.name)} ({col_sql}) VALUES ({', '.join('?' for _ in cols)}) "
             f"ON CONFLICT ({conflict_sql}) DO NOTHING"
         )
-        return int(conn.exec_driver_sql(sql, _processed_rows(conn, table, cols, rows)).rowcount)
+        return int(conn.exec_driver_sql(sql, _processed_rows(conn, table, cols, rows, memo_columns)).rowcount)
     if name != "postgresql":
         raise NotImplementedError(f"the state store supports SQLite and PostgreSQL, not {name}")
     threshold = COPY_THRESHOLD if copy_threshold is None else copy_threshold
     if len(rows) < threshold:
         pk = next(iter(table.primary_key.columns))
         stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns)).returning(pk)
-        return len(conn.execute(stmt, list(rows)).all())
-    return _copy_insert_ignore(conn, table, cols, rows, col_sql, conflict_sql)
+        return len(conn.execute(stmt, [dict(zip(cols, r, strict=True)) for r in rows]).all())
+    values = _processed_rows(conn, table, cols, rows, memo_columns)
+    return _copy_insert_ignore(conn, table, list(cols), values, col_sql, conflict_sql)
 
 
 def _copy_insert_ignore(
-    conn: Connection, table: Table, cols: list[str], rows: Sequence[dict[str, Any]], col_sql: str, conflict_sql: str
+    conn: Connection, table: Table, cols: list[str], values: list[Any], col_sql: str, conflict_sql: str
 ) -> int:
     q = conn.dialect.identifier_preparer.quote
     # one temporary load table per (table, column list) and session; emptied after every use
     tmp = q(f"lb_load_{table.name}_{zlib.crc32(','.join(cols).encode()):08x}")
-    values = _processed_rows(conn, table, cols, rows)
     raw = conn.connection.driver_connection
     assert raw is not None
     with raw.cursor() as cur:
@@ -124,6 +163,29 @@ def _copy_insert_ignore(
         inserted = int(cur.rowcount)
         cur.execute(f"TRUNCATE {tmp}")
     return inserted
+
+
+def executemany_driver(conn: Connection, stmt: Any, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """Run a Core statement whose parameters are ``bindparam(name)`` s as one driver ``executemany`` of ``rows``
+    (sequences of *driver* values in ``names`` order), skipping SQLAlchemy's per-row parameter processing. Only for
+    positional (qmark) dialects, i.e. SQLite; returns the rows changed (summed over the batch)."""
+    if not rows:
+        return 0
+    compiled = stmt.compile(dialect=conn.dialect)
+    order = list(compiled.positiontup or ())
+    if sorted(order) != sorted(names) or len(set(order)) != len(order):
+        raise ValueError(f"statement parameters {order} do not match {list(names)}")
+    if order != list(names):
+        idx = [list(names).index(n) for n in order]
+        rows = [tuple(r[i] for i in idx) for r in rows]
+    return int(conn.exec_driver_sql(str(compiled), list(rows)).rowcount)
+
+
+def driver_value(conn: Connection, table: Table, column: str, value: Any) -> Any:
+    """``value`` as the driver receives it for ``table.column`` (through the column type's bind processor)."""
+    d = conn.dialect
+    proc = table.c[column].type.dialect_impl(d).bind_processor(d)
+    return proc(value) if proc is not None else value
 
 
 def where_equal(query: Any, table: Table, **filters: Any) -> Any:

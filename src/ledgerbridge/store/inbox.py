@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from ledgerbridge.model.base import idempotency_key
-from ledgerbridge.store._sql import bulk_insert_ignore, chunked, where_equal
+from ledgerbridge.store._sql import bulk_insert_ignore, chunked, driver_value, executemany_driver, where_equal
 from ledgerbridge.store.errors import InvalidStatusError
 from ledgerbridge.store.schema import INBOX_STATUSES, inbox
 from ledgerbridge.store.types import utcnow
@@ -115,6 +115,12 @@ def mark(conn: Connection, ids: Iterable[int], status: str, *, at: dt.datetime |
         raise InvalidStatusError(f"inbox status {status!r} cannot be set: use 'processed' or 'dead'")
     when = at or utcnow()
     n = 0
+    if conn.dialect.name == "sqlite":
+        # one executemany keyed on the rowid (no IN list to render per chunk); rowcount sums the rows changed
+        stmt = update(inbox).where(inbox.c.id == bindparam("row_id")).values(
+            status=bindparam("new_status"), processed_at=bindparam("at"))
+        at_value = driver_value(conn, inbox, "processed_at", when)
+        return executemany_driver(conn, stmt, ("new_status", "at", "row_id"), [(status, at_value, i) for i in ids])
     for part in chunked(list(ids)):
         n += conn.execute(
             update(inbox).where(inbox.c.id.in_(part)).values(status=status, processed_at=when)

@@ -6,9 +6,9 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
-from ledgerbridge.store._sql import chunked, insert_for
+from ledgerbridge.store._sql import chunked, driver_value, executemany_driver, insert_for
 from ledgerbridge.store.schema import item_state
 from ledgerbridge.store.types import utcnow
 
@@ -42,6 +42,17 @@ def upsert_many(conn: Connection, states: Iterable[ItemState], *, at: dt.datetim
     if not latest:
         return 0
     now = at or utcnow()
+    if conn.dialect.name == "sqlite":
+        # the same upsert as below, as one executemany of driver tuples (no per-row parameter processing)
+        cols = ("system", "entity", "item_id", "latest_version", "posted_version", "posted_status", "updated_at")
+        ins = insert_for(conn, item_state).values({c: bindparam(c) for c in cols})
+        ins = ins.on_conflict_do_update(
+            index_elements=["system", "entity", "item_id"], set_={c: ins.excluded[c] for c in cols[3:]}
+        )
+        stamp = driver_value(conn, item_state, "updated_at", now)
+        executemany_driver(conn, ins, cols, [(s.system, s.entity, s.item_id, s.latest_version, s.posted_version,
+                                              s.posted_status, stamp) for s in latest.values()])
+        return len(latest)
     rows = [
         {
             "system": s.system,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, and_, select, update
 
 from ledgerbridge.domain.types import Posting
 from ledgerbridge.model.base import SourceRef
-from ledgerbridge.store._sql import bulk_insert_ignore, chunked, where_equal
+from ledgerbridge.store._sql import chunked, insert_ignore_tuples, where_equal
 from ledgerbridge.store.errors import InvalidStatusError, UnknownRunError
 from ledgerbridge.store.schema import posting_runs, staging_lines
 from ledgerbridge.store.types import DecimalRangeError, exact_decimal_text, to_exact_decimal, utcnow
@@ -40,38 +41,41 @@ class StagedLine:
     created_at: dt.datetime
 
 
-def _row(item: Posting | StageItem, now: dt.datetime) -> dict[str, Any]:
+#: staging_lines columns in the order :func:`_row` gives them
+_COLUMNS = ("txn_type", "legal_entity_id", "period", "entry_date", "currency", "amounts", "dimensions", "source_system",
+            "source_entity", "source_id", "source_version", "sign", "status", "redated_from", "created_at")
+#: columns whose equal values always store the same (strings, dates, tuples of strings): converted once per value
+_MEMO_COLUMNS = ("entry_date", "amounts", "dimensions")
+
+
+def _row(item: Posting | StageItem, now: dt.datetime, texts: dict[Decimal, str]) -> tuple[Any, ...]:
+    """One staging row in ``_COLUMNS`` order. ``texts`` caches canonical amount texts (equal Decimals have the
+    same canonical text, see :func:`exact_decimal_text`)."""
     if isinstance(item, StageItem):
         p, period, redated_from = item.posting, item.period, item.redated_from
     else:
         p, period, redated_from = item, None, None
-    if p.sign != 1 and p.sign != -1:
-        raise ValueError(f"staging {p.txn_type} for {p.source}: sign {p.sign} must be 1 or -1")
+    sign = p.sign
+    if sign != 1 and sign != -1:
+        raise ValueError(f"staging {p.txn_type} for {p.source}: sign {sign} must be 1 or -1")
     amounts = []
     for name, value in p.amounts:
-        try:
-            amounts.append([name, exact_decimal_text(value, what=f"amount {name!r}")])
-        except DecimalRangeError as exc:
-            raise DecimalRangeError(f"staging {p.txn_type} for {p.source}: {exc}") from None
+        text = texts.get(value) if type(value) is Decimal and value.is_finite() else None
+        if text is None:
+            try:
+                text = exact_decimal_text(value, what=f"amount {name!r}")
+            except DecimalRangeError as exc:
+                raise DecimalRangeError(f"staging {p.txn_type} for {p.source}: {exc}") from None
+            if type(value) is Decimal:
+                texts[value] = text
+        amounts.append((name, text))
     d = p.date
     src = p.source
-    return {
-        "txn_type": p.txn_type,
-        "legal_entity_id": p.legal_entity_id,
-        "period": period or f"{d.year:04d}-{d.month:02d}",
-        "entry_date": d,
-        "currency": p.currency,
-        "amounts": amounts,
-        "dimensions": [[k, v] for k, v in p.dimensions],
-        "source_system": src.system,
-        "source_entity": src.entity,
-        "source_id": src.id,
-        "source_version": src.version,
-        "sign": p.sign,
-        "status": "staged",
-        "redated_from": redated_from,
-        "created_at": now,
-    }
+    return (
+        p.txn_type, p.legal_entity_id, period or f"{d.year:04d}-{d.month:02d}", d, p.currency, tuple(amounts),
+        p.dimensions,
+        src.system, src.entity, src.id, src.version, sign, "staged", redated_from, now,
+    )
 
 
 def stage_many(
@@ -88,8 +92,10 @@ def stage_many(
     (default ``_sql.COPY_THRESHOLD``) load through COPY.
     """
     now = created_at or utcnow()
-    rows = [_row(it, now) for it in items]
-    return bulk_insert_ignore(conn, staging_lines, rows, UNIQUE_KEY, copy_threshold=copy_threshold)
+    texts: dict[Decimal, str] = {}
+    rows = [_row(it, now, texts) for it in items]
+    return insert_ignore_tuples(conn, staging_lines, _COLUMNS, rows, UNIQUE_KEY, copy_threshold=copy_threshold,
+                                memo_columns=_MEMO_COLUMNS)
 
 
 def _line(r: Any) -> StagedLine:
