@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from distributed_support import NATS_HOST, NATS_PORT, dist_config, fresh_database, workers
+from distributed_support import NATS_HOST, NATS_PORT, WorkerProc, dist_config, fresh_database, workers
 from ledgerbridge.bus import setup as bus_setup
 from ledgerbridge.bus.loop import LoopThread
 from ledgerbridge.flows import intake, transactions
@@ -27,20 +29,28 @@ R = 5  # starts per second allowed on the target's queue
 N = 20
 
 
-def test_rate_limit_holds_across_two_workers(tmp_path: Path) -> None:
-    tiny_firm(tmp_path)
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[W.Coordinator, dict[str, WorkerProc]]]:
+    """Two workers on a fresh database whose source system's queue allows R starts per second."""
+    root = tmp_path_factory.mktemp("limited")
+    tiny_firm(root)
     limits = {"limits": {"concurrency": 4, "rate": {"limit": R, "period_seconds": 1, "headroom": 1}}}
     with fresh_database() as url:
-        cfg, path = dist_config(tmp_path, url, systems={SOURCE: limits})
-        with workers(path):
+        cfg, path = dist_config(root, url, systems={SOURCE: limits})
+        with workers(path) as procs:
             coord = W.Coordinator(cfg, poll_interval=0.05)
             try:
-                tag = uuid.uuid4().hex[:8]
-                ids = [coord.enqueue(SOURCE, "lb.probe", 50, workflow_id=f"probe:{tag}:{i}") for i in range(N)]
-                results = [coord.result(i) for i in ids]
-                rows = coord.workflows(workflow_ids=ids, load_input=False)
+                yield coord, procs
             finally:
                 coord.close()
+
+
+def test_rate_limit_holds_across_two_workers(limited: tuple[W.Coordinator, dict[str, WorkerProc]]) -> None:
+    coord, _ = limited
+    tag = uuid.uuid4().hex[:8]
+    ids = [coord.enqueue(SOURCE, "lb.probe", 50, workflow_id=f"probe:{tag}:{i}") for i in range(N)]
+    results = [coord.result(i) for i in ids]
+    rows = coord.workflows(workflow_ids=ids, load_input=False)
     starts = sorted(r.dequeued_at / 1000 for r in rows if r.dequeued_at)
     assert len(starts) == N
     worst = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
@@ -50,6 +60,23 @@ def test_rate_limit_holds_across_two_workers(tmp_path: Path) -> None:
     assert worst <= R, f"{worst} starts in one second: the limit of {R}/s did not hold across workers ({starts})"
     assert span >= (N / R - 1) - 0.1, f"{N} starts took only {span:.2f} s: the limit was not applied"
     assert all(by_worker.values()), f"both workers should take calls: {by_worker}"
+
+
+def test_sigterm_lets_the_running_workflow_finish(limited: tuple[W.Coordinator, dict[str, WorkerProc]]) -> None:
+    """SIGTERM while a worker runs a 2 s call: the call completes in that worker, which then exits 0."""
+    coord, procs = limited
+    wf = coord.enqueue(W.CONTROL_QUEUE, "lb.probe", 2000, workflow_id=f"probe:term:{uuid.uuid4().hex[:8]}")
+    deadline = time.monotonic() + 30
+    while True:
+        row = coord.workflows(workflow_ids=[wf], load_input=False, load_output=False)[0]
+        if row.status == "PENDING" and row.executor_id in procs:
+            break
+        assert time.monotonic() < deadline, f"the probe never started: {row.status}"
+        time.sleep(0.02)
+    code = procs[row.executor_id].terminate()
+    after = coord.workflows(workflow_ids=[wf], load_input=False)[0]
+    assert code == 0
+    assert after.status == "SUCCESS" and after.executor_id == row.executor_id, (after.status, after.executor_id)
 
 
 def test_events_through_jetstream_are_processed_by_the_workers_as_embedded(tmp_path: Path) -> None:
