@@ -57,8 +57,8 @@ log = structlog.get_logger("ledgerbridge.alerts")
 #: Dead-letter age buckets (label, lower bound in hours) — the same as the /metrics gauges.
 AGE_BUCKETS = (("< 1 h", 0.0), ("1-24 h", 1.0), ("1-7 d", 24.0), ("> 7 d", 168.0))
 #: Lag histogram buckets (label, upper bound in hours).
-LAG_BUCKETS = (("< 1 h", 1.0), ("1-4 h", 4.0), ("4-24 h", 24.0), ("1-2 d", 48.0), ("2-7 d", 168.0),
-               ("7-30 d", 720.0), ("> 30 d", float("inf")))
+LAG_BUCKETS = (("<1h", 1.0), ("1-4h", 4.0), ("4-24h", 24.0), ("1-2d", 48.0), ("2-7d", 168.0),
+               ("7-30d", 720.0), (">30d", float("inf")))
 
 #: metric name -> (description, runbook page)
 METRICS: dict[str, tuple[str, str]] = {
