@@ -4,6 +4,7 @@ Every command launches the durable runtime of the configuration (its system data
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Iterator
@@ -26,12 +27,17 @@ schedules_app = typer.Typer(no_args_is_help=True, help="Cron windows per flow (D
 
 
 @contextmanager
-def _launched(config: Path | None, *, load_master: bool = False) -> Iterator[FlowContext]:
+def _launched(config: Path | None, *, load_master: bool = False, short: bool = True) -> Iterator[FlowContext]:
     from ledgerbridge.flows import billing, durable, subscriptions  # noqa: F401  (workflows register at import)
 
     ctx = make_context(config, load_master=load_master)
     set_current(ctx)
-    rt.Runtime.launch(ctx.config.runtime.to_runtime(), queues=list(ctx.config.queue_specs().values()))
+    # a short command: poll queues and notifications often, so queued work starts (and shutdown returns) promptly
+    settings = ctx.config.runtime.to_runtime()
+    if short:
+        settings = dataclasses.replace(settings, queue_polling_interval_sec=0.05,
+                                       notification_polling_interval_sec=0.05)
+    rt.Runtime.launch(settings, queues=list(ctx.config.queue_specs().values()))
     try:
         yield ctx
     finally:
@@ -106,7 +112,7 @@ def run(config: Path | None = ConfigOpt) -> None:
     """Apply the schedules and run their ticks and windows in this process until Ctrl-C / SIGTERM."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with _launched(config, load_master=True) as ctx:
+    with _launched(config, load_master=True, short=False) as ctx:
         names = schedules.apply(ctx)
         console.print(f"running {len(names)} schedule(s): {', '.join(names) or 'none configured'} (Ctrl-C stops)")
         try:
