@@ -145,7 +145,7 @@ def test_rerun_and_crash_resume_create_no_second_invoice(tmp_path: Path, posted:
     first = billing.run_billing(ctx, SEP)
     assert first["create"]["created"]
     status_before = (ctx.workdir / "psa-export" / "invoice_status.csv").read_bytes()
-    accounts = sorted((ctx.workdir / "ledger").rglob("accounts.beancount"))
+    accounts = sorted((ctx.workdir / "ledger").rglob("invoices.beancount"))  # the invoice registers
     ledger_before = [p.read_bytes() for p in accounts]
     with ctx.engine.connect() as conn:
         staged_before = conn.execute(sa.select(sa.func.count()).select_from(staging_lines)).scalar_one()
@@ -355,3 +355,37 @@ def test_write_back_failure_is_an_operational_dead_letter_and_retried(tmp_path: 
     res = billing.replay(ctx, letters)
     assert set(res["replayed"]) == {lt.id for lt in letters}
     assert set(status_file(ctx)) == set(created)
+
+
+# --------------------------------------------------------------------------------------------------- targets
+
+
+def test_beancount_invoice_register_is_keyed_numbered_and_conflict_checked(tmp_path: Path, posted: Path) -> None:
+    from ledgerbridge.domain.billing import credit_note
+    from ledgerbridge.errors import ConflictError
+    from ledgerbridge.model.entities import Invoice
+
+    ctx = fresh(tmp_path, posted)
+    billing.draft_invoices(ctx, SEP)
+    drafts = [Invoice.model_validate(r.payload) for r in rows(ctx)]
+    ledger = ctx.connector("ledger")
+    first = ledger.create_invoices(drafts)
+    again = ledger.create_invoices(list(reversed(drafts)))  # same keys, any order: the same numbers
+    assert {k: v.number for k, v in first.items()} == {k: v.number for k, v in again.items()}
+    for entity in {d.legal_entity_id for d in drafts}:
+        numbers = sorted(v.number for k, v in first.items() if k.startswith("INV") and
+                         next(d for d in drafts if d.id == k).legal_entity_id == entity)
+        assert numbers == [f"INV-{entity}-{n:06d}" for n in range(1, len(numbers) + 1)]
+    data = drafts[0].model_dump(mode="json")
+    data["lines"][0]["net_amount"] = str(Decimal(data["lines"][0]["net_amount"]) + 1)
+    data["net_total"], data["total"] = str(drafts[0].net_total + 1), str(drafts[0].total + 1)
+    changed = Invoice.model_validate(data)  # same key, other amounts
+    with pytest.raises(ConflictError, match=drafts[0].id):
+        ledger.create_invoice(changed)
+    cn = credit_note(drafts[0], drafts[0].invoice_date, ctx.reference.tax_codes)
+    res = ledger.create_invoice(cn)
+    assert res.number.startswith(f"CRN-{drafts[0].legal_entity_id}-") and res.status == "posted"
+    assert ledger.invoice_status([drafts[0].id])[drafts[0].id].status == "credited"
+    assert ledger.check() == []  # the registers are part of the ledger and load cleanly
+    registers = list((ctx.workdir / "ledger").rglob("invoices.beancount"))
+    assert sum(p.read_text().count("ledgerbridge-invoice") for p in registers) == len(drafts) + 1

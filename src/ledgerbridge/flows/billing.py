@@ -509,53 +509,102 @@ def _target(ctx: FlowContext, system: str) -> InvoiceTarget:
     return conn
 
 
+CREATE_BATCH = 200
+
+
+def _create_batch(target: InvoiceTarget, system: str, invs: list[Invoice]) -> dict[str, Any]:
+    """invoice id -> InvoiceResult or LedgerbridgeError; one call when the target takes batches
+    (``create_invoices``), else one ``create_invoice`` per invoice. Transient failures are retried by the policy
+    and, when it gives up, raised for the whole batch."""
+    many = getattr(target, "create_invoices", None)
+    if many is not None:
+        got: dict[str, Any] = rt.call_with_policy(many, rt.DEFAULT_RETRY_POLICY, invs,
+                                                  name="billing.create_invoices", system=system)
+        return got
+    out: dict[str, Any] = {}
+    for inv in invs:
+        try:
+            out[inv.id] = rt.call_with_policy(target.create_invoice, rt.DEFAULT_RETRY_POLICY, inv,
+                                              name="billing.create_invoice", system=system)
+        except LedgerbridgeError as err:
+            if _retryable(err):
+                raise
+            out[inv.id] = err
+    return out
+
+
+def _retryable(err: LedgerbridgeError) -> bool:
+    return err.kind in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED) or err.code.startswith("LB-X")
+
+
 def create_pending(ctx: FlowContext, entity: str | None = None, ids: Sequence[str] | None = None) -> CreateOutcome:
-    """Stage 2: create every recorded draft (of ``entity`` / ``ids``) in its target; see the module doc."""
+    """Stage 2: create every recorded draft (of ``entity`` / ``ids``) in its target, in batches (one target call
+    and one store transaction per batch when the target takes batches); see the module doc."""
     out = CreateOutcome()
     with ctx.engine.connect() as conn:
         drafts = invoices_repo.list_invoices(conn, legal_entity_id=entity, status="draft")
     if ids is not None:
         wanted = set(ids)
         drafts = [d for d in drafts if d.id in wanted]
+    by_system: dict[str, list[InvoiceRow]] = defaultdict(list)
     # credit notes after the invoices they credit (a target may check the original exists)
     for row in sorted(drafts, key=lambda r: (r.kind == "credit_note", r.id)):
-        inv = Invoice.model_validate(row.payload)
-        try:
-            target = _target(ctx, row.erp_system)
-            res = rt.call_with_policy(target.create_invoice, rt.DEFAULT_RETRY_POLICY, inv,
-                                      name="billing.create_invoice", system=row.erp_system)
-        except LedgerbridgeError as err:
-            if err.kind in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED) or err.code.startswith("LB-X"):
-                out.retry_later.append(row.id)
-                continue
-            with ctx.engine.begin() as conn:
-                invoices_repo.set_status(conn, row.id, "failed")
-                dead_letters.add(conn, [_letter(inv, row.id, row.erp_system, err.code, str(err), err.kind.value,
-                                                extra={"period": row.period, "entity": row.legal_entity_id,
-                                                       "stage": "create"})])
-                audit.append(conn, "ledgerbridge", "billing.create_failed", f"invoice:{row.id}",
-                             {"system": row.erp_system, "code": err.code, "error": str(err)})
-            out.failed.append(row.id)
-            continue
-        with ctx.engine.begin() as conn:
-            now = invoices_repo.get(conn, row.id)
+        by_system[row.erp_system].append(row)
+    for system, group in sorted(by_system.items()):
+        for start in range(0, len(group), CREATE_BATCH):
+            chunk = group[start:start + CREATE_BATCH]
+            invs = {r.id: Invoice.model_validate(r.payload) for r in chunk}
+            try:
+                results = _create_batch(_target(ctx, system), system, list(invs.values()))
+            except LedgerbridgeError as err:
+                if _retryable(err):
+                    out.retry_later += [r.id for r in chunk]
+                    continue
+                results = {r.id: err for r in chunk}
+            _record_created(ctx, system, chunk, invs, results, out)
+    return out
+
+
+def _record_created(ctx: FlowContext, system: str, chunk: list[InvoiceRow], invs: dict[str, Invoice],
+                    results: dict[str, Any], out: CreateOutcome) -> None:
+    """One store transaction for a batch: status + number, xref, staged postings and audit per created invoice;
+    ``failed`` + a financial dead letter (draft attached) per refused one."""
+    with ctx.engine.begin() as conn:
+        placer = _Placer(ctx, conn)
+        current_rows = invoices_repo.get_many(conn, [r.id for r in chunk])
+        letters: list[NewDeadLetter] = []
+        bindings: list[XrefEntry] = []
+        stage: list[StageItem] = []
+        for row in chunk:
+            inv, res = invs[row.id], results.get(row.id)
+            now = current_rows.get(row.id)
             if now is None or now.status != "draft":  # another worker recorded it meanwhile
                 out.already_held.append(row.id)
                 continue
+            if res is None:
+                res = PermanentError(f"{system}: the target returned no result for invoice {row.id}",
+                                     details={"invoice_id": row.id})
+            if isinstance(res, LedgerbridgeError):
+                invoices_repo.set_status(conn, row.id, "failed")
+                letters.append(_letter(inv, row.id, system, res.code, str(res), res.kind.value,
+                                       extra={"period": row.period, "entity": row.legal_entity_id, "stage": "create"}))
+                audit.append(conn, "ledgerbridge", "billing.create_failed", f"invoice:{row.id}",
+                             {"system": system, "code": res.code, "error": str(res)})
+                out.failed.append(row.id)
+                continue
             invoices_repo.set_status(conn, row.id, res.status, erp_number=res.number)
-            xref.upsert_many(conn, [XrefEntry("invoice", row.id, row.erp_system, res.number or row.id,
-                                              version_synced=res.status)])
-            staged = 0
-            if not res.books_ledger:
-                placer = _Placer(ctx, conn)
-                staged = staging.stage_many(conn, [placer.stage(p) for p in postings_for_invoice(inv)])
+            bindings.append(XrefEntry("invoice", row.id, system, res.number or row.id, version_synced=res.status))
+            postings = [] if res.books_ledger else [placer.stage(p) for p in postings_for_invoice(inv)]
+            stage += postings
             audit.append(conn, "ledgerbridge", "billing.invoice_created", f"invoice:{row.id}", {
-                "system": row.erp_system, "number": res.number, "status": res.status, "net": str(inv.net_total),
-                "tax": str(inv.tax_total), "currency": inv.currency, "staged_lines": staged,
+                "system": system, "number": res.number, "status": res.status, "net": str(inv.net_total),
+                "tax": str(inv.tax_total), "currency": inv.currency, "staged_postings": len(postings),
                 "books_ledger": res.books_ledger})
-        out.staged_lines += staged
-        out.created.append(row.id)
-    return out
+            out.created.append(row.id)
+        xref.upsert_many(conn, bindings)
+        out.staged_lines += staging.stage_many(conn, stage)
+        if letters:
+            dead_letters.add(conn, letters)
 
 
 # --------------------------------------------------------------------------------------------------- stage 3/4

@@ -39,6 +39,7 @@ SYSTEM = "beancount_ledger"
 MAIN_NAME = "main.beancount"
 LEDGER_DIR = "ledger"
 ACCOUNTS_NAME = "accounts.beancount"
+INVOICES_NAME = "invoices.beancount"
 _PERIOD_FILE = re.compile(r"^\d{4}-\d{2}\.beancount$")
 _ID_MARKER = b'\n  journal_id: "'
 _HASH_MARKER = b'\n  content_hash: "'
@@ -77,6 +78,11 @@ class EntityFiles:
 
     def period_file(self, period: str) -> Path:
         return self.directory / f"{period}.beancount"
+
+    @property
+    def invoices(self) -> Path:
+        """ledger/US01/invoices.beancount: the invoice register (custom directives only; no amounts move)."""
+        return self.directory / INVOICES_NAME
 
     def period_files(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -218,7 +224,7 @@ class BeancountLedgerClient:
             atomic_write_bytes(ef.accounts, headers("accounts").encode("utf-8"))
         if period is not None and not ef.period_file(period).exists():
             atomic_write_bytes(ef.period_file(period), headers(period).encode("utf-8"))
-        includes = [ef.accounts, *ef.period_files()]
+        includes = [ef.accounts, *([ef.invoices] if ef.invoices.exists() else []), *ef.period_files()]
         text = headers("entity") + "".join(
             f"include {quote(str(p.relative_to(self.ledger_dir)))}\n" for p in includes
         )

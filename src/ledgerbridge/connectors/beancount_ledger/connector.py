@@ -28,6 +28,7 @@ from ledgerbridge.connectors.base import (
     PostStatus,
     ReadBack,
     SystemKind,
+    atomic_write_bytes,
     file_lock,
 )
 from ledgerbridge.connectors.beancount_ledger.client import MAIN_NAME, SYSTEM, BeancountLedgerClient, EntityFiles
@@ -44,7 +45,7 @@ from ledgerbridge.connectors.beancount_ledger.mapping import (
     render_opens,
     render_period_status,
 )
-from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
+from ledgerbridge.errors import ConflictError, LedgerbridgeError, PermanentError, RecordValidationError
 from ledgerbridge.model.entities import Account, Invoice, LegalEntity
 
 CAPABILITIES = Capabilities(
@@ -89,6 +90,7 @@ class BeancountLedgerConnector:
             raise ValueError(f"legal entity ids {sorted(self.entities)} collide as ledger file names {comps}")
         self.open_date = open_date
         self.title = title
+        self._invoice_cache: dict[Path, tuple[tuple[int, int, int], dict[str, dict[str, object]]]] = {}
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
@@ -108,7 +110,8 @@ class BeancountLedgerConnector:
         e = self.entities[entity]
 
         def header(kind: str) -> str:
-            what = {"entity": "ledger (includes only; generated)", "accounts": "accounts and period statuses"}.get(
+            what = {"entity": "ledger (includes only; generated)", "accounts": "accounts and period statuses",
+                    "invoices": "invoice register (numbers and statuses; no amounts move)"}.get(
                 kind, f"transactions of period {kind}")
             return (f"; ledgerbridge: {e.id} ({e.name}, functional currency {e.functional_currency}) — {what}.\n"
                     "; Appended by ledgerbridge posting runs and validated with beancount's loader before each "
@@ -315,37 +318,71 @@ class BeancountLedgerConnector:
     # ------------------------------------------------------------------ invoices (InvoiceTarget)
 
     def create_invoice(self, inv: Invoice) -> InvoiceResult:
-        """Register an invoice in the entity's ledger under its key ``inv.id`` (lookup-before-create under the
-        entity lock): a ``custom "ledgerbridge-invoice"`` directive in the accounts file carrying the number, key,
-        status ``posted`` and the invoice's customer, project, dates and totals as metadata. The number is assigned
-        in order per entity and kind: ``INV-{entity}-{seq:06d}``, credit notes ``CRN-{entity}-{seq:06d}``.
+        """Register one invoice (see :meth:`create_invoices`); its error is raised."""
+        got = self.create_invoices([inv])[inv.id]
+        if isinstance(got, LedgerbridgeError):
+            raise got
+        return got
+
+    def create_invoices(self, invoices: Sequence[Invoice]) -> dict[str, InvoiceResult | LedgerbridgeError]:
+        """Register invoices in their entity's invoice register ``ledger/<ENTITY>/invoices.beancount`` (included
+        from the entity ledger): a ``custom "ledgerbridge-invoice" NUMBER KEY STATUS`` directive per invoice with
+        customer, project, currency, net, tax, total, due date (and ``credits`` for a credit note) as metadata,
+        status ``posted``. Per entity: one lock, one read of the register (lookup-before-create by key), one
+        validated append. Numbers are assigned in order per entity and kind: ``INV-{entity}-{seq:06d}``, credit
+        notes ``CRN-{entity}-{seq:06d}``.
 
         The directive moves no money: the receivable entry is the ``invoice`` journal the posting run books from
         the staged invoice postings (``books_ledger=False``), so the ledger, the store and reconciliation agree.
-        Held with other totals -> ConflictError."""
-        ef = self._files(inv.legal_entity_id)
-        with self.client.entity_lock(ef):
-            self.client.ensure_layout(ef, None, self._headers(inv.legal_entity_id))
-            held = self._held_invoices(ef)
-            got = held.get(inv.id)
-            if got is not None:
-                if (got["net"], got["tax"], got["currency"]) != (inv.net_total, inv.tax_total, inv.currency):
-                    raise ConflictError(
-                        f"{SYSTEM}: invoice {inv.id} is already registered as {got['number']} with net "
-                        f"{got['net']} tax {got['tax']} {got['currency']}, not net {inv.net_total} tax "
-                        f"{inv.tax_total} {inv.currency} — issue a credit note and a new invoice instead",
-                        details={"invoice_id": inv.id, "number": got["number"]})
-                return self._invoice_result(got, held)
-            credit = inv.net_total < 0 or inv.id.startswith("CN-")
-            prefix = f"{'CRN' if credit else 'INV'}-{entity_component(inv.legal_entity_id)}-"
-            seq = 1 + sum(1 for h in held.values() if str(h["number"]).startswith(prefix))
-            number = f"{prefix}{seq:06d}"
-            credits = inv.id.split("-", 1)[1].rsplit("-", 1)[0] if inv.id.startswith("CN-") else ""
-            text = render_invoice(inv, number, "posted", credits)
-            self.client.append_validated(ef, {ef.accounts: text}, lambda _state: [], view=[ef.accounts])
-            held = self._held_invoices(ef)
+        A key already held with other totals -> that invoice's ConflictError; an unknown entity -> PermanentError."""
+        out: dict[str, InvoiceResult | LedgerbridgeError] = {}
+        by_entity: dict[str, list[Invoice]] = defaultdict(list)
+        for inv in invoices:
+            by_entity[inv.legal_entity_id].append(inv)
+        for entity, invs in sorted(by_entity.items()):
+            try:
+                ef = self._files(entity)
+            except PermanentError as err:
+                out.update({inv.id: err for inv in invs})
+                continue
+            with self.client.entity_lock(ef):
+                if not ef.invoices.exists():
+                    ef.directory.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(ef.invoices, self._headers(entity)("invoices").encode("utf-8"))
+                self.client.ensure_layout(ef, None, self._headers(entity))
+                held = self._held_invoices(ef)
+                counts: dict[str, int] = defaultdict(int)
+                for h in held.values():
+                    counts[str(h["number"]).rsplit("-", 1)[0]] += 1
+                texts: list[str] = []
+                seen: set[str] = set()
+                for inv in invs:
+                    got = held.get(inv.id)
+                    if got is not None:
+                        if (got["net"], got["tax"], got["currency"]) != (inv.net_total, inv.tax_total, inv.currency):
+                            out[inv.id] = ConflictError(
+                                f"{SYSTEM}: invoice {inv.id} is already registered as {got['number']} with net "
+                                f"{got['net']} tax {got['tax']} {got['currency']}, not net {inv.net_total} tax "
+                                f"{inv.tax_total} {inv.currency} — issue a credit note and a new invoice instead",
+                                details={"invoice_id": inv.id, "number": got["number"]})
+                        continue
+                    if inv.id in seen:
+                        continue
+                    seen.add(inv.id)
+                    credit = inv.id.startswith("CN-")
+                    prefix = f"{'CRN' if credit else 'INV'}-{entity_component(entity)}"
+                    counts[prefix] += 1
+                    credits = inv.id[3:].rsplit("-", 1)[0] if credit else ""
+                    texts.append(render_invoice(inv, f"{prefix}-{counts[prefix]:06d}", "posted", credits))
+                if texts:
+                    self.client.append_validated(ef, {ef.invoices: "".join(texts)}, lambda _state: [],
+                                                 view=[ef.invoices])
+                    held = self._held_invoices(ef)
+            for inv in invs:
+                if inv.id not in out:
+                    out[inv.id] = self._invoice_result(held[inv.id], held)
         self._write_main()
-        return self._invoice_result(held[inv.id], held)
+        return out
 
     def invoice_status(self, keys: Sequence[str]) -> dict[str, InvoiceResult]:
         """Number and status of each key the ledger holds (``credited`` once a credit note names it)."""
@@ -353,22 +390,30 @@ class BeancountLedgerConnector:
         out: dict[str, InvoiceResult] = {}
         for eid in sorted(self.entities):
             ef = self._files(eid)
-            if not ef.accounts.exists():
-                continue
             held = self._held_invoices(ef)
             out.update({k: self._invoice_result(held[k], held) for k in wanted & set(held)})
         return out
 
     def _held_invoices(self, ef: EntityFiles) -> dict[str, dict[str, object]]:
-        if not ef.accounts.exists():
+        """The invoice register of an entity, loaded with beancount (cached while the file is unchanged)."""
+        path = ef.invoices
+        try:
+            st = path.stat()
+        except FileNotFoundError:
             return {}
-        entries, errors = self.client.load_files([ef.accounts])
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._invoice_cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        entries, errors = self.client.load_files([path])
         if errors:
             raise RecordValidationError(
-                f"{SYSTEM}: {self.client.rel(ef.accounts)} does not load cleanly: "
+                f"{SYSTEM}: {self.client.rel(path)} does not load cleanly: "
                 + "; ".join(self.client.describe_errors(errors)[:5]) + " — fix it (bean-check) and retry",
                 details={"rule": "beancount.released_ledger_invalid"})
-        return read_invoices(entries)
+        held = read_invoices(entries)
+        self._invoice_cache[path] = (stamp, held)
+        return held
 
     @staticmethod
     def _invoice_result(got: dict[str, object], held: dict[str, dict[str, object]]) -> InvoiceResult:
