@@ -187,7 +187,7 @@ def make_router() -> APIRouter:
             if periods_repo.get_period(conn, body.entity, body.period) is None:
                 raise HTTPException(404, f"no period {body.period} for {body.entity} (GET /api/v1/periods)")
         try:
-            if rt.Runtime.is_launched():
+            if getattr(request.app.state, "worker_running", False):  # this app's worker: durable posting run
                 from ledgerbridge.flows import durable
 
                 wf = rt.start(durable.posting_workflow, body.entity, body.period, body.target,

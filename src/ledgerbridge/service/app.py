@@ -66,11 +66,13 @@ def create_app(ctx: FlowContext, settings: ServiceSettings | None = None, *, spa
             launched = await anyio.to_thread.run_sync(  # DBOS refuses sync calls on the event loop thread
                 worker.start, settings, runtime_settings or ctx.config.runtime.to_runtime())
             app.state.trigger = worker.Trigger(settings.process_window_seconds, settings.process_batch_size)
+            app.state.worker_running = True
         log.info("service.started", worker=settings.worker, version=__version__)
         try:
             yield
         finally:
             app.state.trigger = None
+            app.state.worker_running = False
             await anyio.to_thread.run_sync(worker.stop, launched)
             provider.shutdown()
 
@@ -86,6 +88,7 @@ def create_app(ctx: FlowContext, settings: ServiceSettings | None = None, *, spa
     app.state.tracer = tracer
     app.state.replay_guard = webhooks.ReplayGuard(settings.webhook_tolerance_seconds)
     app.state.trigger = None
+    app.state.worker_running = False
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
