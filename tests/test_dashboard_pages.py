@@ -29,14 +29,14 @@ from flows_support import make_ctx, tiny_firm
 PERIODS = ("2026-09", "2026-10")
 
 
-def build_state(root: Path) -> FlowContext:
-    """Run the tiny firm's two months through the flows with one October cost rate missing (dead letters),
-    close September, build the mart and store a reconciliation. Returns the context (rates still missing)."""
+def build_state(root: Path, *, drop_rate: bool = True, reconcile: bool = True) -> FlowContext:
+    """Run the tiny firm's two months through the flows with one October cost rate missing (dead letters; unless
+    ``drop_rate=False``), close September, build the mart and store a reconciliation. Returns the context (rates
+    still missing)."""
     export = tiny_firm(root / "src")
     ctx = make_ctx(root / "run", export_from=export)
-    victim = next(r for r in ctx.reference.rate_lines if r.kind.value == "cost" and r.resource_id
-                  and r.effective_from.isoformat() == "2026-10-01")
-    ctx.reference.rates = RateBook.from_lines([r for r in ctx.reference.rate_lines if r.id != victim.id])
+    if drop_rate:
+        drop_october_rate(ctx)
     source = ctx.connector(SOURCE)
     for i, period in enumerate(PERIODS):
         errors: list = []
@@ -49,8 +49,15 @@ def build_state(root: Path) -> FlowContext:
             for entity in sorted(ctx.reference.entities):
                 close_period(ctx, entity, period, force=True)
     build_marts(ctx, ctx.workdir / "mart.duckdb")
-    recon_runs.run_reconciliation(ctx)
+    if reconcile:
+        recon_runs.run_reconciliation(ctx)
     return ctx
+
+
+def drop_october_rate(ctx: FlowContext) -> None:
+    victim = next(r for r in ctx.reference.rate_lines if r.kind.value == "cost" and r.resource_id
+                  and r.effective_from.isoformat() == "2026-10-01")
+    ctx.reference.rates = RateBook.from_lines([r for r in ctx.reference.rate_lines if r.id != victim.id])
 
 
 def restore_rates(ctx: FlowContext) -> None:

@@ -20,7 +20,19 @@ accounted for to the cent by what the store knows:
 * ``not_ingested`` — the export holds a version of the item the engine has not received yet;
 * ``not_processed`` — received in the inbox, not processed yet;
 * ``staged_unposted`` — staged, waiting for its posting run;
-* ``awaiting_approval`` — the item's latest version is draft/submitted.
+* ``awaiting_approval`` — the item's latest version is draft/submitted;
+* ``awaiting_ack`` — the item's lines are in a posting run to a file target still waiting for the target's
+  acknowledgement (the journal file is written, the ERP has not confirmed its import yet).
+
+When the ledger holds something else than the store recorded as posted, the difference is attributed per journal
+(these reasons name the problem but do not explain it away: the amount stays unexplained and the run is not ok):
+
+* ``missing_in_erp`` — a journal recorded as posted that the ledger does not hold;
+* ``fx_difference`` — a journal the ledger holds in another currency than ledgerbridge posted it (converted at the
+  ERP's own rate): -amount in the posted currency's cell, +amount in the held one, with the implied rate;
+* ``duplicate_in_erp`` — the ledger holds a posted journal's amount more than once;
+* ``posted_in_erp_not_staging`` — the ledger holds more than ledgerbridge posted (an entry not from staging, e.g.
+  a manual journal in the ERP).
 
 Whatever is left is ``unexplained`` (0.00 on a healthy run) and comes with findings: items whose ledger amount
 differs from the PSA for no known reason, journals recorded as posted that the ledger does not hold, a mart that
@@ -49,7 +61,9 @@ from ledgerbridge.samplefirm import FileError, iter_expenses, iter_time_entries
 from ledgerbridge.store._sql import chunked
 from ledgerbridge.store.schema import dead_letters as dl_t
 from ledgerbridge.store.schema import inbox as inbox_t
+from ledgerbridge.store.schema import posted_journal_lines as pjl_t
 from ledgerbridge.store.schema import posted_journals as pj_t
+from ledgerbridge.store.schema import posting_runs as runs_t
 from ledgerbridge.store.schema import staging_lines as staging_t
 
 MEASURES = ("hours", "labor_cost", "revenue", "expense")
@@ -61,7 +75,9 @@ LINE_MEASURE: dict[tuple[str, str], str] = {
     ("labor_cost", "cost"): "labor_cost", ("revenue_accrual", "billable_value"): "revenue",
     ("expense", "amount"): "expense"}
 EXPLAINING = ("redated_in", "redated_out", "dead_letter", "not_ingested", "not_processed", "staged_unposted",
-              "awaiting_approval")
+              "awaiting_approval", "awaiting_ack")
+#: ledger-side differences, attributed per journal but not explained away (module doc)
+ERP_SIDE = ("missing_in_erp", "fx_difference", "duplicate_in_erp", "posted_in_erp_not_staging")
 UNEXPLAINED = "unexplained_item"
 ZERO = Decimal(0)
 
@@ -289,6 +305,7 @@ class _Store:
         lambda: defaultdict(Decimal)))
     redated: list[tuple[CellKey, CellKey, Item, Decimal, str]] = field(default_factory=list)
     unposted: dict[Item, list[str]] = field(default_factory=lambda: defaultdict(list))
+    unposted_runs: dict[Item, set[str | None]] = field(default_factory=lambda: defaultdict(set))
     posted_versions: dict[Item, list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -308,6 +325,7 @@ def _store_side(conn: sa.Connection, system: str, period_of: _Periods) -> _Store
         if r.status in ("staged", "in_run"):
             out.unposted[item].append(f"v{r.source_version} {'reversal ' if r.sign < 0 else ''}{r.txn_type} "
                                       f"{r.status} for {r.period}")
+            out.unposted_runs[item].add(r.posting_run_id if r.status == "in_run" else None)
             continue
         if r.status != "posted":
             continue
@@ -390,8 +408,27 @@ def _mart_side(ctx: FlowContext, mart_path: Path) -> dict[CellKey, Decimal]:
 # --------------------------------------------------------------------------------------------------- explaining
 
 
+def _awaiting_ack(ctx: FlowContext, conn: sa.Connection, runs_of: dict[Item, set[str | None]]) -> dict[Item, str]:
+    """Items whose unposted lines all sit in started posting runs to a target that acknowledges imports (file
+    targets): item -> the runs and targets they wait for."""
+    wanted = {r for runs in runs_of.values() for r in runs if r is not None}
+    if not wanted:
+        return {}
+    waiting: dict[str, str] = {}
+    for run_id, target, status in conn.execute(sa.select(runs_t.c.id, runs_t.c.target_system, runs_t.c.status)
+                                               .where(runs_t.c.id.in_(sorted(wanted)))):
+        if status == "started" and hasattr(ctx.connector(target), "ingest_ack"):
+            waiting[run_id] = target
+    out: dict[Item, str] = {}
+    for item, runs in runs_of.items():
+        if runs and all(r in waiting for r in runs):
+            out[item] = "; ".join(f"posting run {r} written to {waiting[r]!r}, waiting for its acknowledgement "
+                                  "(the ERP has not confirmed the import yet)" for r in sorted(runs, key=str))
+    return out
+
+
 def _classify(conn: sa.Connection, system: str, items: list[Item], psa: _Psa,
-              store: _Store) -> dict[Item, tuple[str, str]]:
+              store: _Store, ctx: FlowContext | None = None) -> dict[Item, tuple[str, str]]:
     """Why each item's ledger amount differs from its PSA amount (on the date basis): (kind, detail)."""
     inbox_versions: dict[Item, dict[int, str]] = defaultdict(dict)
     i = inbox_t.c
@@ -408,6 +445,7 @@ def _classify(conn: sa.Connection, system: str, items: list[Item], psa: _Psa,
     for ent, key, code, text in conn.execute(sa.select(d.entity, d.item_key, d.error_code, d.error_text).where(
             d.queue == "financial", d.status == "open", d.system == system).order_by(d.first_seen)):
         letters[(ent, key.split("@", 1)[0])].append(f"{key}: {code}: {' '.join(str(text).split())}")
+    acks = _awaiting_ack(ctx, conn, {it: store.unposted_runs.get(it, set()) for it in items}) if ctx else {}
     out: dict[Item, tuple[str, str]] = {}
     for item in items:
         history = psa.histories.get(item, {})
@@ -423,6 +461,8 @@ def _classify(conn: sa.Connection, system: str, items: list[Item], psa: _Psa,
         elif any(st == "received" for st in seen.values()):
             out[item] = ("not_processed", "received, not processed yet: " + ", ".join(
                 f"v{v}" for v, st in sorted(seen.items()) if st == "received"))
+        elif store.unposted.get(item) and acks.get(item):
+            out[item] = ("awaiting_ack", acks[item])
         elif store.unposted.get(item):
             out[item] = ("staged_unposted", "; ".join(store.unposted[item]))
         elif latest is not None and history[latest] in (ApprovalStatus.DRAFT, ApprovalStatus.SUBMITTED):
@@ -461,6 +501,84 @@ def _missing_journals(ctx: FlowContext, conn: sa.Connection, entity: str) -> lis
     return out
 
 
+def _journal_cells(ctx: FlowContext, conn: sa.Connection, entities: list[str]
+                   ) -> tuple[dict[str, dict[CellKey, Decimal]], dict[str, str], dict[str, Decimal]]:
+    """Per journal the store recorded as posted: its amount per cell (the period it was posted in), its target
+    system, and its FX rate (first converted line)."""
+    roles = {(e, ctx.rules.account_for(role, e)): (m, side)
+             for e in entities for m, (role, side) in LEDGER_ROLES.items()}
+    cells: dict[str, dict[CellKey, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    targets: dict[str, str] = {}
+    rates: dict[str, Decimal] = {}
+    q = (sa.select(pj_t.c.id, pj_t.c.legal_entity_id, pj_t.c.period, pj_t.c.target_system, pjl_t.c.account,
+                   pjl_t.c.debit, pjl_t.c.credit, pjl_t.c.currency, pjl_t.c.fx_rate)
+         .join(pjl_t, pjl_t.c.journal_id == pj_t.c.id).where(pj_t.c.legal_entity_id.in_(entities)))
+    for jid, e, period, target, account, debit, credit, ccy, rate in conn.execute(q):
+        targets[jid] = target
+        if rate is not None and jid not in rates:
+            rates[jid] = Decimal(rate)
+        ms = roles.get((e, account))
+        if ms is not None:
+            cells[jid][(e, period, ms[0], ccy)] += (Decimal(debit) - Decimal(credit)) * ms[1]
+    return cells, targets, rates
+
+
+def _attribute_ledger_differences(ctx: FlowContext, conn: sa.Connection, cells: dict[CellKey, Cell]) -> None:
+    """Where the ledger holds something else than the store recorded as posted, name the journals (module doc)."""
+    gaps = {k: c.ledger - c.posted for k, c in cells.items()
+            if c.basis == "ledger" and c.ledger is not None and c.ledger != c.posted}
+    if not gaps:
+        return
+    jc, targets, rates = _journal_cells(ctx, conn, sorted({k[0] for k in gaps}))
+    touching = sorted(j for j, per in jc.items() if any(k in gaps for k in per))
+    by_target: dict[str, list[str]] = defaultdict(list)
+    for j in touching:
+        by_target[targets[j]].append(j)
+    held: set[str] = set()
+    for target, ids in by_target.items():
+        held |= set(ctx.connector(target).read_back(ids))
+
+    def note(k: CellKey, kind: str, jid: str, amount: Decimal, detail: str) -> None:
+        cells[k].explanations.append(Explanation(kind, "journal", jid, amount, detail))
+        gaps[k] -= amount
+
+    for jid in touching:
+        if jid not in held:
+            for k, amt in jc[jid].items():
+                if k in gaps and amt:
+                    note(k, "missing_in_erp", jid, -amt, f"journal {jid} is recorded as posted to {targets[jid]!r} "
+                         "but the ledger does not hold it — restore it from the posted_journals payload (audit log)")
+    groups: dict[tuple[str, str, str], list[CellKey]] = defaultdict(list)
+    for k in gaps:
+        groups[k[:3]].append(k)
+    for keys in groups.values():
+        for ka in [k for k in keys if gaps[k] < 0]:
+            jid = next((j for j in touching if j in held and jc[j].get(ka) == -gaps[ka]), None)
+            kb = next((k for k in keys if k[3] != ka[3] and gaps[k] > 0), None)
+            if jid is None or kb is None:
+                continue
+            posted, holds = -gaps[ka], gaps[kb]
+            ours = f"; ledgerbridge converted at {rates[jid]}" if jid in rates else ""
+            detail = (f"journal {jid}: ledgerbridge posted {_txt(posted)} {ka[3]}, the ledger holds {_txt(holds)} "
+                      f"{kb[3]} instead (implied rate {holds / posted:.6f}{ours}) — the ERP converted it at its own "
+                      "rate: correct the entry in the ERP with a reversing journal")
+            note(ka, "fx_difference", jid, -posted, detail)
+            note(kb, "fx_difference", jid, holds, detail)
+    for k in [k for k in gaps if gaps[k] > 0]:
+        gap = gaps[k]
+        dup = next((j for j in touching if j in held and jc[j].get(k, ZERO) > 0 and gap % jc[j][k] == 0), None)
+        if dup is not None:
+            n = int(gap / jc[dup][k])
+            note(k, "duplicate_in_erp", dup, gap, f"the ledger holds journal {dup} {n + 1} times (posted once by "
+                 "ledgerbridge) — remove the duplicate in the ERP with a reversing entry")
+        else:
+            note(k, "posted_in_erp_not_staging", "(ledger)", gap, f"the ledger holds {_txt(gap)} {k[3]} more than "
+                 "ledgerbridge posted in this cell — an entry that did not come through staging (a manual journal "
+                 "in the ERP?): find it in the ledger and book it through the PSA or document it")
+    for k in cells:
+        cells[k].explanations.sort(key=lambda x: (x.kind, x.entity, x.item_id))
+
+
 # --------------------------------------------------------------------------------------------------- reconcile
 
 
@@ -497,7 +615,7 @@ def reconcile(ctx: FlowContext, export_dir: Path, *, mart_path: Path | None = No
             diff = {k: v for k, v in diff.items() if v != 0}
             if diff:
                 residual[item] = diff
-        why = _classify(conn, system, sorted(residual), psa, store)
+        why = _classify(conn, system, sorted(residual), psa, store, ctx)
 
         keys: set[CellKey] = set(psa.totals) | set(store.posted) | set(ledger) | set(mart or {})
         cells = {k: Cell(*k) for k in keys}
@@ -541,6 +659,7 @@ def reconcile(ctx: FlowContext, export_dir: Path, *, mart_path: Path | None = No
                 c.notes.append(f"mart differs from the {'store' if m == 'hours' else 'ledger'} by "
                                f"{_txt(c.mart_variance)} — rebuild the mart (build_marts) and reconcile again")
             c.explanations.sort(key=lambda x: (x.kind, x.entity, x.item_id))
+        _attribute_ledger_differences(ctx, conn, cells)
         recon.cells = sorted(cells.values(), key=lambda c: (c.legal_entity_id, c.period, MEASURES.index(c.measure),
                                                              c.currency))
     for c in recon.cells:
