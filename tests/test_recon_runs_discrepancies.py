@@ -15,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from flows_support import make_ctx
 from ledgerbridge.flows import recon_runs
 from ledgerbridge.flows.context import FlowContext
 from ledgerbridge.flows.reconcile import ERP_SIDE
 from ledgerbridge.store.schema import recon_runs as rr_t
 from test_dashboard_pages import build_state
+
+from flows_support import make_ctx
 
 BLOCK = re.compile(r'\n(\d{4}-\d{2}-\d{2} \* "(?P<type>[a-z_]+) [^\n]*\n(?:  [^\n]*\n)+)')
 POSTING = re.compile(r"^  (?P<acct>[A-Z][\w:-]+)\s+(?P<num>-?\d+(?:\.\d+)?) (?P<ccy>[A-Z]{3})$", re.M)
