@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def run_calls(root: Path, workers: int, calls: int, latency_ms: int, concurrency
                 if time.time() > go:
                     raise SystemExit("enqueueing took longer than the head start: raise it")
                 results = [coord.result(i) for i in ids]
-                rows = coord.workflows(workflow_ids=ids, load_input=False, load_output=False)
+                rows = coord.workflows(ids=ids)
             finally:
                 coord.close()
         finally:
@@ -101,7 +102,8 @@ def run_calls(root: Path, workers: int, calls: int, latency_ms: int, concurrency
                 p.wait(30)
     per = {r["executor_id"] for r in results}
     assert len(per) == workers, f"expected {workers} workers to take calls, saw {per}"
-    elapsed = (max(r.completed_at or 0 for r in rows) - min(r.dequeued_at or 0 for r in rows)) / 1000
+    first = min(dt.datetime.fromisoformat(r["dequeued_at"]) for r in rows)
+    elapsed = (max(dt.datetime.fromisoformat(r["completed_at"]) for r in rows) - first).total_seconds()
     print(f"   {workers} worker(s): enqueued at {calls / enqueued:6.1f}/s; first start -> last completion "
           f"{elapsed:.2f} s; calls per worker {sorted(sum(1 for r in results if r['executor_id'] == e) for e in per)}")
     return calls / elapsed

@@ -4,6 +4,7 @@ workers exactly as the embedded path lands and processes the same records."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,8 +51,8 @@ def test_rate_limit_holds_across_two_workers(limited: tuple[W.Coordinator, dict[
     tag = uuid.uuid4().hex[:8]
     ids = [coord.enqueue(SOURCE, "lb.probe", 50, workflow_id=f"probe:{tag}:{i}") for i in range(N)]
     results = [coord.result(i) for i in ids]
-    rows = coord.workflows(workflow_ids=ids, load_input=False)
-    starts = sorted(r.dequeued_at / 1000 for r in rows if r.dequeued_at)
+    rows = coord.workflows(ids=ids)
+    starts = sorted(dt.datetime.fromisoformat(r["dequeued_at"]).timestamp() for r in rows if r["dequeued_at"])
     assert len(starts) == N
     worst = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
     span = starts[-1] - starts[0]
@@ -68,15 +69,15 @@ def test_sigterm_lets_the_running_workflow_finish(limited: tuple[W.Coordinator, 
     wf = coord.enqueue(W.CONTROL_QUEUE, "lb.probe", 2000, workflow_id=f"probe:term:{uuid.uuid4().hex[:8]}")
     deadline = time.monotonic() + 30
     while True:
-        row = coord.workflows(workflow_ids=[wf], load_input=False, load_output=False)[0]
-        if row.status == "PENDING" and row.executor_id in procs:
+        row = coord.workflows(ids=[wf])[0]
+        if row["status"] == "PENDING" and row["executor_id"] in procs:
             break
-        assert time.monotonic() < deadline, f"the probe never started: {row.status}"
+        assert time.monotonic() < deadline, f"the probe never started: {row['status']}"
         time.sleep(0.02)
-    code = procs[row.executor_id].terminate()
-    after = coord.workflows(workflow_ids=[wf], load_input=False)[0]
+    code = procs[row["executor_id"]].terminate()
+    after = coord.workflows(ids=[wf])[0]
     assert code == 0
-    assert after.status == "SUCCESS" and after.executor_id == row.executor_id, (after.status, after.executor_id)
+    assert after["status"] == "SUCCESS" and after["executor_id"] == row["executor_id"], after
 
 
 def test_events_through_jetstream_are_processed_by_the_workers_as_embedded(tmp_path: Path) -> None:

@@ -275,18 +275,15 @@ def run_worker(worker: Worker, *, ready: Callable[[str], None] | None = None) ->
 
 class Coordinator:
     """The enqueue side (API, scheduler or ``ledgerbridge worker run-months``): puts workflows on the shared
-    queues and awaits their results through the system database. Runs nothing itself."""
+    queues and awaits their results through the system database (a :class:`ledgerbridge.runtime.RuntimeClient`).
+    Runs nothing itself."""
 
     def __init__(self, cfg: LedgerbridgeConfig, *, poll_interval: float = 0.5) -> None:
         require_postgres(cfg)
-        from dbos import DBOSClient  # the client side of DBOS; workers use ledgerbridge.runtime
-
-        settings: RuntimeSettings = cfg.runtime.to_runtime()
-        self.settings = settings
+        self.settings: RuntimeSettings = cfg.runtime.to_runtime()
         self.poll_interval = poll_interval
         self.specs = {s.name: s for s in queue_specs_for(cfg)}
-        self._client = DBOSClient(system_database_url=settings.system_database_url,
-                                  serializer=rt.LedgerbridgeJSONSerializer(), application_name=settings.app_name)
+        self._client = rt.RuntimeClient(self.settings)
 
     def enqueue(self, queue: str, workflow: str, *args: Any, workflow_id: str,
                 partition_key: str | None = None, delay_seconds: float | None = None) -> str:
@@ -298,23 +295,21 @@ class Coordinator:
         if spec.partitioned != bool(partition_key):
             raise ValueError(f"queue {queue!r} {'needs' if spec.partitioned else 'takes no'} partition key "
                              f"(got {partition_key!r})")
-        options: dict[str, Any] = {"queue_name": queue, "workflow_name": workflow, "workflow_id": workflow_id,
-                                   "app_version": self.settings.application_version}
-        if partition_key:
-            options["queue_partition_key"] = partition_key
-        if delay_seconds:
-            options["delay_seconds"] = delay_seconds
-        return str(self._client.enqueue(options, *args).get_workflow_id())  # type: ignore[arg-type]
+        return self._client.enqueue(queue, workflow, *args, workflow_id=workflow_id, partition_key=partition_key,
+                                    delay_seconds=delay_seconds)
 
     def result(self, workflow_id: str) -> Any:
-        return self._client.retrieve_workflow(workflow_id).get_result(polling_interval_sec=self.poll_interval)
+        return self._client.result(workflow_id, poll_seconds=self.poll_interval)
 
-    def workflows(self, **kwargs: Any) -> list[Any]:
-        """DBOS workflow status rows (for checks and measurements)."""
-        return list(self._client.list_workflows(**kwargs))
+    def workflows(self, *, status: str | None = None, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Workflow status dicts (``ledgerbridge.runtime.list_workflows`` shape): the given ids, or all (of a
+        status)."""
+        if ids is not None:
+            return [w for w in (self._client.get_workflow(i, with_data=False) for i in ids) if w is not None]
+        return self._client.list_workflows(status=status, limit=None)
 
     def close(self) -> None:
-        self._client.destroy()
+        self._client.close()
 
 
 def prepare(ctx: FlowContext) -> dict[str, Any]:
