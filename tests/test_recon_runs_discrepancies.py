@@ -157,3 +157,40 @@ def test_cli_reconcile_stores_runs_and_exits_1_on_unexplained(healthy: Path, tmp
     assert res.exit_code == 2 and "YYYY-MM" in res.output
     with ctx.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(rr_t)).scalar_one() == 2
+
+
+def test_file_target_waiting_for_its_ack_is_awaiting_ack(tmp_path: Path) -> None:
+    from ledgerbridge.config.schema import RouteTargets, SystemConfig
+    from ledgerbridge.flows import posting, transactions
+    from ledgerbridge.flows.main_job import SOURCE
+    from ledgerbridge.flows.reconcile import reconcile
+
+    from flows_support import records, tiny_firm
+
+    export = tiny_firm(tmp_path / "src", months=1)
+    ctx = make_ctx(tmp_path / "w", export_from=export)
+    transactions.land(ctx, SOURCE, records(ctx))
+    transactions.process_pending(ctx)
+    from ledgerbridge.store.schema import staging_lines
+
+    with ctx.engine.connect() as conn:
+        entity = conn.execute(sa.select(staging_lines.c.legal_entity_id).where(
+            staging_lines.c.period == "2026-09").group_by(staging_lines.c.legal_entity_id)
+            .order_by(sa.func.count().desc())).scalars().first()
+    assert entity is not None
+    cfg = ctx.config
+    systems = {**cfg.systems, "erp_file": SystemConfig(
+        connector="file_journal", role="erp",
+        options={"outbox": str(tmp_path / "erp" / "outbox"), "inbox": str(tmp_path / "erp" / "inbox")})}
+    routing = cfg.routing.model_copy(update={"by_entity": {entity: RouteTargets(ledger="erp_file")}})
+    ctx.config = cfg.model_copy(update={"systems": systems, "routing": routing})
+    ctx.reset_connectors()
+    out = posting.post_period(ctx, entity, "2026-09")
+    assert out.status == "awaiting_ack"
+    recon = reconcile(ctx, ctx.workdir / "psa-export")
+    mine = [c for c in recon.cells if c.legal_entity_id == entity and c.measure != "hours"]
+    assert mine and all(c.unexplained == 0 for c in mine), recon.findings
+    kinds = {e.kind for c in mine for e in c.explanations}
+    assert "awaiting_ack" in kinds and "staged_unposted" not in kinds
+    detail = next(e.detail for c in mine for e in c.explanations if e.kind == "awaiting_ack")
+    assert out.run_id in detail and "erp_file" in detail
