@@ -128,7 +128,7 @@ def test_a_failing_batch_becomes_an_operational_dead_letter_with_the_trace_id(sv
 
     lt = _wait(letter)
     assert lt.queue == "operational" and "KeyError" in lt.error_text
-    assert lt.payload["trace_id"] in {format(s.context.trace_id, "032x") for s in spans.get_finished_spans()
-                                      if s.name == "inbox.process"}
+    assert _wait(lambda: lt.payload["trace_id"] in {format(s.context.trace_id, "032x")
+                                                    for s in spans.get_finished_spans() if s.name == "inbox.process"})
     with ctx.engine.connect() as conn:  # nothing was half-processed: the batch stays received
         assert set(conn.execute(sa.select(inbox_t.c.status)).scalars()) == {"received"}

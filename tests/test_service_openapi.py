@@ -6,7 +6,10 @@ codes, content types, bodies). Bounded: a few examples per operation (``LBT_SCHE
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,24 +31,26 @@ from ledgerbridge.service.settings import ServiceSettings
 
 EXAMPLES = int(os.environ.get("LBT_SCHEMA_EXAMPLES", "6"))
 PHASES = [Phase.generate] + ([Phase.explicit] if os.environ.get("LBT_SCHEMA_COVERAGE") == "1" else [])
-TOKEN: dict[str, str] = {}
-
-
-@pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The app on a fresh store, with a runtime launched (and shut down) by this module — schemathesis keeps the
-    app's lifespan alive until the process ends, so the app itself runs no worker."""
-    tmp = tmp_path_factory.mktemp("schema")
+def _app() -> tuple[Any, str, Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="lb-schemathesis-"))
     cfg = default_config()
     cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": f"sqlite:///{tmp}/s.sqlite"})})
     ctx = FlowContext(cfg, workdir=tmp)
     ctx.migrate()
-    TOKEN["admin"] = st.issue_token(ctx, "admin")
-    with launched_for_test(tmp):
-        yield schemathesis.openapi.from_asgi("/openapi.json", create_app(ctx, ServiceSettings(worker=False)))
+    # schemathesis runs the app's lifespan itself and keeps it alive until the process ends: the app runs no
+    # worker; the module fixture below launches (and shuts down) a runtime for the workflow routes
+    return create_app(ctx, ServiceSettings(worker=False)), st.issue_token(ctx, "admin"), tmp
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+APP, TOKEN, TMP = _app()
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime() -> Iterator[None]:
+    with launched_for_test(TMP):
+        yield
+    shutil.rmtree(TMP, ignore_errors=True)
 
 
 @schema.parametrize()
@@ -53,6 +58,6 @@ schema = schemathesis.pytest.from_fixture("api_schema")
           phases=PHASES)
 def test_api_conforms_and_never_5xx(case: schemathesis.Case) -> None:
     if case.path != "/webhooks/{system}":  # webhooks are authenticated by signature: generated ones get 401
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN['admin']}"}
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN}"}
     case.call_and_validate(checks=[not_a_server_error, status_code_conformance, content_type_conformance,
                                    response_schema_conformance])
