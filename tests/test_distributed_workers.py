@@ -5,6 +5,8 @@ gracefully (exit code 0)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -85,9 +87,14 @@ def test_two_workers_produce_the_embedded_ledger(tmp_path: Path, embedded: dict[
     with cluster(root) as (url, ctx, procs, coord):
         try:
             months = W.run_months(coord, ctx, "psa_files", START, MONTHS, batch_size=BATCH)
-            # the coordinator's ids are deterministic: running the loop again starts nothing new
+            # the coordinator's ids are deterministic: running the loop again (here as the CLI, another
+            # process) starts nothing new
             before = len(coord.workflows())
-            W.run_months(coord, ctx, "psa_files", START, MONTHS, batch_size=BATCH)
+            cli = subprocess.run([sys.executable, "-m", "ledgerbridge.cli", "worker", "run-months", "--start", START,
+                                  "--months", str(MONTHS), "--batch-size", str(BATCH), "--config",
+                                  str(root / "ledgerbridge.yaml")], capture_output=True, text=True, timeout=120)
+            assert cli.returncode == 0, cli.stderr[-2000:]
+            assert '"months": 2' in cli.stdout
             assert len(coord.workflows()) == before
             statuses = coord.workflows()
         finally:

@@ -453,6 +453,39 @@ def run_months_command(
     print(json.dumps({"months": len(out)}), flush=True)
 
 
+@worker_app.command("run-month")
+def run_month_command(
+    period: str = typer.Option(..., "--period", help="The period, YYYY-MM."),
+    cutoff_days: int = typer.Option(5, "--cutoff-days", min=0, help="Ingest versions up to month end + N days."),
+    to_end: bool = typer.Option(False, "--to-end", help="Ingest everything the source has (no cut-off)."),
+    no_close: bool = typer.Option(False, "--no-close", help="Leave the period open after posting."),
+    no_billing: bool = typer.Option(False, "--no-billing", help="Skip the billing run."),
+    batch_size: int = typer.Option(2000, "--batch-size", min=1),
+    source: str | None = typer.Option(None, "--source", help="Source system (default: the PSA system)."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Coordinator: one month on the workers — ingest to the cut-off, post per entity, bill, close — and wait."""
+    import json
+
+    cfg, workdir = _load(config)
+    try:
+        coord = Coordinator(cfg)
+    except DistributedConfigError as err:
+        _fail(err)
+    ctx = FlowContext(cfg, workdir=workdir)
+    prepare(ctx)
+    src = source or reference_source(cfg, ctx)
+    if src is None:
+        _fail(ValueError("--source: no PSA system in the configuration; name the source system"))
+    until = None if to_end else cutoff_of(period, cutoff_days).isoformat()
+    try:
+        month = enqueue_month(coord, ctx, str(src), period, until, batch_size=batch_size, bill=not no_billing,
+                              close=not no_close)
+    finally:
+        coord.close()
+    print(json.dumps(month, default=str, indent=2), flush=True)
+
+
 @worker_app.command("probe")
 def probe_command(
     count: int = typer.Option(10, "--count", min=1),
