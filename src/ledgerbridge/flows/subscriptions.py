@@ -463,10 +463,18 @@ def _run(action_name: str, kind: str, options: dict[str, Any], retry: Subscripti
         return {"action": action_name, "kind": kind, "ok": False, "error": _error_of(exc)}
 
 
+def _definition(name: str, meta: dict[str, Any]) -> SubscriptionConfig:
+    """The subscription as it was when the event was published (kept in the workflow input, so a chain resumed after
+    a crash or a config change runs the definition it started with); the configured one for older inputs."""
+    if isinstance(meta.get("definition"), dict):
+        return SubscriptionConfig.model_validate(meta["definition"])
+    return _subscription(current(), name)
+
+
 @rt.workflow("lb.subscription_action")
 def action_workflow(subscription: str, index: int, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """One action of a ``parallel`` subscription as its own child workflow (so actions run at once)."""
-    action = _subscription(current(), subscription).actions[index]
+    action = _definition(subscription, meta).actions[index]
     return _run(action.name, action.kind, dict(action.options), action, subscription, event, meta)
 
 
@@ -486,8 +494,7 @@ def _dead_letter_step(letter: dict[str, Any]) -> str:
 def chain_workflow(subscription: str, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Run a subscription's actions for one event; on a permanent failure compensate the completed actions in
     reverse order and dead-letter the event with the chain's state (see the module doc)."""
-    ctx = current()
-    sub = _subscription(ctx, subscription)
+    sub = _definition(subscription, meta)
     wf_id = rt.current_workflow_id() or f"sub:{subscription}:{meta['event_key']}"
     trace_id, root = trace_ids(wf_id)
     meta = {**meta, "trace_id": trace_id, "span_id": root}
@@ -623,7 +630,7 @@ def publish(ctx: FlowContext, events: Iterable[Any], *, concurrency: int = DEFAU
                     f"subscription {sub.name}: event {ev.event_id} has no value at key {sub.key!r} — fix the "
                     "subscription's key path or the producer"))
                 continue
-            meta = {"event_key": ev.idempotency_key, "key": str(value)}
+            meta = {"event_key": ev.idempotency_key, "key": str(value), "definition": sub.model_dump(mode="json")}
             items.append(([sub.name, data, meta], f"sub:{sub.name}:{ev.idempotency_key}", f"{sub.name}:{value}"))
     if letters:
         with ctx.engine.begin() as conn:
@@ -677,7 +684,8 @@ def replay(ctx: FlowContext, letters: Sequence[dead_letters.DeadLetter], *, acto
             continue
         sub = _subscription(ctx, chain["subscription"])
         value = key_of(event or {}, sub.key)
-        items.append(([sub.name, event, {"event_key": chain["event_key"], "key": str(value)}],
+        items.append(([sub.name, event, {"event_key": chain["event_key"], "key": str(value),
+                                         "definition": sub.model_dump(mode="json")}],
                       f"sub:{sub.name}:{chain['event_key']}:replay-{lt.attempts}", f"{sub.name}:{value}"))
         out["replayed"].append(lt.id)
     if items:
