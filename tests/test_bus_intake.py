@@ -154,3 +154,30 @@ def test_bad_and_unlandable_messages_become_dead_letters_and_stop(tmp_path: Path
 def test_publisher_refuses_a_record_without_identity(bus_cfg: BusConfig) -> None:
     with BusPublisher(bus_cfg) as pub, pytest.raises(ValueError, match=r"missing \['version'\]"):
         pub.publish(SOURCE, [{"entity": "time_entry", "external_id": "X", "payload": {}}])
+
+
+def test_bus_cli_setup_and_status(tmp_path: Path, bus_cfg: BusConfig) -> None:
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from ledgerbridge.cli import app
+
+    tiny_firm(tmp_path)
+    data = demo_config(tmp_path).model_dump(mode="json", exclude_none=True)
+    data["bus"] = bus_cfg.model_dump(mode="json", exclude_none=True)
+    path = tmp_path / "ledgerbridge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runner = CliRunner()
+    res = runner.invoke(app, ["bus", "setup", "--config", str(path)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert (out["stream"], out["stream_action"], out["consumer"]) == (bus_cfg.stream, "updated", bus_cfg.consumer)
+    res = runner.invoke(app, ["bus", "status", "--config", str(path)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["messages"] == 0
+    del data["bus"]
+    path.write_text(yaml.safe_dump(data))
+    res = runner.invoke(app, ["bus", "setup", "--config", str(path)])
+    assert res.exit_code == 2 and "no `bus` section" in res.output
