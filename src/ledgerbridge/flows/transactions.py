@@ -20,11 +20,14 @@ the fix decides it again. The rest of the batch proceeds.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,7 +103,7 @@ def land(
     result = LandResult()
     for n, chunk in enumerate(_chunks(records, batch_size), start=1):
         items = [InboxItem(system, r["entity"], str(r["external_id"]), r["version"], r["payload"]) for r in chunk]
-        with ctx.engine.begin() as conn:
+        with gc_paused(), ctx.engine.begin() as conn:
             new, dup = inbox.add_batch(conn, items, batch_id=f"{batch_prefix}{system}:land:{n}")
         result.received += len(items)
         result.new += new
@@ -111,14 +114,34 @@ def land(
     return result
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one batch (reference counting still frees almost everything).
+
+    A batch allocates hundreds of thousands of small containers (rows, payload dicts, postings); each time
+    allocations pass the generation-0 threshold the collector runs, and every so often it walks the whole heap
+    (reference data, the connection pool...). Measured with ``gc.callbacks``: about a fifth of the CPU time of land
+    and process. Memory is bounded by the batch; the collector is switched back on (only if it was on) when the
+    batch ends, and collects any cycles the batch left at its next threshold. Nesting and concurrent batches are
+    harmless: only the caller that switched it off switches it on again."""
+    was_enabled = gc.isenabled()
+    if was_enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _chunks(it: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    buf: list[Any] = []
-    for x in it:
-        buf.append(x)
-        if len(buf) >= size:
-            yield buf
-            buf = []
-    if buf:
+    """Lists of up to ``size`` items; each is read from ``it`` with the collector paused (see :func:`gc_paused`)."""
+    source = iter(it)
+    while True:
+        with gc_paused():
+            buf = list(islice(source, size))
+        if not buf:
+            return
         yield buf
 
 
@@ -135,7 +158,7 @@ def process_pending(
     """Process received inbox rows batch by batch until none is left (or ``max_batches``)."""
     total = ProcessResult()
     while max_batches is None or total.batches < max_batches:
-        with ctx.engine.begin() as conn:
+        with gc_paused(), ctx.engine.begin() as conn:
             rows = _fetch_received(conn, batch_size)
             if not rows:
                 break
@@ -165,6 +188,11 @@ def batch_id_of(rows: Sequence[InboxRow]) -> str:
 
 def process_rows(ctx: FlowContext, conn: sa.Connection, rows: Sequence[InboxRow]) -> tuple[BatchOutcome, str]:
     """Decide and stage one batch of inbox rows inside the caller's transaction (see the module doc)."""
+    with gc_paused():
+        return _process_rows(ctx, conn, rows)
+
+
+def _process_rows(ctx: FlowContext, conn: sa.Connection, rows: Sequence[InboxRow]) -> tuple[BatchOutcome, str]:
     out = BatchOutcome(rows=len(rows))
     batch_id = batch_id_of(rows)
     book = ctx.period_book(conn)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from pydantic_core import from_json
+from sqlalchemy import Connection, Text, and_, select, type_coerce, update
 
 from ledgerbridge.domain.types import Posting
 from ledgerbridge.model.base import SourceRef
@@ -123,6 +124,54 @@ def _line(r: Any) -> StagedLine:
     )
 
 
+#: staging_lines columns in the order :class:`_LineReader` unpacks them
+_READ_COLUMNS = ("id", "txn_type", "legal_entity_id", "period", "entry_date", "currency", "amounts", "dimensions",
+                 "source_system", "source_entity", "source_id", "source_version", "sign", "status", "posting_run_id",
+                 "redated_from", "created_at")
+
+
+class _LineReader:
+    """Rows of ``_READ_COLUMNS`` -> :class:`StagedLine`, the same as :func:`_line` but converting each distinct
+    stored value once per read: the JSON texts of amounts and dimensions (decoded with pydantic-core's parser; on
+    SQLite they are read as text, on PostgreSQL the driver hands back lists) and the source reference (one SourceRef,
+    validated, per source version; the lines of one version share it — it is immutable)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.raw_json = conn.dialect.name == "sqlite"
+        self.amounts: dict[str, tuple[tuple[str, Decimal], ...]] = {}
+        self.dims: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.refs: dict[tuple[str, str, str, int], SourceRef] = {}
+
+    def columns(self) -> list[Any]:
+        cols: list[Any] = [staging_lines.c[c] for c in _READ_COLUMNS]
+        if self.raw_json:
+            for j in (6, 7):
+                cols[j] = type_coerce(cols[j], Text)
+        return cols
+
+    def __call__(self, row: Any) -> StagedLine:
+        (id_, txn_type, entity, period, entry_date, currency, amounts, dims, system, source_entity, source_id,
+         version, sign, status, run_id, redated_from, created_at) = row
+        if self.raw_json:
+            got_amounts = self.amounts.get(amounts)
+            if got_amounts is None:
+                got_amounts = self.amounts[amounts] = tuple((k, to_exact_decimal(v)) for k, v in from_json(amounts))
+            got_dims = self.dims.get(dims)
+            if got_dims is None:
+                got_dims = self.dims[dims] = tuple((k, v) for k, v in from_json(dims))
+        else:
+            got_amounts = tuple((k, to_exact_decimal(v)) for k, v in amounts)
+            got_dims = tuple((k, v) for k, v in dims)
+        key = (system, source_entity, source_id, version)
+        ref = self.refs.get(key)
+        if ref is None:
+            ref = self.refs[key] = SourceRef(system=system, entity=source_entity, id=source_id, version=version)
+        posting = Posting(txn_type=txn_type, legal_entity_id=entity, date=entry_date, currency=currency,
+                          amounts=got_amounts, dimensions=got_dims, source=ref, sign=sign)
+        return StagedLine(id=id_, posting=posting, period=period, status=status, posting_run_id=run_id,
+                          redated_from=redated_from, created_at=created_at)
+
+
 def list_lines(
     conn: Connection,
     *,
@@ -133,8 +182,9 @@ def list_lines(
     txn_types: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> list[StagedLine]:
+    read = _LineReader(conn)
     q = where_equal(
-        select(staging_lines), staging_lines,
+        select(*read.columns()), staging_lines,
         status=status, legal_entity_id=legal_entity_id, period=period, posting_run_id=posting_run_id,
     )  # fmt: skip
     if txn_types is not None:
@@ -142,7 +192,7 @@ def list_lines(
     q = q.order_by(staging_lines.c.id)
     if limit is not None:
         q = q.limit(limit)
-    return [_line(r) for r in conn.execute(q)]
+    return [read(r) for r in conn.execute(q)]
 
 
 def claim_for_run(
