@@ -108,3 +108,34 @@ def test_overlap_policy_while_the_previous_window_waits(launched: Any, overlap: 
         assert tick["enqueued"].startswith("window:win:")
         assert rt.result(tick["enqueued"], timeout_seconds=30)["flow"] == "post"
     rt.cancel(waiting)
+
+
+def test_a_failing_window_is_dead_lettered_keeps_the_cursor_and_a_later_success_closes_it(launched: Any) -> None:
+    from ledgerbridge.runtime import WorkflowNotFinishedError
+    from ledgerbridge.store import dead_letters
+
+    ctx = launched([{"name": "bad", "flow": "post", "cron": "0 3 1 * *", "options": {"entities": ["XX99"]}}])
+    schedules.apply(ctx)
+    ticks = []
+    for _ in range(2):
+        tick = rt.result(schedules.trigger("bad"), timeout_seconds=30)
+        ticks.append(tick)
+        with pytest.raises(Exception, match="XX99") as err:
+            rt.result(tick["enqueued"], timeout_seconds=30)
+        assert not isinstance(err.value, WorkflowNotFinishedError)
+    assert ticks[0]["start"] == ticks[1]["start"], "the cursor did not move: the next tick retries from it"
+    with ctx.engine.connect() as conn:
+        (letter,) = dead_letters.list_letters(conn, flow=schedules.FLOW)
+        assert cursors.get_cursor(conn, schedules.CURSOR_SYSTEM, "bad") is None
+    assert (letter.queue, letter.system, letter.attempts) == ("operational", "bad", 2)
+    assert "XX99" in letter.error_text and "live cursor did not move" in letter.error_text
+    # fixed in the configuration: re-applied, the next tick covers the whole gap and closes the letter
+    ctx.config = ctx.config.model_copy(update={"schedules": [ScheduleConfig.model_validate(
+        {"name": "bad", "flow": "post", "cron": "0 3 1 * *", "options": {"entities": []}})]})
+    schedules.apply(ctx)
+    tick = rt.result(schedules.trigger("bad"), timeout_seconds=30)
+    assert tick["start"] == ticks[0]["start"]
+    assert rt.result(tick["enqueued"], timeout_seconds=30)["cursor"] == {"window_end": tick["end"]}
+    with ctx.engine.connect() as conn:
+        assert dead_letters.list_letters(conn, flow=schedules.FLOW) == []
+        assert dead_letters.get(conn, letter.id).status == "replayed"  # type: ignore[union-attr]

@@ -41,6 +41,7 @@ from ledgerbridge.store import periods as periods_repo
 
 FLOWS = ("ingest", "post", "billing", "reconcile")
 CURSOR_SYSTEM = "schedule"
+FLOW = "schedules"  # dead letters of failed windows
 BACKFILL_QUEUE = "lb-backfill"
 _FINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 
@@ -106,7 +107,7 @@ def _source_system(ctx: FlowContext, options: dict[str, Any]) -> str:
 
 
 def _entities(ctx: FlowContext, options: dict[str, Any]) -> list[str]:
-    if options.get("entities"):
+    if options.get("entities") is not None:
         return [str(e) for e in options["entities"]]
     if ctx.reference.entities:
         return sorted(ctx.reference.entities)
@@ -176,14 +177,38 @@ RUNNERS: dict[str, FlowRunner] = {"ingest": _run_ingest, "post": _run_post, "bil
 
 @rt.step("lb.schedule_advance_cursor")
 def _advance_cursor(schedule: str, end: str) -> dict[str, Any]:
-    """Move the schedule's live cursor forward to ``end`` (never backwards)."""
+    """Move the schedule's live cursor forward to ``end`` (never backwards); close the schedule's open window
+    letters (this window covered what they failed on)."""
+    from ledgerbridge.store import dead_letters
+
     with current().engine.begin() as conn:
+        open_ids = [lt.id for lt in dead_letters.list_letters(conn, flow=FLOW, system=schedule)]
+        dead_letters.mark(conn, open_ids, "replayed", resolution=f"a later window up to {end} succeeded")
         prior = cursors.get_cursor(conn, CURSOR_SYSTEM, schedule)
         if prior and str(prior.get("window_end", "")) >= end:
             return dict(prior)
         value = {"window_end": end}
         cursors.set_cursor(conn, CURSOR_SYSTEM, schedule, value)
         return value
+
+
+@rt.step("lb.schedule_window_dead_letter")
+def _window_dead_letter(flow: str, start: str, end: str, schedule: str | None, wf_id: str, options: dict[str, Any],
+                        error_type: str, error: str) -> str:
+    """A failed window is an operational dead letter (one open letter per schedule and flow: a window failing again
+    bumps its attempts), so it shows in ``ledgerbridge dlq list`` next to the workflow's ERROR status."""
+    from ledgerbridge.store import dead_letters
+
+    letter = dead_letters.NewDeadLetter(
+        "operational", FLOW, schedule or "backfill", flow,
+        f"{schedule}:{flow}:from {start}" if schedule else f"backfill:{flow}:{start}:{end}",
+        {"flow": flow, "start": start, "end": end, "schedule": schedule, "workflow_id": wf_id, "options": options,
+         "error_type": error_type}, "permanent", "schedule.window_failed",
+        f"{flow} window {start} .. {end} ({'schedule ' + schedule if schedule else 'backfill'}) failed: {error} — "
+        + ("the live cursor did not move: the next tick retries from it" if schedule else
+           "fix the cause, then fork the window's workflow or backfill again with other options"))
+    with current().engine.begin() as conn:
+        return dead_letters.add(conn, [letter])[0]
 
 
 @rt.workflow("lb.flow_window")
@@ -195,7 +220,11 @@ def window_workflow(flow: str, start: str, end: str, options: dict[str, Any],
     runner = RUNNERS.get(flow)
     if runner is None:
         raise ValueError(f"unknown flow {flow!r}; use one of {', '.join(FLOWS)}")
-    out = runner(wf_id, dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end), dict(options))
+    try:
+        out = runner(wf_id, dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end), dict(options))
+    except Exception as exc:
+        _window_dead_letter(flow, start, end, schedule, wf_id, options, type(exc).__name__, str(exc))
+        raise
     result = {"flow": flow, "start": start, "end": end, "schedule": schedule, "result": out}
     if schedule is not None:
         result["cursor"] = _advance_cursor(schedule, end)
