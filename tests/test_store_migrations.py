@@ -25,6 +25,10 @@ from ledgerbridge.store.migrate import VERSION_TABLE
 EXPECTED_TABLES = {
     "systems", "xref", "cursors", "inbox", "item_state", "staging_lines", "posting_runs", "posted_journals",
     "posted_journal_lines", "dead_letters", "audit_log", "audit_head", "periods", "stewardship_items",
+    "api_tokens",  # 0002 service tokens
+    "invoices",  # 0003 billing
+    "master_records",  # 0004 master data
+    "recon_runs", "recon_cells", "alert_state",  # 0005 reconciliation runs and alerts
 }  # fmt: skip
 
 

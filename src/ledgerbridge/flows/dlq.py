@@ -12,6 +12,9 @@ when it starts):
   replay is skipped as no longer relevant, the letter closed with that reason).
 - **file** letters (a bad row in a source file) cannot be replayed: the source must send the row again; discard
   them with a reason once it has.
+- **billing**, **masterdata**, **drift** and **subscriptions** letters are replayed by their own flow (each re-checks
+  relevance: an invoice already in the target is skipped, a drifted stream is resumed and its held items re-enter
+  intake, a chain re-runs with the current configuration); the outcome is read back from the letter.
 
 Replay is idempotent: a replayed letter is closed; replaying it again does nothing; the flows' own keys stop any
 second effect. Discarding needs a reason and is audited.
@@ -19,8 +22,9 @@ second effect. Discarding needs a reason and is audited.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +67,8 @@ def replay(ctx: FlowContext, letters: list[DeadLetter], *, actor: str = "cli", m
     if mapping == "original":
         outcomes.update(_replay_posting_original(ctx, [lt for lt in fresh if lt.status == "open"
                                                        and lt.flow == "posting" and lt.error_kind != "conflict"]))
+    outcomes.update(_replay_other_flows(ctx, [lt for lt in fresh if lt.status == "open"
+                                              and lt.flow in OTHER_FLOWS]))
     for done, letter in enumerate(fresh, start=1):
         outcome, note = outcomes.get(letter.id) or _replay_one(ctx, letter)
         setattr(res, outcome, getattr(res, outcome) + 1)
@@ -99,6 +105,68 @@ def _replay_transactions(ctx: FlowContext, letters: list[DeadLetter]) -> dict[st
             else:
                 out[lt.id] = ("replayed", f"decided again from the item's full history ({reset[lt.id]} inbox row(s))")
     return out
+
+
+#: flows whose own module knows how to replay their letters (each re-checks relevance first)
+OTHER_FLOWS = ("billing", "masterdata", "drift", "subscriptions")
+
+
+def _replay_other_flows(ctx: FlowContext, letters: list[DeadLetter]) -> dict[str, tuple[str, str]]:
+    """Delegate to the flow that filed the letter; the outcome is read back from the letter's state."""
+    if not letters:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    by_flow: dict[str, list[DeadLetter]] = {}
+    for lt in letters:
+        by_flow.setdefault(lt.flow, []).append(lt)
+    if "billing" in by_flow:
+        from ledgerbridge.flows import billing
+
+        out.update(billing.replay_outcomes(ctx, by_flow["billing"]))
+    if "masterdata" in by_flow:
+        from ledgerbridge.flows import masterdata
+
+        masterdata.replay_letters(ctx, by_flow["masterdata"])
+    if "drift" in by_flow:
+        from ledgerbridge.flows import drift
+
+        for system, entity in sorted({(lt.system, lt.entity) for lt in by_flow["drift"]}):
+            drift.resume(ctx, system, entity)
+    if "subscriptions" in by_flow:
+        from ledgerbridge.flows import subscriptions
+
+        with _runtime(ctx):
+            subscriptions.replay(ctx, by_flow["subscriptions"])
+    with ctx.engine.connect() as conn:
+        for lt in letters:
+            if lt.id in out:
+                continue
+            now = dead_letters.get(conn, lt.id)
+            if now is not None and now.status != "open":
+                out[lt.id] = ("replayed", f"re-run by the {lt.flow} flow ({now.resolution or now.status})")
+            elif now is not None and now.attempts > lt.attempts:
+                out[lt.id] = ("failed", f"failed again: {now.error_text}")
+            else:
+                out[lt.id] = ("failed", f"the {lt.flow} flow left it open: {now.error_text if now else ''}")
+    return out
+
+
+@contextlib.contextmanager
+def _runtime(ctx: FlowContext) -> Iterator[None]:
+    """The durable runtime for a replay that runs workflows (launched here when the CLI has none)."""
+    from ledgerbridge import runtime as rt
+    from ledgerbridge.flows.context import set_current
+
+    if rt.Runtime.is_launched():
+        yield
+        return
+    set_current(ctx)
+    rt.Runtime.launch(ctx.config.runtime.to_runtime(), queues=list(ctx.config.queue_specs().values()))
+    try:
+        yield
+    finally:
+        rt.Runtime.shutdown()
+        set_current(None)
 
 
 def _replay_posting_original(ctx: FlowContext, letters: list[DeadLetter]) -> dict[str, tuple[str, str]]:

@@ -31,7 +31,7 @@ from rich.table import Table
 from ledgerbridge import runtime as rt
 from ledgerbridge.config import default_config
 from ledgerbridge.config.schema import LedgerbridgeConfig
-from ledgerbridge.flows import billing, dlq, durable, subscriptions
+from ledgerbridge.flows import billing, dlq, durable, masterdata, subscriptions
 from ledgerbridge.flows.context import FlowContext, set_current
 from ledgerbridge.flows.marts import build_marts
 from ledgerbridge.flows.reconcile import reconcile, render
@@ -131,6 +131,9 @@ def run_demo(opts: DemoOptions, *, progress: Progress | None = None) -> DemoResu
     ctx.migrate()
     ref = load_reference(ctx, SOURCE)
     result.reference = {"counts": ref.counts, "problems": ref.problems[:20], "periods_created": ref.periods_created}
+    # master data: field authority applied, stewardship decisions and ERP-owned values kept over the PSA files
+    md = masterdata.sync_from_reference(ctx, SOURCE)
+    result.reference["master_data"] = {k: v for k, v in dataclasses.asdict(md).items() if isinstance(v, int)}
     say("reference", result.reference)
     set_current(ctx)
     # one durable queue per configured system (concurrency and rate limits from config, with headroom)
