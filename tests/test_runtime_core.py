@@ -359,7 +359,7 @@ def test_schedules_start_workflows_with_the_tick_time(tmp_path: Path) -> None:
 
 #: Modules written before RuntimeClient existed that still build a DBOSClient themselves; move them to
 #: ledgerbridge.runtime.RuntimeClient and empty this set.
-_PENDING_MOVE_TO_RUNTIME_CLIENT = {"flows/worker.py"}
+_PENDING_MOVE_TO_RUNTIME_CLIENT: set[str] = set()  # every module goes through ledgerbridge.runtime now
 
 
 def test_only_the_runtime_package_imports_dbos() -> None:
