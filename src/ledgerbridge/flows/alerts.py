@@ -3,7 +3,7 @@
 :func:`compute_metrics` reads the state store (never a target) and returns a :class:`BusinessMetrics`:
 
 * **posting lag** — per source version: ``approved_at`` of the version (its inbox payload) to ``posted_at`` of the
-  first posted journal whose lines carry it (line lineage);
+  journals of the first posting run that posted its staged lines;
 * **billing lag** — per source version billed: ``approved_at`` to the ``created_at`` of the first invoice whose
   lineage names it (``store.invoices``);
 * **exception aging** — open dead letters per queue in age buckets (since first seen), the oldest one;
@@ -46,7 +46,6 @@ from ledgerbridge.store.schema import dead_letters as dl_t
 from ledgerbridge.store.schema import inbox as inbox_t
 from ledgerbridge.store.schema import invoices as inv_t
 from ledgerbridge.store.schema import periods as periods_t
-from ledgerbridge.store.schema import posted_journal_lines as pjl_t
 from ledgerbridge.store.schema import posted_journals as pj_t
 from ledgerbridge.store.schema import posting_runs as runs_t
 from ledgerbridge.store.schema import staging_lines as staging_t
@@ -195,8 +194,9 @@ def compute_metrics(ctx: FlowContext, *, now: dt.datetime | None = None,
                 m.posting_lag_by_entity.setdefault(entity, []).append(lag)
                 if lag > cfg.posting_sla_hours:
                     m.sla_late_posted += 1
+        unposted = _unposted_keys(conn)
         m.sla_unposted = sum(1 for key, a in approved.items() if key not in first_posted
-                             and _hours(a, now) > cfg.posting_sla_hours and key in _unposted_keys(conn))
+                             and _hours(a, now) > cfg.posting_sla_hours and key in unposted)
         invoiced = _first_invoiced(conn)
         for key, at in invoiced.items():
             a = approved.get(key)
@@ -231,15 +231,22 @@ def _approved_at(conn: sa.Connection) -> dict[str, dt.datetime]:
 
 
 def _first_posted(conn: sa.Connection) -> dict[str, tuple[dt.datetime, str]]:
-    """Source version key -> (posted_at, legal entity) of the first journal carrying it."""
+    """Source version key -> (posted_at, legal entity) of the first posting run that posted one of its lines: the
+    earliest ``posted_at`` of that run's journals. (Staging lines name their run; a journal line's lineage lists its
+    source versions only up to a limit, so it is not used here.)"""
+    s = staging_t.c
+    run_posted = (sa.select(pj_t.c.posting_run_id.label("run_id"), sa.func.min(pj_t.c.posted_at).label("at"))
+                  .group_by(pj_t.c.posting_run_id).subquery())
+    q = (sa.select(s.source_system, s.source_entity, s.source_id, s.source_version, s.legal_entity_id,
+                   sa.func.min(run_posted.c.at))
+         .join(run_posted, run_posted.c.run_id == s.posting_run_id)
+         .where(s.status == "posted", s.sign == 1, s.source_entity.in_(("time_entry", "expense")))
+         .group_by(s.source_system, s.source_entity, s.source_id, s.source_version, s.legal_entity_id))
     out: dict[str, tuple[dt.datetime, str]] = {}
-    q = (sa.select(pj_t.c.posted_at, pj_t.c.legal_entity_id, pjl_t.c.lineage)
-         .join(pjl_t, pjl_t.c.journal_id == pj_t.c.id))
-    for posted_at, entity, lineage in conn.execute(q):
-        for ref in (lineage or {}).get("refs", []):
-            key = _ref_key(ref)
-            if key is not None and (key not in out or posted_at < out[key][0]):
-                out[key] = (posted_at, entity)
+    for system, entity, item, version, le, at in conn.execute(q):
+        key = f"{system}:{entity}:{item}:{version}"
+        if key not in out or at < out[key][0]:
+            out[key] = (at, le)
     return out
 
 
