@@ -59,9 +59,9 @@ def test_apply_list_pause_resume_a_firing_schedule(launched: Any) -> None:
         time.sleep(0.1)
     assert _ticks("every-second"), "the per-second schedule fired"
     assert schedules.pause("every-second")["status"] == "PAUSED"
-    time.sleep(1.2)  # a tick already sleeping may still land
+    time.sleep(1.1)  # a tick already sleeping may still land
     n = len(_ticks("every-second"))
-    time.sleep(2.0)
+    time.sleep(1.5)
     assert len(_ticks("every-second")) == n, "a paused schedule does not fire"
     assert schedules.resume("every-second")["status"] == "ACTIVE"
     deadline = time.monotonic() + 8

@@ -12,11 +12,11 @@ from ledgerbridge.store import dead_letters
 from subscriptions_support import approved, context_with, loopback_server, time_approved
 
 KEYS = ("P-A", "P-B", "P-C")
-PER_KEY = 5
+PER_KEY = 4
 
 
 def test_events_of_one_key_run_strictly_in_order_while_keys_interleave(tmp_path: Path) -> None:
-    with loopback_server(delay=0.05) as (url, rec):
+    with loopback_server(delay=0.1) as (url, rec):
         sub = {"name": "timefeed", "event": "time_entry.approved", "key": "entry.project_id", "actions": [
             {"name": "push", "kind": "webhook", "options": {"url": f"{url}/slow"}}]}
         ctx = context_with(tmp_path / "wd", [sub])
