@@ -222,3 +222,27 @@ def test_revoked_token_ends_the_session(state: FlowContext) -> None:
         tokens.revoke(conn, tok.id)
     r = c.get("/dashboard/")
     assert r.status_code == 303 and "revoked" in r.headers["location"]
+
+
+def test_trace_after_billing_shows_invoices_and_the_unbilled(state: FlowContext) -> None:
+    from ledgerbridge.flows.billing import run_billing
+    from ledgerbridge.service.dashboard import project_trace
+    from ledgerbridge.store import invoices as invoices_repo
+
+    run_billing(state, "2026-09")
+    with state.engine.connect() as conn:
+        invs = [i for i in invoices_repo.list_invoices(conn) if i.kind != "credit_note"]
+    assert invs
+    rows = {r["project_id"]: r for r in project_trace(state)}
+    for inv in invs:
+        r = rows[inv.project_id]
+        assert r["invoices"] >= 1
+        if r["invoices"] <= 4:  # the page lists up to four numbers per project
+            assert (inv.erp_number or inv.id) in r["invoice_numbers"]
+    tm = [r for r in rows.values() if r["contract"] == "time and materials" and r["invoices"]]
+    assert tm and all(0 < r["billed"] <= r["approved"] and r["unbilled"] == r["approved"] - r["billed"] for r in tm)
+    assert all(r["unbilled"] is None for r in rows.values() if r["contract"] in ("fixed fee", "milestone"))
+    c = client_for(state)
+    login(c, issue_token(state, "read"))
+    page = c.get("/dashboard/trace").text
+    assert tm[0]["project_id"] in page and tm[0]["invoice_numbers"][0] in page

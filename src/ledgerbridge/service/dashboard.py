@@ -318,9 +318,15 @@ def project_trace(ctx: Any) -> list[dict[str, Any]]:
         r["invoices_posted"] = sum(1 for x in invs if x.status in ("posted", "paid", "credited"))
         r["invoice_numbers"] = sorted(x.erp_number or x.id for x in invs)[:4]
     has_billing = bool(invoices)
-    for r in out.values():
+    projects = getattr(getattr(ctx, "reference", None), "projects", {}) or {}
+    for pid, r in out.items():
+        p = projects.get(pid)
+        contract = str(getattr(p, "contract_type", "") or "")
+        r["contract"] = contract.replace("_", " ") or "?"
         r["unposted"] = r["approved"] - r["posted"]
-        r["unbilled"] = r["approved"] - r["billed"] if has_billing else None
+        # only time-and-materials projects bill time itself; fixed-fee and milestone projects bill their schedule
+        r["unbilled"] = (r["approved"] - r["billed"]) if has_billing and contract in ("time_and_materials", "") \
+            else None
         r["invoices_unposted"] = r["invoices"] - r["invoices_posted"]
     return [out[k] for k in sorted(out)]
 
