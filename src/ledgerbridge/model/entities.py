@@ -396,8 +396,8 @@ class JournalLine(Contract):
 
 
 class JournalEntry(Contract):
-    """A balanced journal entry (contract 1.1: journal type ``expense_recovery`` added). Construction fails unless debits equal credits per currency (and per
-    functional currency where functional amounts are given). Posted entries are never edited: a correction is
+    """A balanced journal entry (contract 1.1: journal type ``expense_recovery`` added). Construction fails unless
+    debits equal credits per currency (and per functional currency where functional amounts are given). Posted entries are never edited: a correction is
     a new entry with ``reverses`` set."""
 
     contract_name: ClassVar[str] = "journal_entry"
