@@ -42,7 +42,7 @@ from ledgerbridge.domain.types import DeltaAction, LedgerDelta, Posting
 from ledgerbridge.flows.context import FlowContext
 from ledgerbridge.model.entities import ApprovalStatus, Expense, TimeEntry
 from ledgerbridge.store import audit, dead_letters, inbox, item_state, staging
-from ledgerbridge.store._sql import chunked
+from ledgerbridge.store._sql import chunked, memo_column
 from ledgerbridge.store.dead_letters import NewDeadLetter
 from ledgerbridge.store.inbox import InboxItem, InboxRow
 from ledgerbridge.store.item_state import ItemState
@@ -173,11 +173,13 @@ def process_pending(
 
 def _fetch_received(conn: sa.Connection, limit: int) -> list[InboxRow]:
     """The oldest received inbox rows, without their payloads (the flow reads each item's full history once)."""
+    received_at, rec_of = memo_column(conn, inbox_t.c.received_at)  # one timestamp per landed batch: parse once
+    processed_at, proc_of = memo_column(conn, inbox_t.c.processed_at)
     cols = (inbox_t.c.id, inbox_t.c.idempotency_key, inbox_t.c.system, inbox_t.c.entity, inbox_t.c.external_id,
-            inbox_t.c.version, inbox_t.c.received_at, inbox_t.c.status, inbox_t.c.processed_at, inbox_t.c.batch_id)
+            inbox_t.c.version, received_at, inbox_t.c.status, processed_at, inbox_t.c.batch_id)
     q = sa.select(*cols).where(inbox_t.c.status == "received").order_by(inbox_t.c.id).limit(limit)
-    return [InboxRow(i, key, sys_, ent, ext, ver, None, rec, st, proc, bid)
-            for i, key, sys_, ent, ext, ver, rec, st, proc, bid in conn.execute(q)]
+    return [InboxRow(i, key, sys_, ent, ext, ver, None, rec_of(rec), st, proc_of(proc), bid)
+            for i, key, sys_, ent, ext, ver, rec, st, proc, bid in conn.execute(q).all()]
 
 
 def batch_id_of(rows: Sequence[InboxRow]) -> str:
@@ -337,7 +339,7 @@ def _histories(
         q = sa.select(inbox_t.c.external_id, inbox_t.c.version, col).where(
             inbox_t.c.system == system, inbox_t.c.entity == entity, inbox_t.c.external_id.in_(part),
             inbox_t.c.status != "dead")
-        for ext, ver, stored in conn.execute(q):
+        for ext, ver, stored in conn.execute(q).all():
             payload = from_json(stored) if raw_json and stored is not None else stored
             v = int(ver)
             raw_status = payload["approval_status"]

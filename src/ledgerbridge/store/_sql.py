@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import operator
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, String, Table, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
 T = TypeVar("T")
@@ -165,20 +165,31 @@ def _copy_insert_ignore(
     return inserted
 
 
-def executemany_driver(conn: Connection, stmt: Any, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+#: (statement name, dialect name) -> (driver SQL, parameter names in positional order)
+_COMPILED: dict[tuple[str, str], tuple[str, list[str]]] = {}
+
+
+def executemany_driver(
+    conn: Connection, stmt: Callable[[], Any], names: Sequence[str], rows: Sequence[Sequence[Any]], *, key: str
+) -> int:
     """Run a Core statement whose parameters are ``bindparam(name)`` s as one driver ``executemany`` of ``rows``
     (sequences of *driver* values in ``names`` order), skipping SQLAlchemy's per-row parameter processing. Only for
-    positional (qmark) dialects, i.e. SQLite; returns the rows changed (summed over the batch)."""
+    positional (qmark) dialects, i.e. SQLite; returns the rows changed (summed over the batch). ``stmt`` builds the
+    statement; it is compiled once per ``key`` and dialect (a one-row batch pays no compilation)."""
     if not rows:
         return 0
-    compiled = stmt.compile(dialect=conn.dialect)
-    order = list(compiled.positiontup or ())
-    if sorted(order) != sorted(names) or len(set(order)) != len(order):
-        raise ValueError(f"statement parameters {order} do not match {list(names)}")
+    got = _COMPILED.get((key, conn.dialect.name))
+    if got is None:
+        compiled = stmt().compile(dialect=conn.dialect)
+        order = list(compiled.positiontup or ())
+        if sorted(order) != sorted(names) or len(set(order)) != len(order):
+            raise ValueError(f"statement parameters {order} do not match {list(names)}")
+        got = _COMPILED[(key, conn.dialect.name)] = (str(compiled), order)
+    sql, order = got
     if order != list(names):
         idx = [list(names).index(n) for n in order]
         rows = [tuple(r[i] for i in idx) for r in rows]
-    return int(conn.exec_driver_sql(str(compiled), list(rows)).rowcount)
+    return int(conn.exec_driver_sql(sql, list(rows)).rowcount)
 
 
 def driver_value(conn: Connection, table: Table, column: str, value: Any) -> Any:
@@ -186,6 +197,31 @@ def driver_value(conn: Connection, table: Table, column: str, value: Any) -> Any
     d = conn.dialect
     proc = table.c[column].type.dialect_impl(d).bind_processor(d)
     return proc(value) if proc is not None else value
+
+
+def memo_column(conn: Connection, column: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """``(select expression, convert)`` reading ``column`` with its type's result conversion run once per distinct
+    stored value. On SQLite dates and timestamps are stored as text and parsed on every row; a batch's rows share a
+    few values (one ``received_at`` per landed batch), so the text is selected as is and ``convert`` parses each
+    distinct text once (immutable results, shared). Elsewhere, or for types without conversion: the column, identity.
+    """
+    d = conn.dialect
+    proc = column.type.dialect_impl(d).result_processor(d, None)
+    if d.name != "sqlite" or proc is None:
+        return column, _identity
+    cache: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        got = cache.get(value, cache)
+        if got is cache:
+            got = cache[value] = proc(value)
+        return got
+
+    return type_coerce(column, String), convert
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def where_equal(query: Any, table: Table, **filters: Any) -> Any:

@@ -117,15 +117,19 @@ def mark(conn: Connection, ids: Iterable[int], status: str, *, at: dt.datetime |
     n = 0
     if conn.dialect.name == "sqlite":
         # one executemany keyed on the rowid (no IN list to render per chunk); rowcount sums the rows changed
-        stmt = update(inbox).where(inbox.c.id == bindparam("row_id")).values(
-            status=bindparam("new_status"), processed_at=bindparam("at"))
         at_value = driver_value(conn, inbox, "processed_at", when)
-        return executemany_driver(conn, stmt, ("new_status", "at", "row_id"), [(status, at_value, i) for i in ids])
+        return executemany_driver(conn, _mark_statement, ("new_status", "at", "row_id"),
+                                  [(status, at_value, i) for i in ids], key="inbox.mark")
     for part in chunked(list(ids)):
         n += conn.execute(
             update(inbox).where(inbox.c.id.in_(part)).values(status=status, processed_at=when)
         ).rowcount
     return n
+
+
+def _mark_statement() -> Any:
+    return update(inbox).where(inbox.c.id == bindparam("row_id")).values(
+        status=bindparam("new_status"), processed_at=bindparam("at"))
 
 
 def mark_processed(conn: Connection, ids: Iterable[int], *, at: dt.datetime | None = None) -> int:

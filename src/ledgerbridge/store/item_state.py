@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
@@ -45,13 +46,17 @@ def upsert_many(conn: Connection, states: Iterable[ItemState], *, at: dt.datetim
     if conn.dialect.name == "sqlite":
         # the same upsert as below, as one executemany of driver tuples (no per-row parameter processing)
         cols = ("system", "entity", "item_id", "latest_version", "posted_version", "posted_status", "updated_at")
-        ins = insert_for(conn, item_state).values({c: bindparam(c) for c in cols})
-        ins = ins.on_conflict_do_update(
-            index_elements=["system", "entity", "item_id"], set_={c: ins.excluded[c] for c in cols[3:]}
-        )
+
+        def upsert() -> Any:
+            ins = insert_for(conn, item_state).values({c: bindparam(c) for c in cols})
+            return ins.on_conflict_do_update(
+                index_elements=["system", "entity", "item_id"], set_={c: ins.excluded[c] for c in cols[3:]}
+            )
+
         stamp = driver_value(conn, item_state, "updated_at", now)
-        executemany_driver(conn, ins, cols, [(s.system, s.entity, s.item_id, s.latest_version, s.posted_version,
-                                              s.posted_status, stamp) for s in latest.values()])
+        executemany_driver(conn, upsert, cols, [(s.system, s.entity, s.item_id, s.latest_version, s.posted_version,
+                                                 s.posted_status, stamp) for s in latest.values()],
+                           key="item_state.upsert_many")
         return len(latest)
     rows = [
         {

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Text, and_, select, type_coerce, update
 
 from ledgerbridge.domain.types import Posting
 from ledgerbridge.model.base import SourceRef
-from ledgerbridge.store._sql import chunked, insert_ignore_tuples, where_equal
+from ledgerbridge.store._sql import chunked, insert_ignore_tuples, memo_column, where_equal
 from ledgerbridge.store.errors import InvalidStatusError, UnknownRunError
 from ledgerbridge.store.schema import posting_runs, staging_lines
 from ledgerbridge.store.types import DecimalRangeError, exact_decimal_text, to_exact_decimal, utcnow
@@ -141,13 +141,13 @@ class _LineReader:
         self.amounts: dict[str, tuple[tuple[str, Decimal], ...]] = {}
         self.dims: dict[str, tuple[tuple[str, str], ...]] = {}
         self.refs: dict[tuple[str, str, str, int], SourceRef] = {}
-
-    def columns(self) -> list[Any]:
         cols: list[Any] = [staging_lines.c[c] for c in _READ_COLUMNS]
         if self.raw_json:
             for j in (6, 7):
                 cols[j] = type_coerce(cols[j], Text)
-        return cols
+        cols[4], self.date_of = memo_column(conn, cols[4])  # few distinct entry dates, one created_at per batch
+        cols[16], self.created_of = memo_column(conn, cols[16])
+        self.columns = cols
 
     def __call__(self, row: Any) -> StagedLine:
         (id_, txn_type, entity, period, entry_date, currency, amounts, dims, system, source_entity, source_id,
@@ -166,10 +166,10 @@ class _LineReader:
         ref = self.refs.get(key)
         if ref is None:
             ref = self.refs[key] = SourceRef(system=system, entity=source_entity, id=source_id, version=version)
-        posting = Posting(txn_type=txn_type, legal_entity_id=entity, date=entry_date, currency=currency,
+        posting = Posting(txn_type=txn_type, legal_entity_id=entity, date=self.date_of(entry_date), currency=currency,
                           amounts=got_amounts, dimensions=got_dims, source=ref, sign=sign)
         return StagedLine(id=id_, posting=posting, period=period, status=status, posting_run_id=run_id,
-                          redated_from=redated_from, created_at=created_at)
+                          redated_from=redated_from, created_at=self.created_of(created_at))
 
 
 def list_lines(
@@ -184,7 +184,7 @@ def list_lines(
 ) -> list[StagedLine]:
     read = _LineReader(conn)
     q = where_equal(
-        select(*read.columns()), staging_lines,
+        select(*read.columns), staging_lines,
         status=status, legal_entity_id=legal_entity_id, period=period, posting_run_id=posting_run_id,
     )  # fmt: skip
     if txn_types is not None:
@@ -192,7 +192,7 @@ def list_lines(
     q = q.order_by(staging_lines.c.id)
     if limit is not None:
         q = q.limit(limit)
-    return [read(r) for r in conn.execute(q)]
+    return [read(r) for r in conn.execute(q).all()]
 
 
 def claim_for_run(
