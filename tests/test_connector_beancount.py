@@ -346,3 +346,22 @@ def test_connector_satisfies_the_protocol(ledger: BeancountLedgerConnector) -> N
     caps = ledger.capabilities()
     assert caps.supports_read_back and caps.can_write("journal_entry")
     assert caps.idempotency.value == "lookup_before_create"
+
+
+def test_set_period_status_twice_writes_one_directive(tmp_path) -> None:
+    """A close step re-run after a crash declares the same status again: the ledger must not change."""
+    import datetime as dt
+
+    from ledgerbridge.connectors.beancount_ledger import BeancountLedgerConnector
+    from ledgerbridge.model.entities import Account, AccountType, LegalEntity
+
+    led = BeancountLedgerConnector(
+        tmp_path / "ledger", [Account(code="1100", name="Accounts receivable", type=AccountType.ASSET)],
+        [LegalEntity(id="US01", name="US", functional_currency="USD", country="US", tax_jurisdiction="US")])
+    led.set_period_status("US01", "2026-09", "closed", dt.date(2026, 9, 30))
+    files = {p: p.read_bytes() for p in (tmp_path / "ledger").rglob("*.beancount")}
+    led.set_period_status("US01", "2026-09", "closed", dt.date(2026, 9, 30))
+    assert {p: p.read_bytes() for p in (tmp_path / "ledger").rglob("*.beancount")} == files
+    assert led.period_status("US01", "2026-09") == "closed" and led.check() == []
+    led.set_period_status("US01", "2026-09", "open", dt.date(2026, 10, 2))  # a real change is still written
+    assert led.period_status("US01", "2026-09") == "open"

@@ -307,11 +307,14 @@ class BeancountLedgerConnector:
     def set_period_status(self, entity: str, period: str, status: str, on: dt.date) -> None:
         """Declare ``period`` of ``entity`` open/closing/closed/locked in the ledger as of ``on`` (validated
         append to the accounts file). Journals for a period whose latest status is not ``open`` are refused by
-        :meth:`post_journals`."""
+        :meth:`post_journals`. Idempotent: when the ledger's latest status of the period already is ``status``
+        nothing is written (a close step re-run after a crash must not add a second directive)."""
         ef = self._files(entity)
         text = render_period_status(entity, period, status, on)
         with self.client.entity_lock(ef):
             self.client.ensure_layout(ef, None, self._headers(entity))
+            if self.client.state(ef, None).periods.get(period) == status:
+                return
             self.client.append_validated(ef, {ef.accounts: text}, lambda _state: [], view=[ef.accounts])
         self._write_main()
 
