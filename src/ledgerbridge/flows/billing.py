@@ -200,7 +200,9 @@ def _accrued(conn: sa.Connection, system: str, entity: str, txn: str) -> dict[tu
 
 def _on_ledger(ctx: FlowContext, conn: sa.Connection, systems: Iterable[str], entity: str | None,
                extra_versions: Iterable[SourceRef] = ()) -> _OnLedger:
-    """Cost every version on the ledger (and ``extra_versions``: billed versions to credit) from its inbox payload.
+    """Cost every version on the ledger not billed yet, and the billed versions (``extra_versions``) that are no
+    longer on the ledger (to credit them), from their inbox payloads; billed versions still on the ledger need
+    nothing and are not re-read.
 
     A time entry's billable value is the amount its ``revenue_accrual`` line was staged with (what was accrued, cent
     for cent, even if a rate changed since); a version without a live accrual (or, for an expense, without its live
@@ -214,8 +216,9 @@ def _on_ledger(ctx: FlowContext, conn: sa.Connection, systems: Iterable[str], en
                 item_state_t.c.system == system, item_state_t.c.entity == kind)).all()
             for item_id, pv in states:
                 out.posted_version[(system, kind, item_id)] = pv
-            wanted = {(i, int(v)) for i, v in states if v is not None}
-            wanted |= {(r.id, r.version) for r in extra if r.system == system and r.entity == kind}
+            billed = {(r.id, r.version) for r in extra if r.system == system and r.entity == kind}
+            wanted = {(i, int(v)) for i, v in states if v is not None} - billed
+            wanted |= {(i, v) for i, v in billed if out.posted_version.get((system, kind, i)) != v}
             wanted &= set(accrued)
             if not wanted:
                 continue
