@@ -162,3 +162,22 @@ def test_unknown_master_data_goes_to_the_financial_dlq_and_replays_after_fix(tmp
     assert staged_net(ctx) == expected_net(ctx, recs)
     with ctx.engine.connect() as conn:
         assert dead_letters.list_letters(conn, error_code="master.unknown_project") == []
+
+
+def test_close_checklist_sees_transaction_stage_dead_letters(tmp_path: Path, export: Path) -> None:
+    """A financial dead letter from the transactional flow (here: a missing project) blocks the close of its
+    entity and period although its payload only carries the source item."""
+    from ledgerbridge.flows.periods import close_checklist
+
+    ctx = make_ctx(tmp_path / "w", export_from=export)
+    removed = next(p for p in sorted(ctx.reference.projects) if ctx.reference.projects[p].legal_entity_id == "US01")
+    project = ctx.reference.projects.pop(removed)
+    transactions.land(ctx, SOURCE, records(ctx))
+    transactions.process_pending(ctx)
+    ctx.reference.projects[removed] = project  # the checklist knows the project again (master data fixed)
+    with ctx.engine.connect() as conn:
+        letters = dead_letters.list_letters(conn, error_code="master.unknown_project")
+    assert letters
+    periods_hit = sorted({lt.payload["source"]["work_date"][:7] for lt in letters if lt.entity == "time_entry"})
+    problems = close_checklist(ctx, "US01", periods_hit[-1])
+    assert any("dead letter" in p for p in problems), problems

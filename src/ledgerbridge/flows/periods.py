@@ -34,12 +34,28 @@ def close_checklist(ctx: FlowContext, entity: str, period: str) -> list[str]:
             problems.append(f"posting run(s) not finished: {', '.join(started)} — execute or cancel them")
         open_fin = conn.execute(sa.select(dl_t.c.payload).where(
             dl_t.c.queue == "financial", dl_t.c.status == "open")).scalars().all()
-        mine = [p for p in open_fin if isinstance(p, dict) and p.get("legal_entity_id") == entity
-                and str(p.get("period", "")) <= period]
+        mine = [p for p in open_fin if _entity_period(ctx, p) is not None
+                and _entity_period(ctx, p)[0] == entity and _entity_period(ctx, p)[1] <= period]
         if mine:
             problems.append(f"{len(mine)} open financial dead letter(s) for {entity} up to {period}: "
                             "replay or discard them (ledgerbridge dlq list --queue financial)")
     return problems
+
+
+def _entity_period(ctx: FlowContext, payload: Any) -> tuple[str, str] | None:
+    """The legal entity and period a financial dead letter concerns: named in the payload (posting, billing), or
+    derived from the source item it carries (transactions stage: the project's entity, the item's date)."""
+    if not isinstance(payload, dict):
+        return None
+    if payload.get("legal_entity_id"):
+        return str(payload["legal_entity_id"]), str(payload.get("period") or payload.get("date", ""))[:7]
+    src = payload.get("source")
+    if isinstance(src, dict) and src.get("project_id"):
+        project = ctx.reference.projects.get(str(src["project_id"]))
+        day = str(src.get("work_date") or src.get("expense_date") or "")
+        if project is not None and day:
+            return project.legal_entity_id, day[:7]
+    return None
 
 
 def close_period(ctx: FlowContext, entity: str, period: str, *, force: bool = False,
