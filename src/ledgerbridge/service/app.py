@@ -23,6 +23,7 @@ from ledgerbridge.domain.errors import DomainError
 from ledgerbridge.errors import ErrorKind, LedgerbridgeError
 from ledgerbridge.flows.context import FlowContext
 from ledgerbridge.service import api, dashboard, logs, webhooks, worker
+from ledgerbridge.service.ingest import GroupCommitter
 from ledgerbridge.service.metrics import AppMetrics
 from ledgerbridge.service.settings import ServiceSettings
 from ledgerbridge.service.tracing import make_provider, trace_id_hex
@@ -73,6 +74,7 @@ def create_app(ctx: FlowContext, settings: ServiceSettings | None = None, *, spa
         finally:
             app.state.trigger = None
             app.state.worker_running = False
+            await anyio.to_thread.run_sync(app.state.committer.close)
             await anyio.to_thread.run_sync(worker.stop, launched)
             provider.shutdown()
 
@@ -89,6 +91,7 @@ def create_app(ctx: FlowContext, settings: ServiceSettings | None = None, *, spa
     app.state.replay_guard = webhooks.ReplayGuard(settings.webhook_tolerance_seconds)
     app.state.trigger = None
     app.state.worker_running = False
+    app.state.committer = GroupCommitter(ctx, on_new=lambda: app.state.trigger and app.state.trigger.notify())
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

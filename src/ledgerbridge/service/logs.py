@@ -48,6 +48,7 @@ def configure(*, stream: Any = None, level: int = logging.INFO) -> None:
         if not _configured:
             structlog.configure(
                 processors=[
+                    structlog.stdlib.filter_by_level,  # drop disabled levels before any rendering
                     structlog.contextvars.merge_contextvars,
                     structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),

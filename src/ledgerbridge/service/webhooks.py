@@ -22,6 +22,7 @@ Answers:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -29,11 +30,10 @@ import threading
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ledgerbridge.flows import intake
 from ledgerbridge.model.entities import ApprovalStatus
 from ledgerbridge.model.events import (
     AnyEvent,
@@ -63,13 +63,6 @@ _STATUS_OF: dict[type, ApprovalStatus | None] = {
 }
 
 log = get_logger()
-
-
-async def _raw_body(request: Request) -> bytes:
-    return await request.body()
-
-
-_BODY = Depends(_raw_body)
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -110,6 +103,7 @@ class WebhookAccepted(BaseModel):
     event_id: str
     idempotency_key: str
     duplicate: bool
+    held: bool = False  # the intake's drift gate parked it in the operational dead-letter queue
     trace_id: str | None
 
 
@@ -172,10 +166,11 @@ def make_router() -> APIRouter:
                        "requestBody": {"required": True, "content": {"application/json": {
                            "schema": {"type": "object", "description": "one business event (AnyEvent)"}}}}},
     )
-    def receive_webhook(system: str, request: Request, body: bytes = _BODY) -> Any:
+    async def receive_webhook(system: str, request: Request) -> Any:
         state = request.app.state
         started = time.perf_counter()
         metrics = state.metrics
+        body = await request.body()
 
         def refuse(status: int, outcome: str, message: str, **extra: Any) -> JSONResponse:
             metrics.webhooks.labels(system=system if system in state.ctx.config.systems else "_unknown",
@@ -242,22 +237,18 @@ def make_router() -> APIRouter:
         with state.tracer.start_as_current_span("intake.accept") as span:
             span.set_attribute("ledgerbridge.system", system)
             span.set_attribute("ledgerbridge.event_id", event.event_id)
-            prefix = f"wh:{(trace_id or 'none')[:32]}:"
-            if len(prefix) + len(system) + 8 > 64:
-                prefix = prefix[:19] + ":"
-            res = intake.accept(state.ctx, system, [record], batch_prefix=prefix)
-            span.set_attribute("ledgerbridge.duplicate", res.new == 0)
+            out = await asyncio.wrap_future(state.committer.submit(system, record))
+            span.set_attribute("ledgerbridge.duplicate", not out.new)
+            span.set_attribute("ledgerbridge.inbox_batch", out.batch_id)
         guard.remember(sig, ts)
-        duplicate = res.new == 0
-        metrics.webhooks.labels(system=system, outcome="duplicate" if duplicate else "accepted").inc()
+        duplicate = not out.new and not out.held
+        outcome = "held" if out.held else "duplicate" if duplicate else "accepted"
+        metrics.webhooks.labels(system=system, outcome=outcome).inc()
         metrics.accept_seconds.labels(system=system).observe(time.perf_counter() - started)
-        key = intake.record_key(system, record)
-        log.info("webhook.accepted", system=system, event_id=event.event_id, idempotency_key=key,
-                 duplicate=duplicate)
-        if not duplicate and state.trigger is not None:
-            state.trigger.notify()
-        return JSONResponse(WebhookAccepted(event_id=event.event_id, idempotency_key=key, duplicate=duplicate,
-                                            trace_id=trace_id).model_dump(), status_code=202)
+        log.info("webhook.accepted", system=system, event_id=event.event_id, idempotency_key=out.key,
+                 duplicate=duplicate, held=out.held, inbox_batch=out.batch_id)
+        return JSONResponse(WebhookAccepted(event_id=event.event_id, idempotency_key=out.key, duplicate=duplicate,
+                                            held=out.held, trace_id=trace_id).model_dump(), status_code=202)
 
     return router
 
