@@ -11,8 +11,8 @@ from ledgerbridge.contracts import contracts_app
 from ledgerbridge.flows.alerts import alerts_app
 from ledgerbridge.flows.billing_cli import billing_app
 from ledgerbridge.flows.cli import audit_app, dlq_app, ingest, periods_app, post
-from ledgerbridge.flows.schedules_cli import backfill, schedules_app
 from ledgerbridge.flows.recon_runs import reconcile_command
+from ledgerbridge.flows.schedules_cli import backfill, schedules_app
 from ledgerbridge.flows.stewardship_cli import drift_app, stewardship_app
 from ledgerbridge.flows.worker import worker_app
 from ledgerbridge.samplefirm.cli import demo_app
@@ -34,16 +34,16 @@ app.add_typer(periods_app, name="periods")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(billing_app, name="billing")
-app.command("serve", help="Run the HTTP API (webhooks, admin API, metrics) and the worker.")(serve)
-app.add_typer(tokens_app, name="tokens")
 app.add_typer(stewardship_app, name="stewardship")
 app.add_typer(drift_app, name="drift")
+app.command("serve", help="Run the HTTP API (webhooks, admin API, metrics) and the worker.")(serve)
+app.add_typer(tokens_app, name="tokens")
 app.add_typer(worker_app, name="worker", help="Distributed mode: run a worker (--executor-id), enqueue months.")
 app.add_typer(bus_app, name="bus", help="NATS JetStream event ingest: set-up, status, publishing.")
-app.command("reconcile", help="Reconcile PSA vs ledger vs mart; results stored for trends.")(reconcile_command)
-app.add_typer(alerts_app, name="alerts", help="Business metrics and alert rules.")
 app.add_typer(schedules_app, name="schedules")
 app.command("backfill", help="Re-run past windows of a flow without moving live cursors.")(backfill)
+app.command("reconcile", help="Reconcile PSA vs ledger vs mart; results stored for trends.")(reconcile_command)
+app.add_typer(alerts_app, name="alerts", help="Business metrics and alert rules.")
 
 
 @app.command("version")

@@ -396,9 +396,10 @@ class JournalLine(Contract):
 
 
 class JournalEntry(Contract):
-    """A balanced journal entry (contract 1.1: journal type ``expense_recovery`` added). Construction fails unless
-    debits equal credits per currency (and per functional currency where functional amounts are given). Posted entries are never edited: a correction is
-    a new entry with ``reverses`` set."""
+    """A balanced journal entry (contract 1.1: journal type ``expense_recovery`` added).
+
+    Construction fails unless debits equal credits per currency (and per functional currency where functional
+    amounts are given). Posted entries are never edited: a correction is a new entry with ``reverses`` set."""
 
     contract_name: ClassVar[str] = "journal_entry"
     contract_version: ClassVar[str] = "1.1"
