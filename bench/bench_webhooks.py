@@ -1,6 +1,6 @@
 """Webhook ingress under a bounded load on loopback.
 
-    .venv/bin/python bench/bench_webhooks.py [--rate 1000] [--seconds 60] [--concurrency 256] [--workdir DIR]
+    .venv/bin/python bench/bench_webhooks.py [--rate 1000] [--seconds 60] [--concurrency 32] [--workdir DIR]
 
 1. Generates a small sample firm (master data) in the work directory and starts ``uvicorn`` in a subprocess with
    the service app (API + background worker, embedded SQLite store and DBOS system database).
@@ -35,7 +35,7 @@ SECRET = "bench-webhook-secret-0f1e2d3c"
 SOURCE = "psa_files"
 
 
-def _serve(workdir: Path, port: int) -> None:
+def _serve(workdir: Path, port: int, process_batch: int) -> None:
     """The server side (run in the subprocess)."""
     import dataclasses
 
@@ -56,7 +56,8 @@ def _serve(workdir: Path, port: int) -> None:
     load_reference(ctx, SOURCE)
     st.with_secret(ctx, SOURCE, "webhook", "${env:" + SECRET_ENV + "}")
     runtime = dataclasses.replace(cfg.runtime.to_runtime(), queue_polling_interval_sec=0.2, log_level="WARNING")
-    app = create_app(ctx, ServiceSettings(port=port, process_window_seconds=0.5), runtime_settings=runtime)
+    app = create_app(ctx, ServiceSettings(port=port, process_window_seconds=0.5,
+                                                process_batch_size=process_batch), runtime_settings=runtime)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None)
 
 
@@ -150,14 +151,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=1000.0, help="webhooks per second to send (default 1000)")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long to send (default 60)")
-    ap.add_argument("--concurrency", type=int, default=256, help="max requests in flight (default 256)")
+    ap.add_argument("--concurrency", type=int, default=32,
+                    help="max requests in flight (default 32; httpx costs more CPU per request with many connections)")
     ap.add_argument("--workdir", type=Path, default=Path("out/bench-webhooks"))
     ap.add_argument("--process-timeout", type=float, default=600.0)
+    ap.add_argument("--process-batch", type=int, default=250,
+                    help="inbox rows per processing transaction (smaller = shorter store locks; default 250)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        _serve(args.workdir.resolve(), args.port)
+        _serve(args.workdir.resolve(), args.port, args.process_batch)
         return
 
     from ledgerbridge.samplefirm import generate_firm
@@ -174,7 +178,8 @@ def main() -> None:
     prefix = entries[0]["id"].rsplit("-", 1)[0]
     port = _free_port()
     env = {**os.environ, SECRET_ENV: SECRET}
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "--workdir", str(wd), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "--workdir", str(wd), "--port", str(port),
+                               "--process-batch", str(args.process_batch)],
                               env=env)
     try:
         import httpx
