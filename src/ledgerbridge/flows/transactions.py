@@ -42,7 +42,7 @@ from ledgerbridge.domain.types import DeltaAction, LedgerDelta, Posting
 from ledgerbridge.flows.context import FlowContext
 from ledgerbridge.model.entities import ApprovalStatus, Expense, TimeEntry
 from ledgerbridge.store import audit, dead_letters, inbox, item_state, staging
-from ledgerbridge.store._sql import chunked, memo_column
+from ledgerbridge.store._sql import IN_CHUNK, chunked, in_values, memo_column
 from ledgerbridge.store.dead_letters import NewDeadLetter
 from ledgerbridge.store.inbox import InboxItem, InboxRow
 from ledgerbridge.store.item_state import ItemState
@@ -53,8 +53,6 @@ from ledgerbridge.store.staging import StageItem
 FLOW = "transactions"
 ENTITIES = ("time_entry", "expense")
 _STATUS = {s.value: s for s in ApprovalStatus}
-#: item ids per history query (bound parameters: under SQLite's 32766 and PostgreSQL's 65535)
-HISTORY_CHUNK = 20_000
 
 
 @dataclass
@@ -331,13 +329,13 @@ def _histories(
     """Every version of the items seen so far (from the inbox): histories and the payload of each version."""
     histories: dict[str, list[tuple[int, ApprovalStatus]]] = defaultdict(list)
     payloads: dict[tuple[str, int], dict[str, Any]] = {}
-    # one statement per HISTORY_CHUNK ids: the inbox has no index on external_id, so each statement scans it once
+    # one statement per IN_CHUNK ids: the inbox has no index on external_id, so each statement scans it once
     raw_json = conn.dialect.name == "sqlite"  # SQLite hands back the JSON text: decode it with pydantic-core's parser
     col = sa.type_coerce(inbox_t.c.payload, sa.Text) if raw_json else inbox_t.c.payload
     status_of = _STATUS.get
-    for part in chunked(ids, HISTORY_CHUNK):
+    for part in chunked(ids, IN_CHUNK):
         q = sa.select(inbox_t.c.external_id, inbox_t.c.version, col).where(
-            inbox_t.c.system == system, inbox_t.c.entity == entity, inbox_t.c.external_id.in_(part),
+            inbox_t.c.system == system, inbox_t.c.entity == entity, in_values(conn, inbox_t.c.external_id, part),
             inbox_t.c.status != "dead")
         for ext, ver, stored in conn.execute(q).all():
             payload = from_json(stored) if raw_json and stored is not None else stored

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, String, Table, type_coerce
+from sqlalchemy import Connection, String, Table, func, literal, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
 T = TypeVar("T")
 
 #: rows per statement for IN (...) lookups (well under SQLite's 32766 bound parameters)
 LOOKUP_CHUNK = 500
+#: values per :func:`in_values` lookup (bound parameters on PostgreSQL: well under its 65535)
+IN_CHUNK = 20_000
 
 
 def insert_for(conn: Connection, table: Table) -> Any:
@@ -222,6 +225,16 @@ def memo_column(conn: Connection, column: Any) -> tuple[Any, Callable[[Any], Any
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def in_values(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (values)``. On SQLite, for text or integer values, the list travels as ONE JSON parameter
+    (``IN (SELECT value FROM json_each(?))``) instead of one bound parameter per value, which SQLAlchemy renders
+    and coerces per element on every execution (a tenth of a 5,000-row batch's CPU). Elsewhere: ``column.in_``."""
+    if conn.dialect.name == "sqlite" and all(type(v) is str or type(v) is int for v in values):
+        each = func.json_each(literal(json.dumps(list(values)), String())).table_valued("value")
+        return column.in_(select(each.c.value))
+    return column.in_(values)
 
 
 def where_equal(query: Any, table: Table, **filters: Any) -> Any:

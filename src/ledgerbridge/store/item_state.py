@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
-from ledgerbridge.store._sql import chunked, driver_value, executemany_driver, insert_for
+from ledgerbridge.store._sql import IN_CHUNK, chunked, driver_value, executemany_driver, in_values, insert_for
 from ledgerbridge.store.schema import item_state
 from ledgerbridge.store.types import utcnow
 
@@ -29,9 +29,9 @@ def get_many(conn: Connection, system: str, entity: str, item_ids: Sequence[str]
     out: dict[str, ItemState] = {}
     fields = ("system", "entity", "item_id", "latest_version", "posted_version", "posted_status")
     cols = [item_state.c[c] for c in fields]
-    for part in chunked(list(dict.fromkeys(item_ids))):
+    for part in chunked(list(dict.fromkeys(item_ids)), IN_CHUNK):
         q = select(*cols).where(
-            item_state.c.system == system, item_state.c.entity == entity, item_state.c.item_id.in_(part)
+            item_state.c.system == system, item_state.c.entity == entity, in_values(conn, item_state.c.item_id, part)
         )
         out.update({r.item_id: ItemState(**r._mapping) for r in conn.execute(q)})
     return out
