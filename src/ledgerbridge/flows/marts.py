@@ -3,7 +3,9 @@
 :func:`build_marts` reads what the engine *posted* from the state store (staging lines with status ``posted``,
 posted journals and their lines, the inbox payload of each posted time-entry version for its hours) and builds
 the mart with set-wise SQL in DuckDB: ``fact_time``, ``fact_expense``, ``gl_lines``, ``gl_balances``,
-``project_margin``, ``utilization``, ``revenue`` and ``wip`` (columns: ``docs/marts.md``).
+``project_margin``, ``utilization``, ``revenue``, ``revenue_by_method``, ``wip``, ``invoice_status`` (with aging
+as of an explicit date) and ``mart_info`` (columns: ``docs/marts.md``). Optionally every mart table is also written
+as a Parquet file (DuckDB ``COPY``) and/or into a PostgreSQL schema (psycopg ``COPY``).
 
 Money is ``DECIMAL(38,10)`` end to end (never DOUBLE): amounts travel as their exact stored text and ratios are
 computed with an exact integer division rounded half away from zero (the ``lb_div`` macro below).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import os
 import tempfile
 import time
@@ -35,6 +38,7 @@ import sqlalchemy as sa
 
 from ledgerbridge.flows.context import FlowContext
 from ledgerbridge.store.schema import inbox as inbox_t
+from ledgerbridge.store.schema import invoices as invoices_t
 from ledgerbridge.store.schema import posted_journal_lines as pjl_t
 from ledgerbridge.store.schema import posted_journals as pj_t
 from ledgerbridge.store.schema import staging_lines as staging_t
@@ -42,9 +46,17 @@ from ledgerbridge.store.schema import staging_lines as staging_t
 MONEY = "DECIMAL(38,10)"
 #: tables of the mart users read (the ``src_*`` tables are the loaded store rows they are built from)
 MART_TABLES = ("posted_lines", "fact_time", "fact_expense", "gl_lines", "gl_balances", "project_margin",
-               "project_margin_functional", "utilization", "revenue", "wip")
+               "project_margin_functional", "utilization", "revenue", "revenue_by_method", "wip", "invoice_status",
+               "mart_info")
+#: revenue recognition method of each revenue posting-rule role (``revenue_by_method``)
+REVENUE_METHODS = {"service_revenue": "tm_accrual", "fixed_fee_revenue": "fixed_fee_percent_complete",
+                   "milestone_revenue": "milestone", "expense_recovery_revenue": "reimbursable_expense"}
 #: posting-rule roles the mart and the reconciliation need, per entity
-ROLES = ("project_cost", "service_revenue", "project_expense", "unbilled_receivables")
+ROLES = ("project_cost", "service_revenue", "project_expense", "unbilled_receivables", "fixed_fee_revenue",
+         "milestone_revenue", "expense_recovery_revenue")
+#: invoice statuses that are still receivable (aged); the others are not issued (draft, failed) or settled
+OPEN_INVOICE_STATUSES = ("submitted", "posted")
+DEFAULT_PG_SCHEMA = "ledgerbridge_mart"
 FETCH_BATCH = 10_000
 
 
@@ -59,11 +71,20 @@ class MartReport:
     build_seconds: float = 0.0
     seconds: float = 0.0
     loader: str = "sqlalchemy-csv"
+    as_of: dt.date | None = None
+    parquet_files: dict[str, Path] = field(default_factory=dict)
+    postgres_rows: dict[str, int] = field(default_factory=dict)
+    postgres_schema: str | None = None
+    export_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "rows": dict(self.rows), "source_rows": dict(self.source_rows),
                 "load_seconds": round(self.load_seconds, 3), "build_seconds": round(self.build_seconds, 3),
-                "seconds": round(self.seconds, 3), "loader": self.loader}
+                "seconds": round(self.seconds, 3), "loader": self.loader,
+                "as_of": self.as_of.isoformat() if self.as_of else None,
+                "parquet_files": {k: str(v) for k, v in self.parquet_files.items()},
+                "postgres_rows": dict(self.postgres_rows), "postgres_schema": self.postgres_schema,
+                "export_seconds": round(self.export_seconds, 3)}
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -130,6 +151,14 @@ SRC_ACCOUNTS = [("legal_entity_id", "VARCHAR"), ("account", "VARCHAR"), ("accoun
                 ("account_type", "VARCHAR")]
 SRC_ROLES = [("legal_entity_id", "VARCHAR"), ("role", "VARCHAR"), ("account", "VARCHAR")]
 SRC_ENTITIES = [("legal_entity_id", "VARCHAR"), ("name", "VARCHAR"), ("functional_currency", "VARCHAR")]
+SRC_INVOICES = [
+    ("invoice_id", "VARCHAR"), ("kind", "VARCHAR"), ("legal_entity_id", "VARCHAR"), ("project_id", "VARCHAR"),
+    ("customer_id", "VARCHAR"), ("period", "VARCHAR"), ("invoice_date", "DATE"), ("due_date", "DATE"),
+    ("currency", "VARCHAR"), ("net_total", MONEY), ("tax_total", MONEY), ("status", "VARCHAR"),
+    ("erp_system", "VARCHAR"), ("erp_number", "VARCHAR"), ("credits", "VARCHAR"),
+]
+SRC_REVENUE_METHODS = [("legal_entity_id", "VARCHAR"), ("account", "VARCHAR"), ("method", "VARCHAR"),
+                       ("role", "VARCHAR")]
 
 
 def _load_store(ctx: FlowContext, duck: duckdb.DuckDBPyConnection, tmpdir: Path) -> dict[str, int]:
@@ -152,11 +181,18 @@ def _load_store(ctx: FlowContext, duck: duckdb.DuckDBPyConnection, tmpdir: Path)
         g.fx_rate_date, _text(g.lineage), j.posting_run_id, j.legal_entity_id, j.period, j.entry_date,
         j.journal_type, j.target_system, j.target_ref, j.reverses, j.redated_from, _text(j.posted_at),
     ).select_from(pjl_t.join(pj_t, pj_t.c.id == pjl_t.c.journal_id))
+    v = invoices_t.c
+    inv_q = sa.select(
+        v.id, v.kind, v.legal_entity_id, v.project_id, v.customer_id, v.period, v.invoice_date,
+        v.payload["due_date"].as_string(), v.currency, _text(v.net_total), _text(v.tax_total), v.status,
+        v.erp_system, v.erp_number, v.credits,
+    ).order_by(v.id)
     out: dict[str, int] = {}
     with ctx.engine.connect() as conn:
         out["src_lines"] = _copy_rows(duck, tmpdir, "src_lines", SRC_LINES, _stream(conn, lines_q))
         out["src_time_versions"] = _copy_rows(duck, tmpdir, "src_time_versions", SRC_TIME, _stream(conn, time_q))
         out["src_gl"] = _copy_rows(duck, tmpdir, "src_gl", SRC_GL, _stream(conn, gl_q))
+        out["src_invoices"] = _copy_rows(duck, tmpdir, "src_invoices", SRC_INVOICES, _stream(conn, inv_q))
     ref = ctx.reference
     entities = sorted(ref.entities)
     accounts: dict[tuple[str, str], tuple[str, str]] = {}
@@ -167,6 +203,12 @@ def _load_store(ctx: FlowContext, duck: duckdb.DuckDBPyConnection, tmpdir: Path)
                                      [[(e, c, n, t) for (e, c), (n, t) in sorted(accounts.items())]])
     out["src_roles"] = _copy_rows(duck, tmpdir, "src_roles", SRC_ROLES,
                                   [[(e, r, ctx.rules.account_for(r, e)) for e in entities for r in ROLES]])
+    methods: dict[tuple[str, str], tuple[str, str]] = {}
+    for e in entities:
+        for role, method in REVENUE_METHODS.items():  # one method per account (first role wins if two share one)
+            methods.setdefault((e, ctx.rules.account_for(role, e)), (method, role))
+    out["src_revenue_methods"] = _copy_rows(duck, tmpdir, "src_revenue_methods", SRC_REVENUE_METHODS,
+                                            [[(e, a, m, r) for (e, a), (m, r) in sorted(methods.items())]])
     out["src_entities"] = _copy_rows(duck, tmpdir, "src_entities", SRC_ENTITIES, [[
         (e.id, e.name, e.functional_currency) for e in sorted(ref.entities.values(), key=lambda e: e.id)]])
     return out
@@ -302,16 +344,55 @@ FROM gl_lines g JOIN src_roles r
   ON r.legal_entity_id = g.legal_entity_id AND r.role = 'unbilled_receivables' AND r.account = g.account
 GROUP BY g.legal_entity_id, g.project_id, g.currency
 ORDER BY g.legal_entity_id, g.project_id, g.currency;
+
+CREATE TABLE revenue_by_method AS
+SELECT g.legal_entity_id, g.period, g.currency, coalesce(m.method, 'other') AS method, any_value(m.role) AS role,
+       g.account, any_value(g.account_name) AS account_name, sum(g.credit) - sum(g.debit) AS amount,
+       any_value(g.functional_currency) AS functional_currency,
+       sum(g.functional_credit) - sum(g.functional_debit) AS functional_amount
+FROM gl_lines g LEFT JOIN src_revenue_methods m ON m.legal_entity_id = g.legal_entity_id AND m.account = g.account
+WHERE g.account_type = 'revenue' OR m.method IS NOT NULL
+GROUP BY g.legal_entity_id, g.period, g.currency, coalesce(m.method, 'other'), g.account
+ORDER BY g.legal_entity_id, g.period, g.currency, method, g.account;
+"""
+
+#: ``invoice_status`` and ``mart_info``; ``{as_of}`` is an ISO date literal (formatted from a ``datetime.date``)
+INVOICE_SQL = f"""
+CREATE TABLE invoice_status AS
+WITH i AS (
+  SELECT *, DATE '{{as_of}}' AS as_of, DATE '{{as_of}}' - coalesce(due_date, invoice_date) AS overdue,
+         status IN ({", ".join(_q(s) for s in OPEN_INVOICE_STATUSES)}) AS is_open
+  FROM src_invoices)
+SELECT invoice_id, kind, legal_entity_id, project_id, customer_id, period, invoice_date, due_date, currency,
+       net_total, tax_total, CAST(net_total + tax_total AS {MONEY}) AS total, status, is_open, erp_system, erp_number,
+       credits AS credits_invoice_id, as_of,
+       CASE WHEN is_open THEN CAST(net_total + tax_total AS {MONEY}) ELSE CAST(0 AS {MONEY}) END AS open_amount,
+       CASE WHEN is_open THEN greatest(overdue, 0) END AS days_past_due,
+       CASE WHEN NOT is_open THEN NULL WHEN overdue <= 0 THEN 'current' WHEN overdue <= 30 THEN '1-30'
+            WHEN overdue <= 60 THEN '31-60' WHEN overdue <= 90 THEN '61-90' ELSE '>90' END AS aging_bucket
+FROM i ORDER BY legal_entity_id, invoice_date, invoice_id;
+
+CREATE TABLE mart_info AS SELECT DATE '{{as_of}}' AS as_of;
 """
 
 
-def build_marts(ctx: FlowContext, path: Path) -> MartReport:
-    """(Re)build the DuckDB reporting mart at ``path`` from what the store says was posted (module doc)."""
+def build_marts(ctx: FlowContext, path: Path, *, as_of: dt.date | None = None, parquet_dir: Path | None = None,
+                postgres_url: str | None = None, postgres_schema: str = DEFAULT_PG_SCHEMA) -> MartReport:
+    """(Re)build the DuckDB reporting mart at ``path`` from what the store says was posted (module doc).
+
+    ``as_of``: the date invoices are aged against (default: today, UTC); recorded in ``mart_info``.
+    ``parquet_dir``: also write every table of :data:`MART_TABLES` there as ``<table>.parquet``.
+    ``postgres_url``: also write every mart table into ``postgres_schema`` of that PostgreSQL database (tables
+    dropped and recreated in one transaction). An export failure fails the build and leaves the old mart in place.
+    """
     t0 = time.perf_counter()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    report = MartReport(path=path)
+    as_of = as_of or dt.datetime.now(dt.UTC).date()
+    if not isinstance(as_of, dt.date) or isinstance(as_of, dt.datetime):
+        raise TypeError(f"build_marts: as_of={as_of!r} must be a datetime.date (e.g. datetime.date(2026, 11, 30))")
+    report = MartReport(path=path, as_of=as_of)
     try:
         duck = duckdb.connect(str(tmp))
         try:
@@ -321,12 +402,20 @@ def build_marts(ctx: FlowContext, path: Path) -> MartReport:
             report.load_seconds = t1 - t0
             duck.execute(LB_DIV)
             duck.execute(BUILD_SQL)
+            duck.execute(INVOICE_SQL.format(as_of=as_of.isoformat()))
             for name in ("fact_time", "fact_expense"):
                 _check_no_missing(duck, name)
             report.rows = {name: int(duck.execute(f"SELECT count(*) FROM {name}").fetchone()[0])  # type: ignore[index]
                            for name in MART_TABLES}
             report.build_seconds = time.perf_counter() - t1
             duck.execute("CHECKPOINT")
+            t2 = time.perf_counter()
+            if parquet_dir is not None:
+                report.parquet_files = write_parquet(duck, Path(parquet_dir))
+            if postgres_url is not None:
+                report.postgres_rows = write_postgres(duck, postgres_url, postgres_schema)
+                report.postgres_schema = postgres_schema
+            report.export_seconds = time.perf_counter() - t2
         finally:
             duck.close()
         os.replace(tmp, path)
@@ -343,6 +432,79 @@ def build_marts(ctx: FlowContext, path: Path) -> MartReport:
             Path(str(tmp) + ".wal").unlink()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def write_parquet(duck: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, Path]:
+    """Every table of :data:`MART_TABLES` as ``<directory>/<table>.parquet`` (DuckDB ``COPY``; each file written
+    beside its target and moved into place)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    for table in MART_TABLES:
+        final = directory / f"{table}.parquet"
+        tmp = directory / f".{table}.parquet.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            duck.execute(f"COPY {table} TO {_q(str(tmp))} (FORMAT parquet)")
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        out[table] = final
+    return out
+
+
+#: DuckDB column type -> PostgreSQL column type (DECIMAL(p,s) -> NUMERIC(p,s))
+PG_TYPES = {"VARCHAR": "text", "INTEGER": "integer", "BIGINT": "bigint", "SMALLINT": "smallint",
+            "HUGEINT": "numeric(38,0)", "DATE": "date", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp"}
+
+
+def _pg_type(table: str, column: str, duck_type: str) -> str:
+    if duck_type.startswith("DECIMAL("):
+        return "numeric" + duck_type[len("DECIMAL"):]
+    pg = PG_TYPES.get(duck_type)
+    if pg is None:
+        raise TypeError(f"reporting mart: column {table}.{column} has DuckDB type {duck_type}, which has no "
+                        "PostgreSQL mapping; add it to ledgerbridge.flows.marts.PG_TYPES")
+    return pg
+
+
+def _pg_conninfo(url: str) -> str:
+    """A libpq URL or conninfo; a SQLAlchemy URL (``postgresql+psycopg://``) is accepted too."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
+def write_postgres(duck: duckdb.DuckDBPyConnection, url: str, schema: str = DEFAULT_PG_SCHEMA) -> dict[str, int]:
+    """Write every table of :data:`MART_TABLES` into ``schema`` of the PostgreSQL database at ``url``: the schema
+    is created if missing, each table dropped and recreated (money as NUMERIC(38,10)) and bulk loaded with
+    ``COPY``, all in one transaction (readers see the old tables or the new ones). Returns rows per table."""
+    import psycopg
+    from psycopg import sql
+
+    tables = {t: duck.execute(f"DESCRIBE {t}").fetchall() for t in MART_TABLES}
+    out: dict[str, int] = {}
+    try:
+        conn = psycopg.connect(_pg_conninfo(url))
+    except psycopg.OperationalError as exc:
+        raise RuntimeError(f"reporting mart: cannot connect to PostgreSQL for the mart export ({exc}); check "
+                           "postgres_url (e.g. postgresql://user@host:5432/dbname) and that the server is up") from exc
+    with conn:  # commits on success, rolls back on error
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        for table, cols in tables.items():
+            ident = sql.Identifier(schema, table)
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+            conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c[0]), sql.SQL(_pg_type(table, c[0], c[1]))) for c in cols)))
+            n = 0
+            res = duck.execute(f"SELECT * FROM {table}")
+            with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(ident)) as copy:
+                while batch := res.fetchmany(FETCH_BATCH):
+                    for row in batch:
+                        copy.write_row(row)
+                    n += len(batch)
+            out[table] = n
+    return out
 
 
 def _check_no_missing(duck: duckdb.DuckDBPyConnection, table: str) -> None:
