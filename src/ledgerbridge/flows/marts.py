@@ -454,7 +454,9 @@ def write_parquet(duck: duckdb.DuckDBPyConnection, directory: Path) -> dict[str,
 
 #: DuckDB column type -> PostgreSQL column type (DECIMAL(p,s) -> NUMERIC(p,s))
 PG_TYPES = {"VARCHAR": "text", "INTEGER": "integer", "BIGINT": "bigint", "SMALLINT": "smallint",
-            "HUGEINT": "numeric(38,0)", "DATE": "date", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp"}
+            "TINYINT": "smallint", "HUGEINT": "numeric(38,0)", "UTINYINT": "smallint", "USMALLINT": "integer",
+            "UINTEGER": "bigint", "UBIGINT": "numeric(20,0)", "DATE": "date", "BOOLEAN": "boolean",
+            "TIMESTAMP": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamptz"}
 
 
 def _pg_type(table: str, column: str, duck_type: str) -> str:
