@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ledgerbridge.flows.marts import MART_TABLES, build_marts, open_mart
+from test_marts_invoices import billed, fresh  # noqa: F401  (module fixture reused)
 
 from conftest import PG_HOST, PG_PORT, PG_USER, requires_service
-from test_marts_invoices import billed, fresh  # noqa: F401  (module fixture reused)
 
 pytestmark = pytest.mark.postgres
 SCHEMA = "bi_mart"
@@ -77,7 +77,7 @@ def test_unreachable_postgres_fails_the_build_and_keeps_the_old_mart(tmp_path: P
     path = tmp_path / "mart.duckdb"
     build_marts(ctx, path, as_of=dt.date(2026, 11, 1))
     bad = pg_url.rsplit("/", 1)[0] + "/no_such_database_" + uuid.uuid4().hex[:6]
-    with pytest.raises(RuntimeError, match="cannot connect to PostgreSQL.*postgres_url"):
+    with pytest.raises(RuntimeError, match=r"cannot connect to PostgreSQL.*postgres_url"):
         build_marts(ctx, path, as_of=dt.date(2026, 11, 30), postgres_url=bad)
     con = open_mart(path)
     assert con.execute("SELECT as_of FROM mart_info").fetchall() == [(dt.date(2026, 11, 1),)]
