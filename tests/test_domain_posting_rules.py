@@ -215,3 +215,17 @@ def test_adapter_refuses_bad_sign() -> None:
     with pytest.raises(DomainError) as ei:
         postings_for_time(_time(True, "1.00"), 0)
     assert ei.value.rule == "posting.bad_sign"
+
+
+def test_time_on_fixed_fee_and_milestone_projects_accrues_no_revenue() -> None:
+    """Their revenue is recognised by percent complete / milestone; accruing it at bill rates would count it twice."""
+    import datetime as dt
+
+    from ledgerbridge.domain.types import CostedTime
+    from ledgerbridge.model.base import SourceRef
+
+    c = CostedTime(SourceRef(system="psa", entity="time_entry", id="T1"), "US01", "P1", "R1", "CC", dt.date(2026, 9, 1),
+                   Decimal("8"), True, Decimal("50"), "USD", Decimal("400.00"), Decimal("150"), "USD",
+                   Decimal("1200.00"))
+    assert [p.txn_type for p in postings_for_time(c)] == ["labor_cost", "revenue_accrual"]
+    assert [p.txn_type for p in postings_for_time(c, accrue_revenue=False)] == ["labor_cost"]

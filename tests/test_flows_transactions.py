@@ -18,7 +18,7 @@ from ledgerbridge.domain.posting import postings_for_expense, postings_for_time
 from ledgerbridge.flows import dlq, posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.flows.periods import close_period
-from ledgerbridge.model.entities import ApprovalStatus, Expense, TimeEntry
+from ledgerbridge.model.entities import ApprovalStatus, ContractType, Expense, TimeEntry
 from ledgerbridge.store import dead_letters, inbox
 from ledgerbridge.store.schema import staging_lines
 
@@ -54,7 +54,9 @@ def expected_net(ctx, recs) -> dict[tuple[str, str, str, str], Decimal]:
         payload = next(r["payload"] for r in rows if r["version"] == eff)
         if entity == "time_entry":
             e = TimeEntry.model_validate(payload)
-            ps = postings_for_time(cost_time(e, ref.projects[e.project_id], ref.resources[e.resource_id], ref.rates))
+            prj = ref.projects[e.project_id]
+            ps = postings_for_time(cost_time(e, prj, ref.resources[e.resource_id], ref.rates),
+                                   accrue_revenue=prj.contract_type is ContractType.TIME_AND_MATERIALS)
         else:
             x = Expense.model_validate(payload)
             ps = postings_for_expense(cost_expense(x, ref.projects[x.project_id], ref.resources[x.resource_id]))

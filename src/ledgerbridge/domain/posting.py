@@ -284,16 +284,20 @@ def _check_sign(sign: int, ref: SourceRef) -> None:
                           "pass LedgerDelta.sign")
 
 
-def postings_for_time(c: CostedTime, sign: int = 1) -> list[Posting]:
+def postings_for_time(c: CostedTime, sign: int = 1, *, accrue_revenue: bool = True) -> list[Posting]:
     """labor_cost (``cost`` in the cost currency) and, when billable and non-zero, revenue_accrual
-    (``billable_value`` in the bill currency). Dimensions: project, cost_center."""
+    (``billable_value`` in the bill currency). Dimensions: project, cost_center.
+
+    ``accrue_revenue=False`` for time on fixed-fee and milestone projects: their revenue is recognised by percent
+    complete or on milestone completion (:mod:`ledgerbridge.domain.revenue`), never accrued at bill rates, which
+    would count it twice."""
     _check_sign(sign, c.ref)
     dims = (("cost_center", c.cost_center), ("project", c.project_id))
     out = [
         Posting("labor_cost", c.legal_entity_id, c.work_date, c.cost_currency, (("cost", c.cost_amount),), dims,
                 c.ref, sign),
     ]
-    if c.billable and c.billable_value != 0:
+    if accrue_revenue and c.billable and c.billable_value != 0:
         out.append(Posting("revenue_accrual", c.legal_entity_id, c.work_date, c.bill_currency,
                            (("billable_value", c.billable_value),), dims, c.ref, sign))
     return out

@@ -56,7 +56,7 @@ from ledgerbridge.domain.costing import cost_expense, cost_time
 from ledgerbridge.domain.errors import DomainError
 from ledgerbridge.domain.periods import PeriodBook
 from ledgerbridge.flows.context import FlowContext
-from ledgerbridge.model.entities import ApprovalStatus, Expense, JournalEntry, TimeEntry
+from ledgerbridge.model.entities import ApprovalStatus, ContractType, Expense, JournalEntry, TimeEntry
 from ledgerbridge.samplefirm import FileError, iter_expenses, iter_time_entries
 from ledgerbridge.store._sql import chunked
 from ledgerbridge.store.schema import dead_letters as dl_t
@@ -266,7 +266,8 @@ def _psa_side(ctx: FlowContext, export_dir: Path, period_of: _Periods) -> _Psa:
                     raise _no_resource(label, row.resource_id)
                 c = cost_time(row, project, resource, ref.rates)
                 cells[(le, period, "labor_cost", c.cost_currency)] += c.cost_amount
-                if c.billable and c.billable_value != 0:
+                tm = project.contract_type is ContractType.TIME_AND_MATERIALS  # others recognise by % / milestone
+                if tm and c.billable and c.billable_value != 0:
                     cells[(le, period, "revenue", c.bill_currency)] += c.billable_value
             else:
                 if resource is None:

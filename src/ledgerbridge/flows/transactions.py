@@ -40,7 +40,7 @@ from ledgerbridge.domain.periods import PeriodBook, Placement
 from ledgerbridge.domain.posting import postings_for_expense, postings_for_time
 from ledgerbridge.domain.types import DeltaAction, LedgerDelta, Posting
 from ledgerbridge.flows.context import FlowContext
-from ledgerbridge.model.entities import ApprovalStatus, Expense, TimeEntry
+from ledgerbridge.model.entities import ApprovalStatus, ContractType, Expense, TimeEntry
 from ledgerbridge.store import audit, dead_letters, inbox, item_state, staging
 from ledgerbridge.store._sql import IN_CHUNK, chunked, in_values, memo_column
 from ledgerbridge.store.dead_letters import NewDeadLetter
@@ -305,7 +305,8 @@ def _post(ctx: FlowContext, entity: str, payload: dict[str, Any]) -> list[Postin
         e = TimeEntry.model_validate(payload)
         item = f"time_entry {e.source_system}:{e.id}@{e.version}"
         project, resource = _master(ref, e.project_id, e.resource_id, item)
-        return postings_for_time(cost_time(e, project, resource, ref.rates), 1)
+        tm = project.contract_type is ContractType.TIME_AND_MATERIALS  # fixed fee / milestone: no T&M accrual
+        return postings_for_time(cost_time(e, project, resource, ref.rates), 1, accrue_revenue=tm)
     x = Expense.model_validate(payload)
     project, resource = _master(ref, x.project_id, x.resource_id, f"expense {x.source_system}:{x.id}@{x.version}")
     return postings_for_expense(cost_expense(x, project, resource), 1)
