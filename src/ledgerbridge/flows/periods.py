@@ -39,7 +39,26 @@ def close_checklist(ctx: FlowContext, entity: str, period: str) -> list[str]:
         if mine:
             problems.append(f"{len(mine)} open financial dead letter(s) for {entity} up to {period}: "
                             "replay or discard them (ledgerbridge dlq list --queue financial)")
+        problems += _reconciliation_problems(conn, entity, period)
     return problems
+
+
+def _reconciliation_problems(conn: sa.Connection, entity: str, period: str) -> list[str]:
+    """The newest stored reconciliation covering the entity and period must leave 0.00 unexplained."""
+    try:
+        from ledgerbridge.store.schema import recon_cells, recon_runs
+    except ImportError:  # pragma: no cover - older store without reconciliation runs
+        return []
+    newest = conn.execute(sa.select(recon_runs.c.id).join(recon_cells, recon_cells.c.run_id == recon_runs.c.id)
+                          .where(recon_cells.c.legal_entity_id == entity, recon_cells.c.period == period)
+                          .order_by(recon_runs.c.at.desc()).limit(1)).scalar()
+    if newest is None:
+        return []
+    bad = conn.execute(sa.select(sa.func.count()).select_from(recon_cells).where(
+        recon_cells.c.run_id == newest, recon_cells.c.legal_entity_id == entity, recon_cells.c.period == period,
+        recon_cells.c.unexplained != 0)).scalar_one()
+    return [f"reconciliation {newest}: {bad} cell(s) of {entity} {period} with unexplained variance — "
+            "investigate (ledgerbridge reconcile --period ...) before closing"] if bad else []
 
 
 def _entity_period(ctx: FlowContext, payload: Any) -> tuple[str, str] | None:

@@ -84,7 +84,8 @@ class DiscardOut(BaseModel):
 
 
 class ResolveRequest(BaseModel):
-    value: Any = None
+    pick: str | None = Field(default=None, description="a side: a system name, a role (psa/erp) or 'canonical'")
+    value: Any = Field(default=None, description="a value to enter instead of picking a side")
     reason: str = Field(min_length=1, max_length=2000)
 
 
@@ -299,13 +300,14 @@ def make_router() -> APIRouter:
     @r.post("/stewardship/{item_id}/resolve", response_model=StewardshipItem, tags=["stewardship"],
             summary="Record the decision on a conflict (scope: operate)")
     def resolve_stewardship(request: Request, item_id: str, body: ResolveRequest, p: Principal = OP) -> Any:
-        with _ctx(request).engine.begin() as conn:
-            item = stewardship.resolve(conn, item_id, {"value": body.value, "reason": body.reason,
-                                                       "decided_by": p.actor})
-            audit.append(conn, p.actor, "stewardship.resolved", f"stewardship:{item_id}",
-                         {"canonical_type": item.canonical_type, "canonical_id": item.canonical_id,
-                          "field": item.field, "reason": body.reason})
-        return item
+        """The master-data flow applies the decision: validated like a propagation, made canonical, pushed to the
+        targets and audited (the item stays open when the chosen value would make the record invalid)."""
+        from ledgerbridge.flows import masterdata
+
+        ctx = _ctx(request)
+        if body.pick is not None:
+            return masterdata.resolve(ctx, item_id, pick=body.pick, actor=p.actor, reason=body.reason)
+        return masterdata.resolve(ctx, item_id, value=body.value, actor=p.actor, reason=body.reason)
 
     # ------------------------------------------------------------------ periods
     @r.get("/periods", response_model=list[PeriodOut], tags=["periods"], summary="Accounting periods (scope: read)")

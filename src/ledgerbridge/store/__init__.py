@@ -27,6 +27,7 @@ from ledgerbridge.store import (
     staging,
     stewardship,
     systems,
+    tokens,
     xref,
 )
 from ledgerbridge.store.engine import (
@@ -78,5 +79,6 @@ __all__ = [
     "stewardship",
     "systems",
     "to_exact_decimal",
+    "tokens",
     "xref",
 ]
