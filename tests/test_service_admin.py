@@ -142,16 +142,21 @@ def test_dead_letters_list_filter_show_replay_discard(env: Any) -> None:
 
 def test_stewardship_resolve_and_xref_lookups(env: Any) -> None:
     ctx, client, tok = env
+    from ledgerbridge.flows import masterdata
+
+    masterdata.sync_from_reference(ctx, SOURCE)  # the customer is a canonical master record
+    cust = sorted(ctx.reference.customers)[0]
     with ctx.engine.begin() as conn:
-        (sid,) = stewardship.add(conn, [NewStewardshipItem("customer", "C1", "name", {"crm": "Acme", "erp": "ACME"},
+        (sid,) = stewardship.add(conn, [NewStewardshipItem("customer", cust, "name", {"crm": "Acme", "erp": "ACME"},
                                                            "crm")])
         xref.upsert_many(conn, [XrefEntry("customer", "C1", "erp", "E-77", "3")])
     items = client.get("/api/v1/stewardship", headers=_h(tok["read"])).json()
     assert [i["id"] for i in items] == [sid]
     r = client.post(f"/api/v1/stewardship/{sid}/resolve", json={"value": "Acme", "reason": "CRM owns names"},
                     headers=_h(tok["operate"]))
-    assert r.status_code == 200 and r.json()["status"] == "resolved"
+    assert r.status_code == 200 and r.json()["status"] == "resolved", r.text
     assert r.json()["resolution"]["decided_by"].startswith("token:test-operate#")
+    assert ctx.reference.customers[cust].name == "Acme"  # the decision became canonical
     again = client.post(f"/api/v1/stewardship/{sid}/resolve", json={"value": "x", "reason": "y"},
                         headers=_h(tok["operate"]))
     assert again.status_code == 409 and "already resolved" in again.json()["message"]

@@ -305,6 +305,12 @@ def make_router() -> APIRouter:
         from ledgerbridge.flows import masterdata
 
         ctx = _ctx(request)
+        with ctx.engine.connect() as conn:
+            item = stewardship.get(conn, item_id)
+        if item is None:
+            raise HTTPException(404, f"no stewardship item {item_id!r} (GET /api/v1/stewardship)")
+        if item.status != "open":
+            raise HTTPException(409, f"stewardship item {item_id} is already {item.status}")
         if body.pick is not None:
             return masterdata.resolve(ctx, item_id, pick=body.pick, actor=p.actor, reason=body.reason)
         return masterdata.resolve(ctx, item_id, value=body.value, actor=p.actor, reason=body.reason)
