@@ -9,22 +9,15 @@ migrations: a worker (:meth:`Runtime.launch`) must have created the system datab
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from dbos import DBOSClient
-from dbos._error import (
-    DBOSAwaitedWorkflowCancelledError,
-    DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
-    DBOSNonExistentWorkflowError,
-)
 
 from ledgerbridge.runtime.core import (
-    _FINAL_STATUSES,
     STATUSES,
-    WorkflowNotFinishedError,
     _workflow_dict,
+    await_result,
     sqlite_engine,
     workflow_steps_from,
 )
@@ -89,25 +82,8 @@ class RuntimeClient:
 
     def result(self, workflow_id: str, *, timeout_seconds: float | None = None, poll_seconds: float = 0.2) -> Any:
         """Wait for a workflow's result (its error is re-raised); same rules as :func:`ledgerbridge.runtime.result`."""
-        try:
-            handle: Any = self._client.retrieve_workflow(workflow_id)
-            if timeout_seconds is None:
-                return handle.get_result(polling_interval_sec=poll_seconds)
-            deadline = time.monotonic() + timeout_seconds
-            while True:
-                status = str(handle.get_status().status)
-                if status in _FINAL_STATUSES:
-                    return handle.get_result(polling_interval_sec=poll_seconds)
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"workflow {workflow_id} did not finish within {timeout_seconds} s "
-                                       f"(status {status})")
-                time.sleep(poll_seconds)
-        except DBOSAwaitedWorkflowCancelledError:
-            raise WorkflowNotFinishedError(workflow_id, "CANCELLED") from None
-        except DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded:
-            raise WorkflowNotFinishedError(workflow_id, "MAX_RECOVERY_ATTEMPTS_EXCEEDED") from None
-        except DBOSNonExistentWorkflowError:
-            raise WorkflowNotFinishedError(workflow_id, "UNKNOWN") from None
+        return await_result(lambda: self._client.retrieve_workflow(workflow_id), workflow_id, timeout_seconds,
+                            poll_seconds)
 
     def list_workflows(
         self,

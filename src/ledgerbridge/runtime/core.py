@@ -304,9 +304,18 @@ def result(workflow_id: str, *, timeout_seconds: float | None = None, poll_secon
     Raises :class:`TimeoutError` when ``timeout_seconds`` pass first (the workflow keeps running). In workflow code
     the wait is one checkpointed step and ``timeout_seconds`` is ignored (a timed poll would not replay the same)."""
     Runtime.current()
+    return await_result(lambda: DBOS.retrieve_workflow(workflow_id), workflow_id,
+                        None if in_workflow() else timeout_seconds, poll_seconds)
+
+
+def await_result(retrieve: Callable[[], Any], workflow_id: str, timeout_seconds: float | None,
+                 poll_seconds: float) -> Any:
+    """Wait on a workflow handle (from DBOS or a DBOS client): its result, its error re-raised, a
+    :class:`TimeoutError` after ``timeout_seconds``, or :class:`WorkflowNotFinishedError` when it was cancelled,
+    exhausted its recovery attempts or does not exist. Shared by :func:`result` and ``RuntimeClient.result``."""
     try:
-        handle: Any = DBOS.retrieve_workflow(workflow_id)
-        if timeout_seconds is None or in_workflow():
+        handle: Any = retrieve()
+        if timeout_seconds is None:
             return handle.get_result(polling_interval_sec=poll_seconds)
         deadline = time.monotonic() + timeout_seconds
         while True:
