@@ -102,6 +102,7 @@ inbox = Table(
     UniqueConstraint("idempotency_key"),
     CheckConstraint(_in("status", INBOX_STATUSES), name="status"),
     Index(None, "status", "system", "entity", "id"),
+    Index(None, "system", "entity", "external_id"),  # an item's version history (transactional flow), migration 0006
 )
 
 item_state = Table(
