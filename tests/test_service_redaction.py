@@ -77,7 +77,9 @@ def test_no_secret_or_token_in_any_log_or_response(tmp_path: Path, monkeypatch: 
              headers={"Authorization": f"Bearer {tokens['read']}"})
         call("POST", "/api/v1/runs", json={"entity": sorted(ctx.reference.entities)[0], "period": "2026-09"},
              headers={"Authorization": f"Bearer {tokens['operate']}"})
-        time.sleep(0.5)  # let the worker process and log
+        deadline = time.monotonic() + 20  # let the worker process and log (it is asynchronous; slow when loaded)
+        while time.monotonic() < deadline and not any("inbox.processed" in r.getMessage() for r in seen):
+            time.sleep(0.1)
         logs.get_logger().warning("deliberate", value=f"the secret is {WEBHOOK}")  # the last line of defence
     for name in ("", "ledgerbridge", "ledgerbridge.service", "ledgerbridge.runtime.dbos", "dbos", "uvicorn"):
         logging.getLogger(name).removeHandler(handler)
