@@ -717,7 +717,7 @@ def demo_chain(ctx: FlowContext, workdir: Path, source_system: str) -> dict[str,
     """Run the demo chain for every reference project (runtime launched, context current). Uses the configured
     ``project.approved`` subscriptions, or adds :func:`demo_subscription` when there are none. Idempotent: a
     re-run finds the chains already done (same event keys, same workflow ids)."""
-    mart = workdir / "events.duckdb"
+    mart = Path(workdir).resolve() / "events.duckdb"  # absolute: actions resolve relative paths elsewhere
     if not any(sub.event == "project.approved" for sub in ctx.config.subscriptions):
         ctx.config = ctx.config.model_copy(update={"subscriptions": [*ctx.config.subscriptions,
                                                                      demo_subscription(mart)]})

@@ -127,8 +127,9 @@ def describe(stage: str, info: dict[str, Any]) -> str:
                 f"{b.get('written_back', 0)} status(es) written back to the PSA; "
                 + ", ".join(f"{p['legal_entity_id']} {p['status']}" for p in info.get("posting", [])))
     if stage == "subscriptions":
-        return (f"subscriptions: {info.get('completed', 0)} ProjectApproved chain(s) completed "
-                f"({info.get('erp_bindings', 0)} ERP bindings, {info.get('mart_rows', 0)} mart rows), "
+        status = ", ".join(f"{n} {k.lower()}" for k, n in sorted((info.get("status") or {}).items())) or "none"
+        return (f"subscriptions: {info.get('chains', 0)} ProjectApproved chain(s) ({status}): "
+                f"{info.get('erp_bindings', 0)} ERP project bindings, {info.get('mart_rows', 0)} mart rows, "
                 f"{info.get('dead_lettered', 0)} dead-lettered")
     if stage == "marts":
         return f"reporting mart built: {info.get('path')}"
