@@ -324,6 +324,8 @@ class InvoiceStatusUpdate:
     erp_number: str | None
     status: str
     credits: str | None = None
+    #: the source items (system, entity, id) billed on this invoice, for sources that mark each item (Redmine)
+    items: tuple[tuple[str, str, str], ...] = ()
 
 
 @runtime_checkable

@@ -647,7 +647,8 @@ def write_back(ctx: FlowContext, entity: str | None = None) -> int:
     for system, group in sorted(by_system.items()):
         sink = ctx.connector(system)
         updates = [InvoiceStatusUpdate(r.id, r.project_id, r.legal_entity_id, r.invoice_date, r.currency,
-                                       r.net_total + r.tax_total, r.erp_system, r.erp_number, r.status, r.credits)
+                                       r.net_total + r.tax_total, r.erp_system, r.erp_number, r.status, r.credits,
+                                       items=tuple(sorted({(str(x[0]), str(x[1]), str(x[2])) for x in r.lineage})))
                    for r in group]
         try:
             if not isinstance(sink, InvoiceStatusSink):
@@ -660,7 +661,8 @@ def write_back(ctx: FlowContext, entity: str | None = None) -> int:
                 dead_letters.add(conn, [NewDeadLetter(
                     "operational", FLOW, system, "invoice_status", f"write-back:{r.id}",
                     {"update": {**dataclasses.asdict(u), "invoice_date": u.invoice_date.isoformat(),
-                                "total": str(u.total)}}, err.kind.value, err.code, str(err))
+                                "total": str(u.total), "items": [list(i) for i in u.items]}},
+                    err.kind.value, err.code, str(err))
                     for r, u in zip(group, updates, strict=True)])
             continue
         with ctx.engine.begin() as conn:

@@ -34,6 +34,7 @@ from ledgerbridge.connectors.base import (
     CursorKind,
     FailureMode,
     IdempotencyMechanism,
+    InvoiceStatusUpdate,
     Limits,
     PagingKind,
     SystemKind,
@@ -328,6 +329,25 @@ class RedmineSource:
         return scans
 
     # ------------------------------------------------------------------ write-back
+
+    def write_invoice_status(self, updates: Sequence[InvoiceStatusUpdate]) -> int:
+        """The billing flow's write-back (``InvoiceStatusSink``): each time entry billed on an invoice gets the
+        ERP invoice number and status in its invoice-ref field (``INV-US01-000012 posted``; a credited invoice says
+        so). Idempotent (``mark_invoiced`` writes only what differs). Returns the invoices whose entries changed;
+        raises the first entry's error when an invoice could not be written at all (the flow dead-letters it)."""
+        changed = 0
+        for u in updates:
+            ref = f"{u.erp_number or u.key} {u.status}"
+            ids = {item_id: ref for system, entity, item_id in u.items
+                   if system == self.system and entity == "time_entry"}
+            if not ids:
+                continue
+            results = self.mark_invoiced(ids)
+            failed = [r for r in results if r.status == "failed"]
+            if failed and len(failed) == len(results) and failed[0].error is not None:
+                raise failed[0].error
+            changed += any(r.status == "written" for r in results)
+        return changed
 
     def mark_invoiced(self, refs: Mapping[str, str]) -> list[WriteBackResult]:
         """Write an invoice / posting reference into each entry's write-back custom field (``{entry id: ref}``).
