@@ -10,7 +10,6 @@ every flow step reads them when it starts (a job re-checks relevance when it sta
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,7 +149,3 @@ def current() -> FlowContext:
     if _current is None:
         raise RuntimeError("no flow context: build one with FlowContext(...) and call flows.context.set_current()")
     return _current
-
-
-def as_mapping(obj: Mapping[str, Any] | None) -> dict[str, Any]:
-    return dict(obj or {})
