@@ -422,6 +422,22 @@ def worker_command(
         _fail(err)
 
 
+def _coordinate(config: Path | None, source: str | None) -> tuple[Coordinator, FlowContext, str]:
+    """The coordinator commands' set-up: configuration, a coordinator client, the store prepared, the source."""
+    cfg, workdir = _load(config)
+    try:
+        coord = Coordinator(cfg)
+    except DistributedConfigError as err:
+        _fail(err)
+    ctx = FlowContext(cfg, workdir=workdir)
+    prepare(ctx)
+    src = source or reference_source(cfg, ctx)
+    if src is None:
+        coord.close()
+        _fail(ValueError("--source: no PSA system in the configuration; name the source system"))
+    return coord, ctx, str(src)
+
+
 @worker_app.command("run-months")
 def run_months_command(
     start: str = typer.Option(..., "--start", help="First period, YYYY-MM."),
@@ -434,16 +450,7 @@ def run_months_command(
     """Coordinator: enqueue the month loop (ingest, post per entity, close) for the workers and wait for it."""
     import json
 
-    cfg, workdir = _load(config)
-    try:
-        coord = Coordinator(cfg)
-    except DistributedConfigError as err:
-        _fail(err)
-    ctx = FlowContext(cfg, workdir=workdir)
-    prepare(ctx)
-    src = source or reference_source(cfg, ctx)
-    if src is None:
-        _fail(ValueError("--source: no PSA system in the configuration; name the source system"))
+    coord, ctx, src = _coordinate(config, source)
     try:
         out = run_months(coord, ctx, str(src), start, months, cutoff_days=cutoff_days, batch_size=batch_size,
                          progress=lambda m: print(json.dumps({"period": m["period"], "posting": [
@@ -467,16 +474,7 @@ def run_month_command(
     """Coordinator: one month on the workers — ingest to the cut-off, post per entity, bill, close — and wait."""
     import json
 
-    cfg, workdir = _load(config)
-    try:
-        coord = Coordinator(cfg)
-    except DistributedConfigError as err:
-        _fail(err)
-    ctx = FlowContext(cfg, workdir=workdir)
-    prepare(ctx)
-    src = source or reference_source(cfg, ctx)
-    if src is None:
-        _fail(ValueError("--source: no PSA system in the configuration; name the source system"))
+    coord, ctx, src = _coordinate(config, source)
     until = None if to_end else cutoff_of(period, cutoff_days).isoformat()
     try:
         month = enqueue_month(coord, ctx, str(src), period, until, batch_size=batch_size, bill=not no_billing,
