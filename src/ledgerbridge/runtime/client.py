@@ -15,9 +15,9 @@ from typing import Any
 from dbos import DBOSClient
 
 from ledgerbridge.runtime.core import (
-    STATUSES,
     _workflow_dict,
     await_result,
+    list_workflows_from,
     sqlite_engine,
     workflow_steps_from,
 )
@@ -96,20 +96,8 @@ class RuntimeClient:
         with_data: bool = False,
     ) -> list[dict[str, Any]]:
         """Same as :func:`ledgerbridge.runtime.list_workflows`."""
-        statuses = [status] if isinstance(status, str) else list(status or [])
-        bad = [s for s in statuses if s not in STATUSES]
-        if bad:
-            raise ValueError(f"unknown workflow status {bad}; use one of {list(STATUSES)}")
-        rows = self._client.list_workflows(
-            status=statuses or None,
-            name=[name] if isinstance(name, str) else (list(name) if name else None),
-            queue_name=queue,
-            limit=limit,
-            sort_desc=newest_first,
-            load_input=with_data,
-            load_output=True,
-        )
-        return [_workflow_dict(r, with_data=with_data) for r in rows]
+        return list_workflows_from(self._client.list_workflows, status=status, name=name, queue=queue, limit=limit,
+                                   newest_first=newest_first, with_data=with_data)
 
     def get_workflow(self, workflow_id: str, *, with_data: bool = True) -> dict[str, Any] | None:
         rows = self._client.list_workflows(workflow_ids=[workflow_id], load_input=with_data)

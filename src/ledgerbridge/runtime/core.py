@@ -595,11 +595,26 @@ def list_workflows(
     """Workflows as plain dicts (id, status, name, queue, executor, version, ISO times, error), newest first.
     ``status`` is one or more of :data:`STATUSES`; ``with_data`` adds ``input`` and ``output``."""
     Runtime.current()
+    return list_workflows_from(DBOS.list_workflows, status=status, name=name, queue=queue, limit=limit,
+                               newest_first=newest_first, with_data=with_data)
+
+
+def list_workflows_from(
+    lister: Callable[..., Any],
+    *,
+    status: str | Sequence[str] | None,
+    name: str | Sequence[str] | None,
+    queue: str | None,
+    limit: int | None,
+    newest_first: bool,
+    with_data: bool,
+) -> list[dict[str, Any]]:
+    """:func:`list_workflows` over any DBOS lister (``DBOS.list_workflows`` or a ``DBOSClient``'s)."""
     statuses = [status] if isinstance(status, str) else list(status or [])
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
         raise ValueError(f"unknown workflow status {bad}; use one of {list(STATUSES)}")
-    rows = DBOS.list_workflows(
+    rows = lister(
         status=statuses or None,
         name=[name] if isinstance(name, str) else (list(name) if name else None),
         queue_name=queue,
