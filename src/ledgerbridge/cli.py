@@ -17,6 +17,7 @@ from ledgerbridge.flows.stewardship_cli import drift_app, stewardship_app
 from ledgerbridge.flows.worker import worker_app
 from ledgerbridge.samplefirm.cli import demo_app
 from ledgerbridge.service.cli import serve, tokens_app
+from ledgerbridge.testing.sandbox_cli import sandbox_command
 
 app = typer.Typer(
     name="ledgerbridge",
@@ -44,6 +45,7 @@ app.add_typer(schedules_app, name="schedules")
 app.command("backfill", help="Re-run past windows of a flow without moving live cursors.")(backfill)
 app.command("reconcile", help="Reconcile PSA vs ledger vs mart; results stored for trends.")(reconcile_command)
 app.add_typer(alerts_app, name="alerts", help="Business metrics and alert rules.")
+app.command("sandbox", help="Run a protocol-faithful sandbox of a SaaS system (`sandbox list`).")(sandbox_command)
 
 
 @app.command("version")

@@ -1,14 +1,20 @@
 """Connector registry: the ``connector`` name in a system's configuration -> the code that builds it.
 
-Adding a *system* is configuration; adding a *product* is one entry here plus its folder. Imports are lazy so a
+Adding a *system* is configuration; adding a *product* is its folder: a package
+``ledgerbridge.connectors.<connector>`` whose ``__init__`` exposes ``build(name, cfg, ctx)`` is found by its name
+without an entry here (the SaaS connectors work this way). The entries below are the older connectors whose
+configuration name differs from their folder or whose builder needs the flow context. Imports are lazy so a
 deployment only loads the connectors it configures.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
+import ledgerbridge.connectors as _pkg
 from ledgerbridge.errors import PermanentError
 
 
@@ -62,11 +68,25 @@ BUILDERS: dict[str, Callable[[str, Any, Any], Any]] = {
 }
 
 
+def available() -> list[str]:
+    """Every connector name a configuration may use: the entries above plus each connector package."""
+    found = {m.name for m in pkgutil.iter_modules(_pkg.__path__) if m.ispkg}
+    return sorted(set(BUILDERS) | (found - {"beancount_ledger"}))
+
+
+def _packaged(connector: str) -> Callable[[str, Any, Any], Any] | None:
+    if not connector.isidentifier() or connector not in available():
+        return None
+    module = importlib.import_module(f"ledgerbridge.connectors.{connector}")
+    builder = getattr(module, "build", None)
+    return builder if callable(builder) else None
+
+
 def build_connector(name: str, cfg: Any, ctx: Any) -> Any:
-    builder = BUILDERS.get(cfg.connector)
+    builder = BUILDERS.get(cfg.connector) or _packaged(cfg.connector)
     if builder is None:
         raise PermanentError(
-            f"system {name!r}: connector {cfg.connector!r} is unknown; available: {sorted(BUILDERS)}",
+            f"system {name!r}: connector {cfg.connector!r} is unknown; available: {available()}",
             details={"system": name, "connector": cfg.connector},
         )
     return builder(name, cfg, ctx)
