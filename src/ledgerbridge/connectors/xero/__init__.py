@@ -1,0 +1,20 @@
+"""Xero Accounting as an ERP target over its REST API: manual journals, invoices, contacts, tracking, lock dates.
+
+See docs/connectors/xero.md. ``connector: xero`` in a system's configuration builds :class:`XeroLedger` through
+:func:`build` (secrets ``client_secret`` and, for a standard app, ``refresh_token``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledgerbridge.connectors.xero.client import XeroClient
+from ledgerbridge.connectors.xero.connector import CAPABILITIES, XeroLedger
+
+
+def build(name: str, cfg: Any, ctx: Any) -> XeroLedger:
+    refresh = cfg.secret("refresh_token") if "refresh_token" in cfg.secrets else None
+    return XeroLedger.from_options(cfg.options, client_secret=cfg.secret("client_secret"), refresh_token=refresh,
+                                   system=name)
+
+
+__all__ = ["CAPABILITIES", "XeroClient", "XeroLedger", "build"]
