@@ -1,0 +1,120 @@
+"""NetSuite as a configured target of the posting flow (config only), against the NetSuite sandbox: a month of the
+sample firm's US01 ledger posted through SuiteTalk REST; NetSuite's own GL (SuiteQL over transaction lines) equals
+what the engine recorded as posted, to the cent per account and currency; after September is closed (in NetSuite
+and in the store) late changes are redated into October and NetSuite never receives a journal for September again;
+a period closed only in NetSuite is refused before sending and dead-lettered; a re-run posts nothing twice."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ledgerbridge.flows import posting, transactions
+from ledgerbridge.flows.main_job import SOURCE
+from ledgerbridge.flows.periods import close_period
+from ledgerbridge.store import dead_letters, journals
+from netsuite_support import sandbox, wire
+
+from flows_support import make_ctx, records, tiny_firm
+
+
+@pytest.fixture(scope="module")
+def firm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_firm(tmp_path_factory.mktemp("ns-firm"), employees=6, months=2, seed=7)
+
+
+def _cutoff(period: str) -> dt.datetime:
+    y, m = map(int, period.split("-"))
+    return dt.datetime(y + (m == 12), m % 12 + 1, 5, 23, 59, 59, tzinfo=dt.UTC)
+
+
+def _engine_totals(ctx, entity: str) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    with ctx.engine.connect() as conn:
+        posted = journals.list_journals(conn, legal_entity_id=entity)
+    want: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for j in posted:
+        for ln in j.lines:
+            want[(ln.account, ln.currency)][0] += ln.debit
+            want[(ln.account, ln.currency)][1] += ln.credit
+    return {k: (d, c) for k, (d, c) in want.items() if d or c}
+
+
+def _push_master(ctx, target, entity: str) -> None:
+    target.push_customers([c for c in ctx.reference.customers.values() if c.legal_entity_id == entity])
+    target.push_projects([p for p in ctx.reference.projects.values() if p.legal_entity_id == entity])
+
+
+def test_month_posted_trial_balance_closed_period_and_rerun(tmp_path: Path, firm: Path) -> None:
+    with sandbox() as (app, base):
+        store = app.state.store
+        ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level")
+        wire(ctx, app, base)
+        target = ctx.connector("erp_ns")
+        _push_master(ctx, target, "US01")
+
+        transactions.land(ctx, SOURCE, records(ctx, until=_cutoff("2026-09")))
+        transactions.process_pending(ctx)
+        sep = posting.post_period(ctx, "US01", "2026-09")
+        assert sep.status == "posted" and sep.target == "erp_ns" and sep.journals > 0 and sep.dead_lettered == 0, sep
+        # NetSuite's GL for September = what the engine recorded as posted, per account and currency, to the cent
+        assert target.trial_balance("US01", "2026-09", "2026-09") == _engine_totals(ctx, "US01")
+        with ctx.engine.connect() as conn:
+            refs = {j.id: j for j in journals.list_journals(conn, legal_entity_id="US01")}
+        held = target.read_back(sorted(refs))
+        assert set(held) == set(refs) and all(held[i].matches(refs[i]) for i in refs)
+        assert all(h.target_ref.startswith("US-JE") for h in held.values())  # NetSuite's document numbers
+
+        # the accountant closes September in NetSuite; the engine closes it in the store
+        store.set_period("2026-09", closed=True)
+        assert target.period_status("US01", "2026-09") == "closed"
+        assert close_period(ctx, "US01", "2026-09")["status"] == "closed"
+        sep_docs = store.rows("SELECT t.id FROM \"transaction\" t JOIN accountingperiod p ON p.id = t.postingperiod "
+                              "WHERE t.recordtype = 'journalentry' AND p.startdate = '2026-09-01'")
+        puts_before = app.state.calls.count(method="PUT", path_prefix="/services/rest/record/v1/journalentry")
+
+        transactions.land(ctx, SOURCE, records(ctx, since=_cutoff("2026-09")))
+        transactions.process_pending(ctx)
+        octo = posting.post_period(ctx, "US01", "2026-10")
+        assert octo.status == "posted" and octo.dead_lettered == 0, octo
+        with ctx.engine.connect() as conn:
+            oct_journals = journals.list_journals(conn, legal_entity_id="US01", period="2026-10")
+        redated = [j for j in oct_journals if j.redated_from == "2026-09"]
+        assert redated, "the sample firm has late September changes: they must be redated into October"
+        assert all(j.entry_date >= dt.date(2026, 10, 1) for j in redated)
+        assert posting.post_period(ctx, "US01", "2026-10").status == "nothing_to_post"
+        sep_after = store.rows("SELECT t.id FROM \"transaction\" t JOIN accountingperiod p ON p.id = t.postingperiod "
+                               "WHERE t.recordtype = 'journalentry' AND p.startdate = '2026-09-01'")
+        assert sep_after == sep_docs  # NetSuite got nothing more for September
+        assert app.state.calls.count(method="PUT", path_prefix="/services/rest/record/v1/journalentry",
+                                     status=400) == 0
+        assert app.state.calls.count(method="PUT", path_prefix="/services/rest/record/v1/journalentry") > puts_before
+
+        # both months: NetSuite's GL = the engine's posted totals; every external id once
+        assert target.trial_balance("US01") == _engine_totals(ctx, "US01")
+        eids = store.external_ids("journalentry")
+        assert eids and max(Counter(eids).values()) == 1
+        print(f"\nNetSuite: {len(eids)} journal entries for {sep.journals + octo.journals} journals, "
+              f"{target.client.calls} API calls, {target.client.auth.token_requests} token(s)")
+
+
+def test_period_closed_only_in_netsuite_is_refused_before_sending(tmp_path: Path, firm: Path) -> None:
+    with sandbox() as (app, base):
+        ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level")
+        wire(ctx, app, base)
+        target = ctx.connector("erp_ns")
+        _push_master(ctx, target, "US01")
+        app.state.store.set_period("2026-09", alllocked=True)  # NetSuite: all transactions locked
+        assert target.period_status("US01", "2026-09") == "locked"
+        transactions.land(ctx, SOURCE, records(ctx, until=_cutoff("2026-09")))
+        transactions.process_pending(ctx)
+        out = posting.post_period(ctx, "US01", "2026-09")
+        assert out.journals == 0 and out.dead_lettered > 0, out
+        assert app.state.calls.count(method="PUT", path_prefix="/services/rest/record/v1/journalentry") == 0
+        with ctx.engine.connect() as conn:
+            letters = dead_letters.list_letters(conn, flow="posting")
+        assert letters and {lt.queue for lt in letters} == {"financial"}
+        assert all("locked for all transactions" in lt.error_text for lt in letters)
