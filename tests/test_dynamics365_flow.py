@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from dynamics365_support import COMPANIES, SYSTEM, cutoff, d365_ctx, serve
 from ledgerbridge.flows import posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.flows.periods import close_period
 from ledgerbridge.store import dead_letters, journals
 
-from dynamics365_support import COMPANIES, SYSTEM, cutoff, d365_ctx, serve
 from flows_support import records, tiny_firm
 
 SEP, OCT = "2026-09", "2026-10"
