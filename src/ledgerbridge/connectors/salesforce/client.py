@@ -40,6 +40,7 @@ from ledgerbridge.errors import (
     LedgerbridgeError,
     PermanentError,
     RateLimitedError,
+    RecordValidationError,
     TransientError,
     classify_http,
 )
@@ -168,6 +169,7 @@ class SalesforceClient:
         self.blocked_until = 0.0
         self.requests = 0
         self.tokens = 0
+        self.limit_waits = 0  # waits before a call for the allocation to recover (a bench figure)
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=timeout, transport=transport,
                                   headers={"Accept": "application/json"},
@@ -217,20 +219,30 @@ class SalesforceClient:
             self.tokens += 1
 
     def _guard(self) -> None:
+        """Before a call: wait (up to ``max_wait``) or raise while the allocation is exhausted or this connector's
+        budget of it is used up."""
         now = self._clock()
+        err: RateLimitedError | None = None
         if self.blocked_until > now:
-            raise RateLimitedError(
+            err = RateLimitedError(
                 f"{self.system}: the org's API allocation is exhausted (403 REQUEST_LIMIT_EXCEEDED); no calls "
-                f"for {self.blocked_until - now:.0f} s", code="LB-R002", retry_after=self.blocked_until - now,
-                details={"api_usage": list(self.api_usage) if self.api_usage else None})
-        if self.api_usage is not None:
+                f"for {self.blocked_until - now:.0f} s", code="LB-R002", retry_after=self.blocked_until - now)
+        elif self.api_usage is not None:
             used, limit = self.api_usage
             if limit and used >= limit * self.budget_share:
-                raise RateLimitedError(
+                err = RateLimitedError(
                     f"{self.system}: {used}/{limit} daily API requests used, at this connector's budget of "
                     f"{self.budget_share:.0%} (options.budget_share) — continuing later leaves room for the org's "
-                    "other integrations", code="LB-R002", retry_after=self.limit_wait,
-                    details={"api_usage": [used, limit]})
+                    "other integrations", code="LB-R002", retry_after=self.limit_wait)
+        if err is None:
+            return
+        err.details["api_usage"] = list(self.api_usage) if self.api_usage else None
+        wait = err.retry_after or 0.0
+        if wait > self.max_wait:
+            raise err
+        self.limit_waits += 1
+        self._sleep(wait)
+        self.api_usage = None  # stale after the wait: the next answer's Sforce-Limit-Info tells
 
     def request(self, method: str, path: str, *, body_error: Callable[[Any], LedgerbridgeError | None] | None =
                 None, **kwargs: Any) -> httpx.Response:
@@ -255,7 +267,17 @@ class SalesforceClient:
     def query(self, soql: str) -> Iterator[list[dict[str, Any]]]:
         """The pages of one SOQL query (``nextRecordsUrl`` followed until ``done``)."""
         headers = {"Sforce-Query-Options": f"batchSize={self.page_size}"}
-        page = decode(self.request("GET", f"{self.api}/query", params={"q": soql}, headers=headers).content)
+        try:
+            page = decode(self.request("GET", f"{self.api}/query", params={"q": soql}, headers=headers).content)
+        except RecordValidationError as err:
+            codes = set(err.details.get("vendor_codes") or ())
+            if codes & {"INVALID_FIELD", "INVALID_TYPE", "MALFORMED_QUERY"}:
+                raise PermanentError(
+                    f"{self.system}: the org refused the query ({err.message}) — the object or field does not exist "
+                    "or the integration user cannot see it: check options.objects / field_map against the org's "
+                    "describe and the permission sets", code="LB-P001",
+                    details={**err.details, "soql": soql}) from None
+            raise
         while True:
             yield list(page.get("records") or [])
             nxt = page.get("nextRecordsUrl")

@@ -9,8 +9,10 @@ milestones for completion events; CRM: opportunities):
    — many rows sharing one stamp across a page break are neither lost nor read twice.
 2. **Overlap.** A normal sync starts ``overlap_seconds`` before the last stamp (whole seconds, so the literal needs
    no milliseconds) with ``>=``: rows committed late with an older stamp, or saved in the same second after the last
-   read, are caught. Rows re-read this way are recognised by their stamp (older or equal to the one the cursor
-   holds -> skipped) and by a fingerprint of the mapped fields (a save that changes nothing mapped -> no version).
+   read, are caught. Rows re-read this way are recognised by a fingerprint of the mapped fields (same fingerprint
+   -> no version; a save that changes nothing mapped, e.g. a write-back, emits nothing either). An equal stamp is
+   not proof of "already seen": stamps have whole seconds, so a second save within the same second is compared
+   too; only a stamp older than the one held is skipped unread.
 3. **Versions.** A changed row gives a version = its ``SystemModstamp`` in epoch seconds, raised to last + 1 when
    needed. A Certinia timecard header gives one time entry per day with hours (``<header id>:<date>``); only days
    whose content or status changed get a new version; a day emptied, a record deleted, and a record recalled or
@@ -158,14 +160,14 @@ class SyncResult:
 
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
-    overlap_seconds: int = 300
+    overlap_seconds: int = 60
     max_records: int = 100_000  # per stream per sync (LIMIT); the rest follows next sync from the keyset
     full_scan_every: int = 0  # 0: only when the delete feed has a gap
     deleted_days: int = 15  # how far back the first delete window reaches (recycle bin)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SyncOptions:
-        out = cls(overlap_seconds=int(options.get("overlap_seconds", 300)),
+        out = cls(overlap_seconds=int(options.get("overlap_seconds", 60)),
                   max_records=int(options.get("max_records", 100_000)),
                   full_scan_every=int(options.get("full_scan_every", 0)),
                   deleted_days=int(options.get("deleted_days", 15)))
@@ -274,7 +276,8 @@ class SalesforceSource:
         state.syncs += 1
         stats = {"full": bool(full), "package": self.package, "rows": run.rows, "events": len(run.events),
                  "business_events": len(run.business), "errors": len(run.errors), "skipped": run.skipped,
-                 "deleted": run.deleted, "requests": self.client.requests - requests_before,
+                 "deleted": run.deleted, "full_reads": ",".join(run.full_reads),
+                 "requests": self.client.requests - requests_before,
                  "incomplete": any(s.get("resume") for s in state.streams.values()) or run.stopped is not None,
                  "api_usage": "/".join(map(str, self.client.api_usage)) if self.client.api_usage else ""}
         if run.stopped is not None:
@@ -399,6 +402,7 @@ class _Run:
         self.errors: list[LedgerbridgeError] = []
         self.rows = self.skipped = self.deleted = 0
         self.stopped: RateLimitedError | None = None
+        self.full_reads: list[str] = []
 
     # ---- reading
 
@@ -410,6 +414,8 @@ class _Run:
         pos.setdefault("deleted_to", sf_datetime(self.now))  # deletes after this moment come from the feed
         gap = self._deletes(role, om, pos, items) if pos.get("ts") and not full else False
         full = full or gap or not pos.get("ts")
+        if full:
+            self.full_reads.append(role)
         if pos.get("resume") and pos.get("ts") and not full:
             cond = (f"SystemModstamp > {pos['lit']} OR (SystemModstamp = {pos['lit']} AND Id > "
                     f"{soql_string(pos['id'])})")
@@ -463,12 +469,13 @@ class _Run:
         sf_id, stamp_text = str(raw["Id"]), str(raw["SystemModstamp"])
         stamp = parse_stamp(stamp_text)
         prev = items.get(sf_id)
-        if prev is not None and stamp <= parse_stamp(prev[0]):
-            self.skipped += 1  # re-read by the overlap: already handled
+        if prev is not None and stamp < parse_stamp(prev[0]):
+            self.skipped += 1  # an older state than the one already handled
             return
         fp = fingerprint(raw, om)
-        if prev is not None and prev[1] == fp:
-            prev[0] = stamp_text  # saved without a mapped change (e.g. our own write-back)
+        if prev is not None and prev[1] == fp:  # re-read by the overlap, or saved without a mapped change;
+            # an equal stamp is compared too: stamps have whole seconds, a second save within one is a change
+            prev[0] = stamp_text
             self.skipped += 1
             return
         children: dict[str, list[Any]] = dict(prev[2]) if prev is not None else {}

@@ -22,10 +22,10 @@ Built from the vendor facts (``shared/reference/vendors/03-salesforce-certinia-k
   ``GET /limits`` reports ``DailyApiRequests``. The token endpoint does not count.
 
 Test hooks on ``app.state``: ``store`` (:class:`Store`: insert/update/delete with explicit ``SystemModstamp``,
-``locked``, ``add_fields``), ``calls`` (:class:`CallLog`), ``limits`` (:class:`RateWindow`), ``faults``
-(``expire_tokens_at_call``: every live token expires when the API call with that number arrives),
-``private_key_pem`` / ``public_key_pem`` (the demo connected app's key pair), ``client_id``, ``client_secret``,
-``username``.
+``locked``, ``add_fields``), ``calls`` (:class:`CallLog`), ``limits`` (:class:`RateWindow`), ``consume(n)``
+(requests of the org's other integrations, sharing the allocation), ``faults`` (``expire_tokens_at_call``: every
+live token expires when the API call with that number arrives), ``private_key_pem`` / ``public_key_pem`` (the demo
+connected app's key pair), ``client_id``, ``client_secret``, ``username``.
 """
 
 from __future__ import annotations
@@ -517,6 +517,16 @@ def create_app(
                 usage.popleft()
             return len(usage)
 
+    def consume(n: int) -> None:
+        """``n`` API requests made by the org's other integrations now (they share the daily allocation)."""
+        for _ in range(n):
+            if limits.try_acquire() is None:
+                limits.release()
+                with lock:
+                    usage.append(time.monotonic())
+
+    app.state.consume = consume
+
     def limit_header() -> dict[str, str]:
         return {"Sforce-Limit-Info": f"api-usage={used_now()}/{daily_limit}"}
 
@@ -773,6 +783,13 @@ def create_app(
     return app
 
 
+def connector_options(app: Any, base_url: str, package: str, **extra: Any) -> dict[str, Any]:
+    """``systems.<name>.options`` for the connector against this sandbox (JWT bearer with the demo key pair; the
+    private key goes in ``secrets.private_key`` = ``app.state.private_key_pem``)."""
+    return {"package": package, "login_url": base_url, "client_id": app.state.client_id,
+            "username": app.state.username, **extra}
+
+
 # --------------------------------------------------------------------------------------------------- demo data
 
 
@@ -823,4 +840,5 @@ def seed_org(store: Store, *, weeks: int = 2, start: dt.date | None = None) -> d
             "kimble_resource": kres, "won_opportunity": won}
 
 
-__all__ = ["DESCRIPTION", "SCHEMA", "Query", "SalesforceFault", "Store", "create_app", "seed_org"]
+__all__ = ["DESCRIPTION", "SCHEMA", "Query", "SalesforceFault", "Store", "connector_options", "create_app",
+           "seed_org"]
