@@ -37,6 +37,9 @@ def seeded_app(**options: Any) -> Any:
     store.seed_main_accounts(CHART)
     for co in COMPANIES.values():
         store.seed_periods(co, 2026)
+    # F&O's own exchange rates (invoices in another currency than the company's are converted by F&O)
+    store.fx.update({("USD", "GBP"): Decimal("0.79"), ("USD", "EUR"): Decimal("0.92"), ("GBP", "USD"): Decimal("1.27"),
+                     ("EUR", "USD"): Decimal("1.09"), ("EUR", "GBP"): Decimal("0.86"), ("GBP", "EUR"): Decimal("1.16")})
     store.tax_rates.update({"US-EXEMPT": Decimal("0"), "UK-VAT20": Decimal("0.20"), "DE-VAT19": Decimal("0.19")})
     return app
 
