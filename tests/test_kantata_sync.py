@@ -330,3 +330,17 @@ def test_write_back_is_idempotent_one_external_reference_per_record(sandbox: San
     assert {r["external_status"] for r in s.rows("external_references")} == {"paid"}
     assert src.external_references("time_entry", [a])[a][0]["service_model_ref"] == "INV-US01-000007"
     assert src.sync(cursor).records() == []  # the write-back is not a business change: no new version
+
+
+def test_a_watermark_older_than_the_feed_retention_rescans_from_it(sandbox: Sandbox) -> None:
+    s = sandbox.store
+    ws, user = tenant(s)
+    a = s.add_time_entry(ws, user, DAY, 60)
+    src = sandbox.source(rescan_window_seconds=60)
+    cursor = src.sync(None).cursor
+    s.drop_next(1)  # the change's event is lost, and by the next sync the feed has aged out anyway
+    s.update_time_entry(a, time_in_minutes=75)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=10)
+    result = src.sync(cursor, now=later)  # rescan window alone (60 s before "later") would not reach it
+    assert result.stats["feed_stale"] and result.stats["rescan"]
+    assert [(r["external_id"], r["payload"]["hours"]) for r in result.records()] == [(a, "1.25")]

@@ -265,12 +265,14 @@ class KantataSource:
         if state.watermark:
             since = parse_ts(state.watermark) - dt.timedelta(seconds=opts.event_overlap_seconds)
             stale = now - since > dt.timedelta(days=max(0.0, opts.event_retention_days - 1))
-            params["created_after"] = _stamp(since)
+        else:  # first sync: the full listing covers the past; the feed is read from now (minus the overlap) on
+            since = now - dt.timedelta(seconds=opts.event_overlap_seconds)
+        params["created_after"] = _stamp(since)
         events, _ = self.client.list_all("subscribed_events", params)
         subjects: dict[str, set[str]] = {e: set() for e in (*ENTITIES, "timesheet_submission")}
         deleted: set[str] = set()
         fresh = 0
-        newest = parse_ts(state.watermark) if state.watermark else None
+        newest = parse_ts(state.watermark) if state.watermark else since  # never moves back
         for ev in events:
             eid = str(ev["id"])
             if eid in state.seen:
@@ -278,17 +280,16 @@ class KantataSource:
             fresh += 1
             created = parse_ts(ev["created_at"])
             state.seen[eid] = _stamp(created)
-            newest = created if newest is None or created > newest else newest
+            newest = max(newest, created)
             entity = SUBJECT_ENTITY.get(str(ev.get("subject_type")))
             if entity is None:
                 continue
             subjects[entity].add(str(ev["subject_id"]))
             if str(ev.get("event_type", "")).endswith(":deleted"):
                 deleted.add(f"{entity}:{ev['subject_id']}")
-        if newest is not None:
-            state.watermark = _stamp(newest)
-            floor = newest - dt.timedelta(seconds=opts.event_overlap_seconds)
-            state.seen = {k: v for k, v in state.seen.items() if parse_ts(v) >= floor}
+        state.watermark = _stamp(newest)
+        floor = newest - dt.timedelta(seconds=opts.event_overlap_seconds)
+        state.seen = {k: v for k, v in state.seen.items() if parse_ts(v) >= floor}
         return subjects, deleted, fresh, stale
 
     # ------------------------------------------------------------------ change detection

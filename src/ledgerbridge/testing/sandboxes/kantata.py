@@ -91,6 +91,9 @@ class KantataStore:
     def freeze(self, at: dt.datetime | None = None) -> None:
         self._frozen = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
 
+    def unfreeze(self) -> None:
+        self._frozen = None
+
     def advance(self, seconds: float = 1.0) -> None:
         if self._frozen is None:
             self.freeze()
@@ -257,11 +260,10 @@ class KantataStore:
         """The subscribed events a client can see: retention applied, dropped ones hidden, optionally in a stable
         non-time order and each listed twice."""
         with self.lock:
-            horizon = self.now() - self.event_retention
-            visible = [dict(e) for e in self.events
-                       if e["id"] not in self.hidden_events and parse_ts(e["created_at"]) >= horizon]
+            horizon = iso(self.now() - self.event_retention)
+            visible = [e for e in self.events if e["id"] not in self.hidden_events and e["created_at"] >= horizon]
         if duplicate:
-            visible = visible + [dict(e, _dup=1) for e in visible]
+            visible = visible + [dict(e, _dup=1) for e in visible]  # the copy keeps the event's id
         if shuffle or duplicate:
             visible.sort(key=lambda e: hashlib.sha1(f"{e['id']}:{e.get('_dup', 0)}".encode()).hexdigest())
         return visible
@@ -305,24 +307,30 @@ def _error(status: int, kind: str, message: str, field_name: str | None = None) 
     return JSONResponse({"errors": [err]}, status_code=status)
 
 
-def _matches(row: Mapping[str, Any], q: Mapping[str, str]) -> bool:
-    if "only" in q and row["id"] not in set(q["only"].split(",")):
-        return False
-    for key, col in (("updated_after", "updated_at"), ("created_after", "created_at")):
-        if key in q and not parse_ts(row[col]) > parse_ts(q[key]):
+def _filter(q: Mapping[str, str]) -> Callable[[Mapping[str, Any]], bool]:
+    """The row predicate of a list query (timestamps are stored as UTC ISO text, so text order is time order)."""
+    only = set(q["only"].split(",")) if "only" in q else None
+    bounds = [(col, op, iso(parse_ts(q[key]))) for key, col, op in (
+        ("updated_after", "updated_at", ">"), ("created_after", "created_at", ">"),
+        ("updated_before", "updated_at", "<")) if key in q]
+    equal = [(key, q[key]) for key in ("workspace_id", "user_id", "subject_type", "subject_id", "service_name",
+                                       "timesheet_submission_id") if key in q]
+    approved = q["approved"].lower() == "true" if "approved" in q else None
+    lo, _, hi = q.get("date_performed_between", "").partition(":")
+
+    def keep(row: Mapping[str, Any]) -> bool:
+        if only is not None and row["id"] not in only:
             return False
-    if "updated_before" in q and not parse_ts(row["updated_at"]) < parse_ts(q["updated_before"]):
-        return False
-    for key in ("workspace_id", "user_id", "subject_type", "subject_id", "service_name", "timesheet_submission_id"):
-        if key in q and str(row.get(key)) != q[key]:
+        for col, op, bound in bounds:
+            if (row[col] <= bound) if op == ">" else (row[col] >= bound):
+                return False
+        if any(str(row.get(key)) != value for key, value in equal):
             return False
-    if "approved" in q and bool(row.get("approved")) != (q["approved"].lower() == "true"):
-        return False
-    if "date_performed_between" in q:
-        lo, _, hi = q["date_performed_between"].partition(":")
-        if not lo <= str(row.get("date_performed")) <= hi:
+        if approved is not None and bool(row.get("approved")) != approved:
             return False
-    return True
+        return not lo or lo <= str(row.get("date_performed")) <= hi
+
+    return keep
 
 
 def _ordered(rows: list[dict[str, Any]], order: str | None) -> list[dict[str, Any]]:
@@ -331,10 +339,8 @@ def _ordered(rows: list[dict[str, Any]], order: str | None) -> list[dict[str, An
         col = "id"
     if col == "id":
         key: Callable[[dict[str, Any]], Any] = lambda r: int(r["id"])  # noqa: E731
-    elif col == "date_performed":
-        key = lambda r: (str(r.get(col)), int(r["id"]))  # noqa: E731
     else:
-        key = lambda r: (parse_ts(r[col]), int(r["id"]))  # noqa: E731
+        key = lambda r: (str(r.get(col)), int(r["id"]))  # noqa: E731
     return sorted(rows, key=key, reverse=direction == "desc")
 
 
@@ -460,13 +466,16 @@ def create_app(*, client_id: str = "demo-client", client_secret: str = "demo-sec
         page, per_page = paged
         if resource == "subscribed_events":
             types = set(q["event_types"].split(",")) if q.get("event_types") else None
+            after = iso(parse_ts(q["created_after"])) if "created_after" in q else ""
             rows = [e for e in store.feed(**feed_opts)
-                    if (types is None or e["event_type"] in types)
-                    and ("created_after" not in q or parse_ts(e["created_at"]) > parse_ts(q["created_after"]))]
+                    if (types is None or e["event_type"] in types) and e["created_at"] > after]
             return JSONResponse(envelope("subscribed_events", rows, page, per_page))
         key = RESOURCES[resource][0]
-        rows = _ordered([r for r in store.rows(resource) if _matches(r, q)], q.get("order"))
-        chunk_rows = rows[(page - 1) * per_page:page * per_page]
+        keep = _filter(q)
+        with store.lock:
+            rows = _ordered([r for r in store.tables[resource].values() if keep(r)], q.get("order"))
+            chunk_rows = [dict(r) for r in rows[(page - 1) * per_page:page * per_page]]
+            rows[(page - 1) * per_page:page * per_page] = chunk_rows
         include = set(filter(None, q.get("include", "").split(",")))
         extra = _includes(store, resource, chunk_rows, include)
         return JSONResponse(envelope(key, rows, page, per_page, extra))
