@@ -18,7 +18,7 @@ from ledgerbridge.testing.sandboxes.netsuite import create_app
 KEY_ENV = "LB_TEST_NETSUITE_KEY"
 SUBSIDIARIES = {"US01": 1, "UK01": 2, "DE01": 3}
 TAX_MAP = {"US-EXEMPT": 1, "UK-VAT20": 2, "DE-VAT19": 3}  # sandbox salestaxitem ids
-ITEM_MAP = {"4000": "PS-TM", "4100": "PS-FF", "4200": "PS-MS", "4300": "PS-EXP"}
+ITEM_MAP = {"1200": "PS-BILL", "4000": "PS-TM", "4100": "PS-FF", "4200": "PS-MS", "4300": "PS-EXP"}
 
 
 @contextlib.contextmanager
@@ -42,10 +42,11 @@ def ledger(app: Any, base: str, **extra: Any) -> NetSuiteLedger:
                                        {"private_key": app.state.demo_private_key}.__getitem__)
 
 
-def wire(ctx: FlowContext, app: Any, base: str, *, entities: tuple[str, ...] = ("US01",), **extra: Any) -> None:
-    """Add ``erp_ns`` (connector: netsuite) to the context's configuration and route the entities' ledger,
-    invoices, customers and projects to it — configuration only."""
-    os.environ[KEY_ENV] = app.state.demo_private_key
+def wire(ctx: FlowContext, private_key: str, base: str, *, entities: tuple[str, ...] = ("US01",),
+         **extra: Any) -> None:
+    """Add ``erp_ns`` (connector: netsuite) to the context's configuration and route the entities' ledger and
+    invoices to it — configuration only; the private key is an ``${env:...}`` secret."""
+    os.environ[KEY_ENV] = private_key
     erp = SystemConfig(connector="netsuite", role="erp", secrets={"private_key": SecretRef(f"${{env:{KEY_ENV}}}")},
                        options=options(base, **extra))
     by_entity = dict(ctx.config.routing.by_entity)

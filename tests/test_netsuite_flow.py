@@ -52,7 +52,7 @@ def test_month_posted_trial_balance_closed_period_and_rerun(tmp_path: Path, firm
     with sandbox() as (app, base):
         store = app.state.store
         ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level")
-        wire(ctx, app, base)
+        wire(ctx, app.state.demo_private_key, base)
         target = ctx.connector("erp_ns")
         _push_master(ctx, target, "US01")
 
@@ -104,7 +104,7 @@ def test_month_posted_trial_balance_closed_period_and_rerun(tmp_path: Path, firm
 def test_period_closed_only_in_netsuite_is_refused_before_sending(tmp_path: Path, firm: Path) -> None:
     with sandbox() as (app, base):
         ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level")
-        wire(ctx, app, base)
+        wire(ctx, app.state.demo_private_key, base)
         target = ctx.connector("erp_ns")
         _push_master(ctx, target, "US01")
         app.state.store.set_period("2026-09", alllocked=True)  # NetSuite: all transactions locked

@@ -341,7 +341,8 @@ class Store:
         for code, sid in (("LOC-NYC", 1), ("LOC-SFO", 1), ("LOC-LON", 2), ("LOC-MAN", 2), ("LOC-BER", 3),
                           ("LOC-MUC", 3)):
             self.add_segment("location", code, code[4:], [sid])
-        for itemid, income in (("PS-TM", "4000"), ("PS-FF", "4100"), ("PS-MS", "4200"), ("PS-EXP", "4300")):
+        for itemid, income in (("PS-TM", "4000"), ("PS-FF", "4100"), ("PS-MS", "4200"), ("PS-EXP", "4300"),
+                               ("PS-BILL", "1200")):  # billing relieves unbilled receivables
             self.insert("item", itemid=itemid, displayname=itemid, incomeaccount=acct[income], isinactive=False)
         for code, rate in (("US-EXEMPT", "0"), ("UK-VAT20", "20"), ("DE-VAT19", "19")):
             self.insert("salestaxitem", itemid=code, rate=rate, taxaccount=acct["2300"], isinactive=False)
