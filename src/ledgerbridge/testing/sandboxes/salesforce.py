@@ -325,17 +325,16 @@ class Query:
         return str(value)
 
     def _or(self) -> Any:
-        node = self._and()
-        while self._peek() == ("kw", "OR"):
-            self.i += 1
-            node = ("or", node, self._and())
-        return node
+        return self._chain("OR", self._and)
 
     def _and(self) -> Any:
-        node = self._not()
-        while self._peek() == ("kw", "AND"):
+        return self._chain("AND", self._not)
+
+    def _chain(self, word: str, operand: Callable[[], Any]) -> Any:
+        node = operand()
+        while self._peek() == ("kw", word):
             self.i += 1
-            node = ("and", node, self._not())
+            node = (word.lower(), node, operand())
         return node
 
     def _not(self) -> Any:
