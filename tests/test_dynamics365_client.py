@@ -139,7 +139,7 @@ def test_token_is_renewed_before_it_expires() -> None:
                        authority=base).token(base)
 
 
-def test_rate_limits_held_without_storms(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rate_limits_held_without_storms() -> None:
     limit, window = 20, 0.5
     with serve(rate_limit=limit, rate_window=window) as (app, base):
         paced = connector(base, rate_limit=limit, rate_window=window)
@@ -167,8 +167,6 @@ def test_rate_limits_held_without_storms(capsys: pytest.CaptureFixture[str]) -> 
         # (4 threads) are refused per pause, and each refused call went through once retried
         pauses = blind.client.pacer.pauses if blind.client.pacer else 0
         assert 0 < stats["refused"] <= 4 * pauses and stats["accepted"] == 30
-        out = capsys.readouterr().out
-        assert "429 share" in out
 
 
 def test_duplicate_headers_are_a_conflict_never_a_third_copy() -> None:
