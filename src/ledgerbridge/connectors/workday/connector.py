@@ -185,13 +185,19 @@ class WorkdayLedger:
 
     def held(self, journal_ids: Sequence[str]) -> dict[str, HeldJournal]:
         """Journals Workday holds under these reference IDs (one ``Get_Journals`` per ``page_size`` ids)."""
-        out: dict[str, HeldJournal] = {}
-        for chunk in chunks(list(journal_ids), self.page_size):
-            def build(page: int, count: int, ids: Sequence[str] = chunk) -> Any:
-                return get_journals_request(ids, self.version, page, count)
+        return {h.journal_id: h for h in self._by_reference(
+            "Financial_Management", get_journals_request, held_journals, journal_ids)}
 
-            for response in self.client.pages("Financial_Management", build, count=self.page_size):
-                out.update({h.journal_id: h for h in held_journals(response)})
+    def _by_reference(self, service: str, request: Any, parse: Any, keys: Sequence[str]) -> list[Any]:
+        """Objects held under these reference IDs: ``request(ids, version, page, count)`` per chunk of
+        ``page_size`` ids, every page parsed with ``parse``."""
+        out: list[Any] = []
+        for chunk in chunks(list(keys), self.page_size):
+            def build(page: int, count: int, ids: Sequence[str] = chunk) -> Any:
+                return request(ids, self.version, page, count)
+
+            for response in self.client.pages(service, build, count=self.page_size):
+                out += parse(response)
         return out
 
     def post_journals(self, run: PostingBatch) -> list[PostResult]:
@@ -303,14 +309,8 @@ class WorkdayLedger:
     # ------------------------------------------------------------------ invoices
 
     def _held_invoices(self, keys: Sequence[str]) -> dict[str, HeldInvoice]:
-        out: dict[str, HeldInvoice] = {}
-        for chunk in chunks(list(keys), self.page_size):
-            def build(page: int, count: int, ids: Sequence[str] = chunk) -> Any:
-                return get_invoices_request(ids, self.version, page, count)
-
-            for response in self.client.pages("Revenue_Management", build, count=self.page_size):
-                out.update({h.key: h for h in held_invoices(response)})
-        return out
+        return {h.key: h for h in self._by_reference("Revenue_Management", get_invoices_request, held_invoices,
+                                                     keys)}
 
     def create_invoice(self, inv: Invoice) -> InvoiceResult:
         """``Submit_Customer_Invoice`` once per ``inv.id`` (looked up by ``Customer_Invoice_ID`` first); held with

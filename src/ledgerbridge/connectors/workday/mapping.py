@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -68,6 +68,12 @@ def envelope(body: etree._Element, *, username: str, password: str) -> bytes:
     token[1].set("Type", PASSWORD_TEXT)
     env = SOAP.Envelope(SOAP.Header(WSSE.Security(token)), SOAP.Body(body))
     return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+
+
+def versioned(req: etree._Element, version: str) -> etree._Element:
+    """Pin the request to a WWS version (``wd:version="v43.0"``)."""
+    req.set(f"{{{WD_NS}}}version", version)
+    return req
 
 
 def text(el: etree._Element | None, path: str, default: str | None = None) -> str | None:
@@ -237,8 +243,7 @@ def submit_journal_request(journal: JournalEntry, opts: JournalOptions, version:
     req = WD.Submit_Accounting_Journal_Request(
         WD.Business_Process_Parameters(WD.Auto_Complete("true" if opts.auto_complete else "false")),
         journal_data(journal, opts))
-    req.set(f"{{{WD_NS}}}version", version)
-    return req
+    return versioned(req, version)
 
 
 def import_journals_request(journals: Sequence[JournalEntry], opts: JournalOptions, version: str
@@ -246,16 +251,14 @@ def import_journals_request(journals: Sequence[JournalEntry], opts: JournalOptio
     """``Import_Accounting_Journal_Request``: many journals in one call, processed as a background process."""
     req = WD.Import_Accounting_Journal_Request(
         *[WD.Accounting_Journal(journal_data(j, opts)) for j in journals])
-    req.set(f"{{{WD_NS}}}version", version)
-    return req
+    return versioned(req, version)
 
 
 def get_journals_request(journal_ids: Sequence[str], version: str, page: int, count: int) -> etree._Element:
     req = WD.Get_Journals_Request(
         request_references("Journal_Reference", "Accounting_Journal_ID", journal_ids),
         response_filter(page, count))
-    req.set(f"{{{WD_NS}}}version", version)
-    return req
+    return versioned(req, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,20 +294,26 @@ def journal_signature(journal: JournalEntry, opts: JournalOptions) -> tuple[tupl
                         for ln in journal.lines))
 
 
+def _items(response: etree._Element, element: str, id_type: str
+           ) -> Iterator[tuple[str, etree._Element, etree._Element | None]]:
+    """``(our key, <element>_Data, <element>_Reference)`` of each ``Response_Data/<element>`` carrying a key."""
+    for el in response.iterfind(f"wd:Response_Data/wd:{element}", NS):
+        data = el.find(f"wd:{element}_Data", NS)
+        eref = el.find(f"wd:{element}_Reference", NS)
+        key = text(data, f"wd:{id_type}") or ref_id(eref, id_type)
+        if key is not None and data is not None:
+            yield key, data, eref
+
+
 def held_journals(response: etree._Element) -> list[HeldJournal]:
     """``Get_Journals_Response`` -> journals (lines keyed by Workday ledger account id)."""
     out: list[HeldJournal] = []
-    for j in response.iterfind("wd:Response_Data/wd:Journal", NS):
-        data = j.find("wd:Journal_Data", NS)
-        jref = j.find("wd:Journal_Reference", NS)
-        key = text(data, "wd:Accounting_Journal_ID") or ref_id(jref, "Accounting_Journal_ID")
-        if key is None:
-            continue
+    for key, data, jref in _items(response, "Journal", "Accounting_Journal_ID"):
         lines = tuple(
             (ref_id(ln.find("wd:Ledger_Account_Reference", NS), "Ledger_Account_ID") or "",
              amount(text(ln, "wd:Debit_Amount")), amount(text(ln, "wd:Credit_Amount")),
              ref_id(ln.find("wd:Currency_Reference", NS), "Currency_ID") or "")
-            for ln in data.iterfind("wd:Journal_Entry_Line_Data", NS)) if data is not None else ()
+            for ln in data.iterfind("wd:Journal_Entry_Line_Data", NS))
         out.append(HeldJournal(key, ref_id(jref, "WID"), text(data, "wd:Journal_Number"),
                                text(data, "wd:Journal_Status", "") or "", lines))
     return out
@@ -344,15 +353,13 @@ def invoice_request(inv: Invoice, *, company_id: str, version: str, revenue_cate
     )
     req = WD.Submit_Customer_Invoice_Request(
         WD.Business_Process_Parameters(WD.Auto_Complete("true")), data)
-    req.set(f"{{{WD_NS}}}version", version)
-    return req
+    return versioned(req, version)
 
 
 def get_invoices_request(keys: Sequence[str], version: str, page: int, count: int) -> etree._Element:
     req = WD.Get_Customer_Invoices_Request(
         request_references("Customer_Invoice_Reference", "Customer_Invoice_ID", keys), response_filter(page, count))
-    req.set(f"{{{WD_NS}}}version", version)
-    return req
+    return versioned(req, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,12 +375,7 @@ class HeldInvoice:
 
 def held_invoices(response: etree._Element) -> list[HeldInvoice]:
     out: list[HeldInvoice] = []
-    for el in response.iterfind("wd:Response_Data/wd:Customer_Invoice", NS):
-        data = el.find("wd:Customer_Invoice_Data", NS)
-        iref = el.find("wd:Customer_Invoice_Reference", NS)
-        key = text(data, "wd:Customer_Invoice_ID") or ref_id(iref, "Customer_Invoice_ID")
-        if key is None or data is None:
-            continue
+    for key, data, iref in _items(response, "Customer_Invoice", "Customer_Invoice_ID"):
         status = INVOICE_STATES.get(text(data, "wd:Invoice_Status", "") or "", "draft")
         if status == "posted" and text(data, "wd:Payment_Status") == "Paid":
             status = "paid"
@@ -392,8 +394,7 @@ def get_projects_request(version: str, page: int, count: int, *, updated_from: d
     if updated_from is not None:
         criteria.append(transaction_log(updated_from, updated_through))
     req = WD.Get_Projects_Request(criteria, response_filter(page, count, as_of))
-    req.set(f"{{{WD_NS}}}version", version)
-    return req
+    return versioned(req, version)
 
 
 def project_from_xml(el: etree._Element, *, legal_entity_of: Mapping[str, str], default_cost_center: str

@@ -139,6 +139,15 @@ def create_app(*, tenant: str = "lb-tenant", client_id: str = "lb-app", client_s
         d = store.datasets.get(dataset_id)
         return d if d is not None and d["group"] == group else None
 
+    def table_of(request: Request, group: str, dataset_id: str, table: str
+                 ) -> tuple[dict[str, Any], Response | None]:
+        if (denied := principal(request, group)) is not None:
+            return {}, logged(request, denied)
+        d = dataset_of(group, dataset_id)
+        if d is None or table not in d["tables"]:
+            return {}, logged(request, error(404, "ItemNotFound", f"Table {table} not found"))
+        return d, None
+
     async def body_json(request: Request) -> Any:
         raw = await request.body()
         return json.loads(raw, parse_float=Decimal) if raw else None
@@ -211,21 +220,17 @@ def create_app(*, tenant: str = "lb-tenant", client_id: str = "lb-app", client_s
 
     @app.delete("/v1.0/myorg/groups/{group}/datasets/{dataset_id}/tables/{table}/rows")
     async def delete_rows(group: str, dataset_id: str, table: str, request: Request) -> Response:
-        if (denied := principal(request, group)) is not None:
-            return logged(request, denied)
-        d = dataset_of(group, dataset_id)
-        if d is None or table not in d["tables"]:
-            return logged(request, error(404, "ItemNotFound", f"Table {table} not found"))
+        d, refused = table_of(request, group, dataset_id, table)
+        if refused is not None:
+            return refused
         d["tables"][table]["rows"] = []
         return logged(request, Response(status_code=200))
 
     @app.post("/v1.0/myorg/groups/{group}/datasets/{dataset_id}/tables/{table}/rows")
     async def post_rows(group: str, dataset_id: str, table: str, request: Request) -> Response:
-        if (denied := principal(request, group)) is not None:
-            return logged(request, denied)
-        d = dataset_of(group, dataset_id)
-        if d is None or table not in d["tables"]:
-            return logged(request, error(404, "ItemNotFound", f"Table {table} not found"))
+        d, refused = table_of(request, group, dataset_id, table)
+        if refused is not None:
+            return refused
         wait = window(dataset_id).try_acquire()
         if wait is not None:
             return logged(request, error(429, "TooManyRequests", "POST rows rate limit reached for this dataset",

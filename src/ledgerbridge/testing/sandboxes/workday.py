@@ -223,18 +223,22 @@ class Tenant:
         self.store = store
         self.tenant = tenant
 
+    def _data(self, req: etree._Element, kind: str) -> tuple[etree._Element, str | None, str]:
+        """``<kind>_Data``, its reference ID (ours) and its known company, or a validation fault."""
+        data = req.find(f"wd:{kind}_Data", NS)
+        if data is None:
+            raise Fault("validation", f"{kind}_Data is required", xpath=f"{kind}_Data")
+        company = ref_value(data, "wd:Company_Reference", "Company_Reference_ID") or ""
+        if company not in self.store.companies:
+            raise Fault("validation", f"Invalid ID value.  '{company}' is not a valid ID value for type = "
+                        "'Company_Reference_ID'", xpath=f"{kind}_Data/Company_Reference")
+        return data, txt(data, f"wd:{kind}_ID"), company
+
     # ---------------------------------------------------------------- journals
 
     def submit_accounting_journal(self, req: etree._Element, version: str) -> etree._Element:
         s = self.store
-        data = req.find("wd:Accounting_Journal_Data", NS)
-        if data is None:
-            raise Fault("validation", "Accounting_Journal_Data is required", xpath="Accounting_Journal_Data")
-        key = txt(data, "wd:Accounting_Journal_ID")
-        company = ref_value(data, "wd:Company_Reference", "Company_Reference_ID") or ""
-        if company not in s.companies:
-            raise Fault("validation", f"Invalid ID value.  '{company}' is not a valid ID value for type = "
-                        "'Company_Reference_ID'", xpath="Accounting_Journal_Data/Company_Reference")
+        data, key, company = self._data(req, "Accounting_Journal")
         acct_date = day(txt(data, "wd:Accounting_Date"), "Accounting_Journal_Data/Accounting_Date")
         status = s.period_status(company, acct_date.strftime("%Y-%m"))
         if status != "Open":
@@ -274,20 +278,27 @@ class Tenant:
             raise Fault("validation", f"Journal is out of balance: debits minus credits = {off or ledger_sum}",
                         xpath="Accounting_Journal_Data/Journal_Entry_Line_Replacement_Data")
         auto = txt(req, "wd:Business_Process_Parameters/wd:Auto_Complete") == "true"
+        return self._create(s.journals, "Accounting_Journal", key, "JE", version, {
+            "company": company, "date": acct_date, "status": "Posted" if auto else "Draft", "lines": lines,
+            "currency": ref_value(data, "wd:Currency_Reference", "Currency_ID"),
+            "memo": txt(data, "wd:Journal_Entry_Memo") or "", "updates": [s.clock()]})
+
+    def _create(self, table: dict[str, dict[str, Any]], kind: str, key: str | None, prefix: str, version: str,
+                record: dict[str, Any]) -> etree._Element:
+        """Store a new object under a fresh WID and number, refusing a reference ID already in use; answer
+        ``Submit_<kind>_Response`` with its reference."""
+        s = self.store
+        id_type = f"{kind}_ID"
         with s.lock:
-            if key and ("Accounting_Journal_ID", key) in s.refs:
-                raise Fault("validation", f"The ID value '{key}' is already in use by another instance of "
-                            "Accounting_Journal", xpath="Accounting_Journal_Data/Accounting_Journal_ID")
+            if key and (id_type, key) in s.refs:
+                raise Fault("validation", f"The ID value '{key}' is already in use by another instance of {kind}",
+                            xpath=f"{kind}_Data/{id_type}")
             wid = uuid.uuid4().hex
-            number = f"JE-{next(s._numbers):07d}"
-            s.journals[wid] = {"wid": wid, "key": key or number, "number": number, "company": company,
-                               "date": acct_date, "status": "Posted" if auto else "Draft", "lines": lines,
-                               "currency": ref_value(data, "wd:Currency_Reference", "Currency_ID"),
-                               "memo": txt(data, "wd:Journal_Entry_Memo") or "", "updates": [s.clock()]}
+            number = f"{prefix}-{next(s._numbers):07d}"
+            table[wid] = {"wid": wid, "key": key or number, "number": number, **record}
             if key:
-                s.refs[("Accounting_Journal_ID", key)] = wid
-        resp = WD.Submit_Accounting_Journal_Response(
-            ref("Accounting_Journal_Reference", ("WID", wid), ("Accounting_Journal_ID", key or number)))
+                s.refs[(id_type, key)] = wid
+        resp = getattr(WD, f"Submit_{kind}_Response")(ref(f"{kind}_Reference", ("WID", wid), (id_type, key or number)))
         resp.set(f"{{{WD_NS}}}version", version)
         return resp
 
@@ -322,14 +333,7 @@ class Tenant:
 
     def submit_customer_invoice(self, req: etree._Element, version: str) -> etree._Element:
         s = self.store
-        data = req.find("wd:Customer_Invoice_Data", NS)
-        if data is None:
-            raise Fault("validation", "Customer_Invoice_Data is required", xpath="Customer_Invoice_Data")
-        key = txt(data, "wd:Customer_Invoice_ID")
-        company = ref_value(data, "wd:Company_Reference", "Company_Reference_ID") or ""
-        if company not in s.companies:
-            raise Fault("validation", f"Invalid ID value.  '{company}' is not a valid ID value for type = "
-                        "'Company_Reference_ID'", xpath="Customer_Invoice_Data/Company_Reference")
+        data, key, company = self._data(req, "Customer_Invoice")
         customer = ref_value(data, "wd:Customer_Reference", "Customer_Reference_ID") or ""
         if s.customers is not None and customer not in s.customers:
             raise Fault("validation", f"Invalid ID value.  '{customer}' is not a valid ID value for type = "
@@ -346,22 +350,10 @@ class Tenant:
             net += dec(txt(ln, "wd:Extended_Amount"), f"Customer_Invoice_Line_Replacement_Data[{n}]/Extended_Amount")
             tax += dec(txt(ln, "wd:Tax_Amount"), f"Customer_Invoice_Line_Replacement_Data[{n}]/Tax_Amount")
         auto = txt(req, "wd:Business_Process_Parameters/wd:Auto_Complete") == "true"
-        with s.lock:
-            if key and ("Customer_Invoice_ID", key) in s.refs:
-                raise Fault("validation", f"The ID value '{key}' is already in use by another instance of "
-                            "Customer_Invoice", xpath="Customer_Invoice_Data/Customer_Invoice_ID")
-            wid = uuid.uuid4().hex
-            number = f"CI-{next(s._numbers):07d}"
-            s.invoices[wid] = {"wid": wid, "key": key or number, "number": number, "company": company,
-                               "customer": customer, "date": inv_date, "net": net, "tax": tax,
-                               "currency": ref_value(data, "wd:Currency_Reference", "Currency_ID"),
-                               "status": "Approved" if auto else "Draft", "payment": "Unpaid"}
-            if key:
-                s.refs[("Customer_Invoice_ID", key)] = wid
-        resp = WD.Submit_Customer_Invoice_Response(
-            ref("Customer_Invoice_Reference", ("WID", wid), ("Customer_Invoice_ID", key or number)))
-        resp.set(f"{{{WD_NS}}}version", version)
-        return resp
+        return self._create(s.invoices, "Customer_Invoice", key, "CI", version, {
+            "company": company, "customer": customer, "date": inv_date, "net": net, "tax": tax,
+            "currency": ref_value(data, "wd:Currency_Reference", "Currency_ID"),
+            "status": "Approved" if auto else "Draft", "payment": "Unpaid"})
 
     def get_customer_invoices(self, req: etree._Element, version: str) -> etree._Element:
         s = self.store
