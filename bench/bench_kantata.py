@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -59,7 +60,8 @@ def sync_figures(n: int) -> None:
         secs = time.perf_counter() - t
         c = calls(app)
         print(f"full sync: {len(first.records())} records in {secs:.2f} s = {len(first.records()) / secs:.0f} "
-              f"records/s; {c} API calls = {c * 10_000 / n:.0f} calls per 10k approved entries")
+              f"records/s; {c} API calls = {c * 10_000 / n:.0f} calls per 10k approved entries; cursor "
+              f"{len(json.dumps(first.cursor)) / 1024:.0f} KiB")
         edited = ids[:: max(1, n // (n // 100 or 1))][: max(1, n // 100)]
         for tid in edited:
             store.update_time_entry(tid, notes="edited")

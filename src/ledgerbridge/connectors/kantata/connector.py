@@ -54,6 +54,7 @@ from ledgerbridge.connectors.kantata.mapping import (
     FieldMap,
     StateRow,
     approval_status,
+    compact,
     custom_values,
     deleted_record,
     fingerprint,
@@ -435,7 +436,7 @@ class _Run:
             self.errors.append(err)
             self.state.items[key] = [version if prev else 0, fp, raw["updated_at"], prev[3] if prev else None]
             return
-        self.state.items[key] = [version, fp, raw["updated_at"], item.model_dump(mode="json")]
+        self.state.items[key] = [version, fp, raw["updated_at"], compact(item)]
         first = prev is None or prev[3] is None
         self.changes.append(Change("created" if first else "updated", entity, item, self.source.system))
 
@@ -443,9 +444,10 @@ class _Run:
         row = self.state.items.pop(key, None)
         if row is None or row[3] is None:
             return  # never known or never emitted: nothing downstream to reverse
-        entity = key.split(":", 1)[0]
+        entity, item_id = key.split(":", 1)
         self.deleted += 1
-        self.changes.append(Change("deleted", entity, deleted_record(entity, row), self.source.system))
+        item = deleted_record(entity, item_id, self.source.system, row)
+        self.changes.append(Change("deleted", entity, item, self.source.system))
 
 
 __all__ = ["CAPABILITIES", "CURSOR_FORMAT", "Change", "KantataSource", "SyncOptions", "SyncResult"]

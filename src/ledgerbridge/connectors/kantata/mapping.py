@@ -150,16 +150,22 @@ def to_record(entity: str, raw: Mapping[str, Any], submission: Mapping[str, Any]
                    category=str(raw.get("category") or "uncategorised"))
 
 
-#: A known item in the cursor: [version, fingerprint, updated_at, last canonical payload (for deletions)]
+#: A known item in the cursor: [version, fingerprint, updated_at, last content (compact) | None]
 StateRow = list[Any]
+_NOT_KEPT = ("id", "source_system", "version", "description", "updated_at", "approved_at", "task")
 
 
-def deleted_record(entity: str, row: StateRow) -> TimeEntry | Expense:
+def compact(item: TimeEntry | Expense) -> dict[str, Any]:
+    """What the cursor keeps of the last emitted version: enough to report its deletion (about 150 bytes)."""
+    return {k: v for k, v in item.model_dump(mode="json").items() if k not in _NOT_KEPT}
+
+
+def deleted_record(entity: str, item_id: str, system: str, row: StateRow) -> TimeEntry | Expense:
     """The version reporting a deletion: the last content, ``version + 1``, status ``recalled`` when it was
-    approved (so the transactional flow reverses what was posted) else ``draft``."""
+    approved or submitted (so the transactional flow reverses what was posted) else ``draft``."""
     last = dict(row[3])
     was = ApprovalStatus(last["approval_status"])
-    last.update(version=int(row[0]) + 1, approved_at=None, description="deleted in Kantata",
+    last.update(id=item_id, source_system=system, version=int(row[0]) + 1, description="deleted in Kantata",
                 approval_status=ApprovalStatus.RECALLED if was in (ApprovalStatus.APPROVED, ApprovalStatus.SUBMITTED)
                 else ApprovalStatus.DRAFT)
     model = TimeEntry if entity == "time_entry" else Expense
@@ -255,5 +261,5 @@ def to_resource(raw: Mapping[str, Any], cf: CustomFields, defaults: Defaults, fi
 
 
 __all__ = ["ENTITIES", "PROJECT_BASE", "RESOURCE_BASE", "RESOURCE_OF", "SUBJECT_TYPES", "Defaults", "FieldMap",
-           "StateRow", "approval_status", "custom_values", "deleted_record", "fingerprint", "minutes_to_hours",
-           "next_version", "parse_ts", "to_project", "to_record", "to_resource"]
+           "StateRow", "approval_status", "compact", "custom_values", "deleted_record", "fingerprint",
+           "minutes_to_hours", "next_version", "parse_ts", "to_project", "to_record", "to_resource"]
