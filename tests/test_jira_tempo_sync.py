@@ -58,7 +58,7 @@ def test_ties_at_page_boundaries_are_read_once_each(env) -> None:
         env.clock.advance(0.001)
     env.clock.advance(120)
     env.jira_app.state.calls.clear()
-    r = env.source(tempo=False).sync(None)
+    r = env.source(with_tempo=False).sync(None)
     assert sorted(ids(r), key=int) == sorted(made, key=int)  # each exactly once
     assert env.jira_app.state.calls.count(path_prefix="/rest/api/3/worklog/updated") >= 3  # really paged
     assert r.stats["feed_updated"] == 10
@@ -94,7 +94,7 @@ def test_change_inside_the_last_minute_gap_is_picked_up_next_sync(env) -> None:
     day = day_ago(env)
     early = env.log(b["issues"][0], b["accounts"][0], day, 3600)
     env.clock.advance(120)
-    src = env.source(tempo=False)
+    src = env.source(with_tempo=False)
     first = src.sync(None)
     assert ids(first) == [early]
     env.clock.advance(5)
@@ -119,7 +119,7 @@ def test_late_surfacing_change_is_caught_by_the_overlap() -> None:
         b = seed_basics(env)
         day = day_ago(env)
         made = [env.log(b["issues"][i % 3], b["accounts"][i % 2], day, 600 * (i + 1)) for i in range(12)]
-        src = env.source(tempo=False)
+        src = env.source(with_tempo=False)
         seen: set[str] = set()
         cursor = None
         for _ in range(8):  # syncs every 45 s
@@ -165,7 +165,7 @@ def test_invoice_write_back_is_idempotent_and_makes_no_version(env) -> None:
     day = day_ago(env)
     w1, w2 = (env.log(b["issues"][0], b["accounts"][0], day, 3600) for _ in range(2))
     env.clock.advance(120)
-    src = env.source(tempo=False)
+    src = env.source(with_tempo=False)
     first = src.sync(None)
     update = InvoiceStatusUpdate(key="INV-KEY-1", project_id=b["project"], legal_entity_id="US01",
                                  invoice_date=day, currency="USD", total=Decimal("100.00"), erp_system="erp",

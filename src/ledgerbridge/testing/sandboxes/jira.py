@@ -15,6 +15,8 @@ Speaks:
 - ``POST /worklog/list`` (at most 1,000 ids, else 400; deleted ids absent), ``GET /issue/{id}``,
   ``GET /project/search``, ``GET /users/search``, worklog properties (GET/PUT/DELETE; a PUT bumps the worklog's
   ``updated`` as Jira does for its own writes).
+- ``fault_feed_shape=true``: the feeds answer ``updatedTime`` as a date-time text instead of epoch ms (a shape
+  drift the contract tests must catch).
 - throttling: ``rate_limit`` requests per ``rate_window`` seconds -> 429 with ``Retry-After`` (whole seconds),
   ``X-RateLimit-*`` and ``RateLimit-Reason: jira-burst-based``. Errors as ``{"errorMessages": [], "errors": {}}``.
 
@@ -148,7 +150,7 @@ def create_app(*, email: str = "ada@example.com", api_token: str = "jira-api-tok
                refresh_token: str = "jira-refresh-0", cloud_id: str = "5a1e2d3c-0000-4000-8000-00000000c10d",
                token_ttl: float = 3600.0, gap_seconds: float = 60.0, gap_jitter_seconds: float = 0.0,
                page_size: int = LIST_LIMIT, rate_limit: int | None = None, rate_window: float = 1.0,
-               seed_worklogs: int = 0) -> FastAPI:
+               seed_worklogs: int = 0, fault_feed_shape: bool = False) -> FastAPI:
     """The Jira sandbox app (options: see the module docstring). ``seed_worklogs=N`` creates a demo project,
     three users and N worklogs spread over the last 30 days."""
     app = FastAPI(title="Jira Cloud sandbox (ledgerbridge)", openapi_url=None, docs_url=None, redoc_url=None)
@@ -161,7 +163,7 @@ def create_app(*, email: str = "ada@example.com", api_token: str = "jira-api-tok
     app.state.store, app.state.calls, app.state.limits, app.state.tokens = store, calls, limits, tokens
     app.state.refresh = refresh
     app.state.options = {"gap_seconds": gap_seconds, "gap_jitter_seconds": gap_jitter_seconds,
-                         "page_size": int(page_size), "token_ttl": token_ttl}
+                         "page_size": int(page_size), "token_ttl": token_ttl, "fault_feed_shape": fault_feed_shape}
     app.state.banner = (f"basic auth: {email} / API token {api_token}  (site paths /rest/api/3/...)\n"
                         f"OAuth: client {client_id} / {client_secret}, refresh token {refresh_token}, "
                         f"cloud id {cloud_id}  (paths /ex/jira/{cloud_id}/rest/api/3/..., token POST /oauth/token)")
@@ -248,7 +250,9 @@ def _routes(app: FastAPI, base: str, store: JiraStore) -> None:
                            if t >= since and store.visible(w, t, now, gap, jitter))
         page = items[:opts["page_size"]]
         last = len(items) <= opts["page_size"]
-        body: dict[str, Any] = {"values": [{"worklogId": w, "updatedTime": t, "properties": []} for t, w in page],
+        shape = (lambda t: jira_time(t)) if opts["fault_feed_shape"] else (lambda t: t)  # fault: a drifted shape
+        body: dict[str, Any] = {"values": [{"worklogId": w, "updatedTime": shape(t), "properties": []}
+                                           for t, w in page],
                                 "since": page[0][0] if page else since,
                                 "until": page[-1][0] if page else since,
                                 "self": f"{site(request)}/worklog/{kind}?since={since}",

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -154,7 +154,7 @@ def create_app(*, api_token: str = "tempo-api-token", client_id: str = "lb-tempo
 
     @app.post("/oauth/token/")
     async def token(request: Request) -> Response:
-        form = await request.form()
+        form = dict(parse_qsl((await request.body()).decode()))  # application/x-www-form-urlencoded
         if form.get("grant_type") != "refresh_token" or form.get("client_id") != client_id \
                 or form.get("client_secret") != client_secret:
             return JSONResponse({"error": "invalid_client"}, status_code=401)

@@ -1,0 +1,98 @@
+"""The Jira sandbox and the connector against Atlassian's published Jira Cloud platform REST v3 OpenAPI description
+(/work/shared/specs/jira/platform-swagger.v3.json, loaded once per process): every request the connector sends
+and every answer the sandbox gives is validated with openapi-core (``jira_tempo_support.ValidatingTransport``), and
+a drifted shape is caught, so the validation cannot pass silently."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import httpx
+import pytest
+from openapi_core.validation.response.exceptions import InvalidData
+
+from jira_tempo_support import check_exchange, environment, seed_basics
+from ledgerbridge.connectors.base import InvoiceStatusUpdate
+
+JSON = httpx.Headers({"content-type": "application/json"})
+
+
+def _sync_everything(env) -> None:
+    b = seed_basics(env)
+    day = dt.datetime.fromtimestamp(env.clock(), dt.UTC).date() - dt.timedelta(days=1)
+    w = [env.log(b["issues"][i % 3], b["accounts"][i % 2], day, 1800 * (i + 1), comment=f"c{i}") for i in range(4)]
+    env.clock.advance(120)
+    src = env.source()
+    first = src.sync(None)
+    assert len(first.events) == 4
+    src.projects()
+    src.resources()
+    update = InvoiceStatusUpdate(key="K1", project_id=b["project"], legal_entity_id="US01", invoice_date=day,
+                                 currency="USD", total=Decimal("1.00"), erp_system="erp", erp_number="INV-1",
+                                 status="posted", items=tuple(("psa_jira", "time_entry", i) for i in w[:2]))
+    assert src.write_invoice_status([update]) == 1
+    assert src.invoice_refs(w[2:3]) == {w[2]: None}  # 404 for an unset property: in the spec too
+    env.jira.delete_worklog(w[3])
+    env.clock.advance(120)
+    assert [e.kind for e in src.sync(first.cursor).events] == ["deleted"]
+
+
+def test_every_jira_exchange_matches_the_published_openapi() -> None:
+    with environment() as env:
+        _sync_everything(env)
+        checked = {c.rsplit(" ", 1)[0] for c in env.transport.checked}
+        statuses = {c.rsplit(" ", 1)[1] for c in env.transport.checked}
+        assert not env.transport.failures
+    ops = {"GET /rest/api/3/worklog/updated", "GET /rest/api/3/worklog/deleted", "POST /rest/api/3/worklog/list",
+           "GET /rest/api/3/project/search", "GET /rest/api/3/users/search"}
+    assert ops <= checked
+    assert any(c.startswith("GET /rest/api/3/issue/") and "/worklog/" not in c for c in checked)
+    assert any(c.startswith("PUT /rest/api/3/issue/") and "/properties/" in c for c in checked)
+    assert any(c.startswith("GET /rest/api/3/issue/") and "/properties/" in c for c in checked)
+    assert {"200", "201", "404"} <= statuses
+
+
+def test_a_drifted_answer_shape_is_caught_end_to_end() -> None:
+    with environment(jira={"fault_feed_shape": True}) as env:
+        b = seed_basics(env)
+        env.log(b["issues"][0], b["accounts"][0], dt.date(2026, 11, 2), 3600)
+        env.clock.advance(120)
+        with pytest.raises(AssertionError, match="worklog/updated"):
+            env.source().sync(None)
+        assert len(env.transport.failures) == 1 and "is not of type 'integer'" in env.transport.failures[0]
+        env.transport.failures.clear()  # expected here; the environment fails a test on any other
+
+
+def _exchange(env, method: str, path: str, **kw):
+    request = httpx.Request(method, env.jira_url + path, headers={"Authorization": "Basic eDp5"}, **kw)
+    response = httpx.Client(transport=env.transport.inner).send(
+        httpx.Request(method, env.jira_url + path, headers={"Authorization": env.source().jira.auth.header()},
+                      **kw))
+    return request, response
+
+
+def test_wrong_shapes_are_refused_by_the_spec() -> None:
+    with environment() as env:
+        b = seed_basics(env)
+        wid = env.log(b["issues"][0], b["accounts"][0], dt.date(2026, 11, 2), 3600)
+        env.clock.advance(120)
+        req, resp = _exchange(env, "GET", "/rest/api/3/worklog/updated?since=0")
+        check_exchange(req, resp.status_code, resp.headers, resp.content)  # the real answer passes
+        good = resp.json()
+        bad_type = {**good, "values": [{**good["values"][0], "updatedTime": "yesterday"}]}
+        extra = {**good, "cursor": "abc"}  # ChangedWorklogs has additionalProperties: false
+        for body in (bad_type, extra, {**good, "lastPage": "yes"}):
+            with pytest.raises(InvalidData):
+                check_exchange(req, 200, JSON, json.dumps(body).encode())
+        req, resp = _exchange(env, "POST", "/rest/api/3/worklog/list", json={"ids": [int(wid)]})
+        check_exchange(req, resp.status_code, resp.headers, resp.content)
+        with pytest.raises(InvalidData):  # an object where the spec says array
+            check_exchange(req, 200, JSON, json.dumps({"worklogs": resp.json()}).encode())
+        with pytest.raises(InvalidData):  # a date the spec's format refuses
+            check_exchange(req, 200, JSON, json.dumps([{**resp.json()[0], "started": "2/11/2026"}]).encode())
+        bad_req = httpx.Request("POST", env.jira_url + "/rest/api/3/worklog/list", json={"ids": ["x"]},
+                                headers={"Authorization": "Basic eDp5"})
+        with pytest.raises(Exception, match="'x' is not of type 'integer'"):  # ids must be integers
+            check_exchange(bad_req, 200, JSON, b"[]")
