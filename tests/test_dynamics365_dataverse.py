@@ -1,0 +1,85 @@
+"""Project Operations on Dataverse through the Dynamics 365 connector (against the sandbox): projects upserted by
+alternate key (created once, then updated in place; create-only refused when the row exists), and cost actuals of
+approved time read change-tracked — the first read follows nextLinks to an ``@odata.deltaLink``, the next returns
+only what changed (a new version of an edited actual, a new one, the id of a deleted one), then nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from dynamics365_support import SECRET, connector_options, serve
+from ledgerbridge.connectors.dynamics365 import D365Connector
+from ledgerbridge.connectors.dynamics365.mapping import BILLING_CHARGEABLE, CLASS_TIME, TYPE_COST
+from ledgerbridge.errors import ConflictError
+from ledgerbridge.model.entities import ContractType, Project, TimeEntry
+
+PROJECT = Project(id="PRJ-00001", name="Bluth Advisory", customer_id="CUST-00001", legal_entity_id="US01",
+                  contract_type=ContractType.TIME_AND_MATERIALS, currency="USD", cost_center="CC-DEL-US",
+                  start_date=dt.date(2026, 1, 1))
+
+
+def test_projects_upserted_by_alternate_key() -> None:
+    with serve() as (app, base):
+        conn = D365Connector.from_options("erp_d365", connector_options(base, project_target="dataverse"),
+                                          client_secret=SECRET)
+        first = conn.push_projects([PROJECT])
+        rows = app.state.store.dataverse["msdyn_projects"]
+        assert len(rows) == 1 and next(iter(rows.values()))["msdyn_externalid"] == "PRJ-00001"
+        again = conn.push_projects([PROJECT.model_copy(update={"name": "Bluth Advisory (renamed)"})])
+        assert again == first and len(rows) == 1
+        assert next(iter(rows.values()))["msdyn_subject"] == "Bluth Advisory (renamed)"
+        assert app.state.calls.count(method="PATCH", path_prefix="/api/data/v9.2/msdyn_projects") == 2
+        with pytest.raises(ConflictError):  # If-None-Match: * — create only
+            conn.client.dv_upsert("msdyn_projects", "msdyn_externalid", "PRJ-00001", {"msdyn_subject": "x"},
+                                  mode="create")
+        assert app.state.store.rows("ProjectsV2") == []  # went to Dataverse, not to F&O
+
+
+def actual(n: int, hours: str, *, cls: int = CLASS_TIME, typ: int = TYPE_COST) -> dict:
+    return {"msdyn_actualid": f"a-{n}", "_msdyn_project_value": "p-1", "_msdyn_bookableresource_value": "r-1",
+            "msdyn_documentdate": f"2026-09-{n:02d}T00:00:00Z", "msdyn_quantity": Decimal(hours),
+            "msdyn_transactionclassification": cls, "msdyn_transactiontypecode": typ,
+            "msdyn_billingtype": BILLING_CHARGEABLE, "msdyn_description": f"work {n}",
+            "modifiedon": f"2026-09-{n:02d}T18:00:00Z"}
+
+
+def test_actuals_read_with_delta_links() -> None:
+    with serve() as (app, base):
+        store = app.state.store
+        store.dv_upsert("msdyn_projects", {"msdyn_projectid": "p-1", "msdyn_externalid": "PRJ-00001"})
+        store.dv_upsert("bookableresources", {"bookableresourceid": "r-1", "msdyn_externalid": "RES-00007"})
+        for n in range(1, 6):
+            store.dv_upsert("msdyn_actuals", actual(n, "7.5"))
+        store.dv_upsert("msdyn_actuals", actual(6, "7.5", typ=192350004))  # an unbilled-sales actual: not time cost
+        conn = D365Connector.from_options("erp_d365", connector_options(base, page_size=2), client_secret=SECRET)
+        assert conn.capabilities().can_read("time_entry")
+        first = conn.sync(None)
+        assert [e.id for e in first.entries] == [f"d365-actual-a-{n}" for n in range(1, 6)]
+        assert all(e.project_id == "PRJ-00001" and e.resource_id == "RES-00007" and e.billable
+                   and e.hours == Decimal("7.5") for e in first.entries)
+        assert first.stats["skipped"] == 1 and first.errors == [] and first.deleted == []
+        assert "deltatoken=" in first.cursor["delta_link"]
+        rec = first.records()[0]
+        assert TimeEntry.model_validate(rec["payload"]).id == rec["external_id"]
+        assert app.state.calls.count(path_prefix="/api/data/v9.2/msdyn_actuals") == 3  # 6 rows, 2 per page
+
+        store.dv_upsert("msdyn_actuals", {**actual(2, "8"), "msdyn_actualid": "a-2"})
+        store.dv_upsert("msdyn_actuals", actual(7, "4"))
+        store.dv_delete("msdyn_actuals", "a-3")
+        store.dv_upsert("msdyn_actuals", {**actual(8, "2"), "_msdyn_bookableresource_value": "r-unknown"})
+        second = conn.sync(first.cursor)
+        old = {e.id: e for e in first.entries}
+        by_id = {e.id: e for e in second.entries}
+        assert set(by_id) == {"d365-actual-a-2", "d365-actual-a-7"}
+        assert by_id["d365-actual-a-2"].hours == Decimal("8")
+        assert by_id["d365-actual-a-2"].version > old["d365-actual-a-2"].version
+        assert second.deleted == ["a-3"] and not second.stats["full"]
+        (bad,) = second.errors
+        assert bad.details["actual"] == "a-8" and "r-unknown" in bad.message
+        third = conn.sync(second.cursor)
+        assert (third.entries, third.deleted, third.errors) == ([], [], [])
+        full = conn.sync(third.cursor, full=True)
+        assert len(full.entries) == 5 and len(full.errors) == 1 and full.stats["full"]  # a-3 gone, a-8 refused
