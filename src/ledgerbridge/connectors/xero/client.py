@@ -61,7 +61,10 @@ class XeroClient:
         self.day_remaining: int | None = None
         self.min_remaining: int | None = None
         self.on_refresh_token = on_refresh_token
-        self.http = httpx.Client(timeout=timeout, transport=transport, event_hooks=dict(event_hooks or {}))
+        hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
+        hooks.setdefault("response", []).append(self._remember_refusal)
+        self.http = httpx.Client(timeout=timeout, transport=transport, event_hooks=hooks)
+        self._local = threading.local()
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = threading.Lock()
@@ -70,6 +73,17 @@ class XeroClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def _remember_refusal(self, response: httpx.Response) -> None:
+        """Keep the body of a 400 (this thread's last) so a refused write can name Xero's element messages."""
+        if response.status_code == 400:
+            response.read()
+            self._local.refusal = response.content
+
+    def refusal_messages(self) -> list[str]:
+        body = loads(getattr(self._local, "refusal", b"") or b"") or {}
+        msgs = [str(e.get("Message")) for el in body.get("Elements") or [] for e in el.get("ValidationErrors") or []]
+        return msgs or ([str(body["Message"])] if body.get("Message") else [])
 
     def __enter__(self) -> XeroClient:
         return self
@@ -171,6 +185,7 @@ class XeroClient:
         with another body -> ConflictError); with ``summarize_errors=False`` Xero answers 200 and flags each element
         instead (the caller reads ``StatusAttributeString`` / ``ValidationErrors``)."""
         params = {} if summarize_errors is None else {"summarizeErrors": str(summarize_errors).lower()}
+        self._local.refusal = None
         try:
             resp = self._send(method, f"{self.api_url}/{resource}", params=params, content=dumps(payload),
                               headers={"Idempotency-Key": key, "Content-Type": "application/json"})
@@ -179,6 +194,11 @@ class XeroClient:
                 raise ConflictError(f"{self.system}: Idempotency-Key {key} was already used with another request "
                                     f"body — a journal or invoice changed under the same key: {exc.message}",
                                     code="LB-C004", details={**exc.details, "idempotency_key": key}) from exc
+            msgs = self.refusal_messages()
+            if msgs:
+                raise RecordValidationError(f"{self.system}: Xero refused the {resource} request: {'; '.join(msgs)}",
+                                            code=exc.code, details={**exc.details, "validation_errors": msgs}
+                                            ) from exc
             raise
         return loads(resp.content)
 

@@ -165,9 +165,10 @@ def _line_amount(ln: Any, base: str) -> tuple[Decimal | None, str | None]:
     """Signed base-currency amount of a journal line (+ debit / - credit) and the foreign tag, or a problem."""
     if ln.currency == base:
         return ln.debit - ln.credit, None
-    if ln.functional_currency != base or ln.functional_debit is None or ln.functional_credit is None:
+    if ln.functional_currency != base or (ln.functional_debit is None and ln.functional_credit is None):
         return None, None
-    return ln.functional_debit - ln.functional_credit, f"[lb {ln.currency} {format(ln.debit - ln.credit, 'f')}]"
+    amount = (ln.functional_debit or Decimal(0)) - (ln.functional_credit or Decimal(0))
+    return amount, f"[lb {ln.currency} {format(ln.debit - ln.credit, 'f')}]"
 
 
 def journal_to_manual(journal: JournalEntry, chart: XeroChart) -> ManualJournalPlan:

@@ -236,6 +236,8 @@ def create_app(*, calls_per_minute: int = 60, window: float = 60.0, concurrency:
     app.state.store, app.state.calls, app.state.limits = store, calls, limits
     app.state.hold, app.state.release, app.state.counters = hold, release, counters
     app.state.idempotency = idem
+    faults = {"latency": latency}  # mutable by tests: app.state.faults["latency"] = 0.3
+    app.state.faults = faults
     app.state.options = {"calls_per_minute": calls_per_minute, "window": window, "concurrency": concurrency,
                          "day_limit": day_limit, "token_lifetime": token_lifetime}
     app.state.banner = (f"client_id={CLIENT_ID} client_secret={CLIENT_SECRET} tenant_id={TENANT_ID}\n"
@@ -358,8 +360,8 @@ def create_app(*, calls_per_minute: int = 60, window: float = 60.0, concurrency:
                                      "Detail": "AuthenticationUnsuccessful: tenant not connected"})
             headers = acquire()
             acquired = True
-            if latency:
-                time.sleep(latency)
+            if faults["latency"]:
+                time.sleep(faults["latency"])
             status, payload = handle(request.method, path, request, body_bytes)
         except _Refused as r:
             status, payload = r.status, r.body
