@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -229,16 +230,21 @@ class WorkdayLedger:
                        "workday.period_closed", period=run.period, period_state=status)
             else:
                 todo.append(j)
-        submitted = []
-        for j in todo:
+        def submit(j: Any) -> PostResult | None:
             try:
                 self.client.call("Financial_Management", submit_journal_request(j, self.opts, self.version))
-                submitted.append(j.id)
             except RecordValidationError as exc:
                 exc.details.update({"journal_id": j.id, "run_id": run.run_id})
-                results[j.id] = PostResult(j.id, PostStatus.REJECTED, None, exc)
+                return PostResult(j.id, PostStatus.REJECTED, None, exc)
             except ConflictError:  # the reference ID is in use: another run submitted it meanwhile
-                submitted.append(j.id)
+                pass
+            return None
+
+        # one Submit per journal, up to the client's concurrency in flight (its pacer caps it too)
+        with ThreadPoolExecutor(max_workers=max(1, self.client.pacer.concurrency or 1)) as pool:
+            outcomes = list(pool.map(submit, todo))
+        submitted = [j.id for j, o in zip(todo, outcomes, strict=True) if o is None]
+        results.update({o.journal_id: o for o in outcomes if o is not None})
         if submitted:
             now_held = self.held(submitted)
             by_id = {j.id: j for j in run.journals}
