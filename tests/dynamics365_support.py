@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +19,14 @@ from flows_support import make_ctx
 
 TENANT, CLIENT_ID, SECRET = "meridian.onmicrosoft.com", "5b1f0c2e-d365-4c1a-9e1d-lb0000000001", "s3cret-value"
 COMPANIES = {"US01": "usmf", "UK01": "gbsi", "DE01": "demf"}
-CHART = [("1100", "Accounts receivable"), ("1200", "Unbilled receivables"), ("2100", "Accrued payroll"),
-         ("2200", "Employee expenses payable"), ("2300", "Sales tax payable"), ("2400", "Deferred revenue"),
-         ("4000", "Service revenue"), ("4100", "Fixed-fee revenue"), ("4200", "Milestone revenue"),
-         ("4300", "Reimbursable expense revenue"), ("5000", "Project labor cost"), ("5100", "Project expenses"),
-         ("7900", "FX and rounding")]
 SYSTEM = "erp_d365"
 
 
 def seeded_app(**options: Any) -> Any:
-    """The sandbox with the chart, 2026 fiscal periods (Open) for the three companies and the tax groups."""
-    opts = {"tenant": TENANT, "client_id": CLIENT_ID, "client_secret": SECRET, "delimiter": "|",
-            "companies": "usmf:USD,gbsi:GBP,demf:EUR", "default_company": "usmf", **options}
-    app = create_app(**opts)
-    store = app.state.store
-    store.seed_main_accounts(CHART)
-    for co in COMPANIES.values():
-        store.seed_periods(co, 2026)
-    # F&O's own exchange rates (invoices in another currency than the company's are converted by F&O)
-    store.fx.update({("USD", "GBP"): Decimal("0.79"), ("USD", "EUR"): Decimal("0.92"), ("GBP", "USD"): Decimal("1.27"),
-                     ("EUR", "USD"): Decimal("1.09"), ("EUR", "GBP"): Decimal("0.86"), ("GBP", "EUR"): Decimal("1.16")})
-    store.tax_rates.update({"US-EXEMPT": Decimal("0"), "UK-VAT20": Decimal("0.20"), "DE-VAT19": Decimal("0.19")})
-    return app
+    """The sandbox as the three companies of the sample firm with its chart, fiscal periods 2025-2027 Open, tax
+    groups and exchange rates (the sandbox's ``seed`` option)."""
+    return create_app(**{"tenant": TENANT, "client_id": CLIENT_ID, "client_secret": SECRET, "delimiter": "|",
+                         "companies": "usmf:USD,gbsi:GBP,demf:EUR", "default_company": "usmf", **options})
 
 
 @contextlib.contextmanager

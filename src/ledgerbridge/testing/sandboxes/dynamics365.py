@@ -26,7 +26,9 @@ worth of endpoints on one port:
   whole-second ``Retry-After`` (both APIs).
 
 Options: ``tenant``, ``client_id``, ``client_secret``, ``token_lifetime`` (s), ``default_company``,
-``companies`` ("usmf:USD,gbsi:GBP"), ``page_size``, ``rate_limit``, ``rate_window``, ``concurrency``,
+``companies`` ("usmf:USD,gbsi:GBP"), ``delimiter`` (segment delimiter of display values), ``page_size``,
+``rate_limit``, ``rate_window``, ``concurrency``, ``seed`` (default true: the sample firm's chart as main accounts,
+fiscal years ``seed_years`` ("2025,2026,2027") Open in every company, its tax groups and a few exchange rates),
 ``hold_after`` (block ``$batch`` requests after that many succeeded, until ``app.state.release.set()``).
 Test hooks on ``app.state``: ``store`` (seeding, inspection), ``calls`` (CallLog), ``limits`` (RateWindow),
 ``release`` (threading.Event), ``after_request`` (list of callables ``(method, path)``).
@@ -406,6 +408,24 @@ def post_invoice(store: Store, header: dict[str, Any], delimiter: str) -> None:
 
 # --------------------------------------------------------------------------------------------------- the app
 
+#: the sample firm's chart (ledgerbridge.samplefirm), as F&O main accounts
+DEMO_CHART = [("1100", "Accounts receivable"), ("1200", "Unbilled receivables"), ("2100", "Accrued payroll"),
+              ("2200", "Employee expenses payable"), ("2300", "Sales tax payable"), ("2400", "Deferred revenue"),
+              ("4000", "Service revenue"), ("4100", "Fixed-fee revenue"), ("4200", "Milestone revenue"),
+              ("4300", "Reimbursable expense revenue"), ("5000", "Project labor cost"),
+              ("5100", "Project expenses"), ("7900", "FX and rounding")]
+
+
+def seed_demo(store: Store, years: Iterable[int]) -> None:
+    store.seed_main_accounts(DEMO_CHART)
+    for co in store.currencies:
+        for year in years:
+            store.seed_periods(co, year)
+    store.tax_rates.update({"US-EXEMPT": Decimal("0"), "UK-VAT20": Decimal("0.20"), "DE-VAT19": Decimal("0.19")})
+    # F&O's own exchange rates, used when an invoice is in another currency than the company's
+    store.fx.update({("USD", "GBP"): Decimal("0.79"), ("USD", "EUR"): Decimal("0.92"), ("GBP", "USD"): Decimal("1.27"),
+                     ("EUR", "USD"): Decimal("1.09"), ("EUR", "GBP"): Decimal("0.86"), ("GBP", "EUR"): Decimal("1.16")})
+
 
 @dataclass
 class _Ctx:
@@ -441,6 +461,8 @@ def create_app(**options: Any) -> FastAPI:
     default_company = str(options.get("default_company", next(iter(companies)))).lower()
     store = Store(default_company=default_company, currencies=companies, fo_apps={client_id})
     store.dv_keys = {"msdyn_projects": str(options.get("project_key", "msdyn_externalid"))}
+    if options.get("seed", True):
+        seed_demo(store, [int(y) for y in str(options.get("seed_years", "2025,2026,2027")).split(",")])
     limits = RateWindow(limit=options.get("rate_limit"), window=float(options.get("rate_window", 300)),
                         concurrency=options.get("concurrency"))
     hold_after = options.get("hold_after")
