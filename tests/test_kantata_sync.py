@@ -344,3 +344,23 @@ def test_a_watermark_older_than_the_feed_retention_rescans_from_it(sandbox: Sand
     result = src.sync(cursor, now=later)  # rescan window alone (60 s before "later") would not reach it
     assert result.stats["feed_stale"] and result.stats["rescan"]
     assert [(r["external_id"], r["payload"]["hours"]) for r in result.records()] == [(a, "1.25")]
+
+
+@with_options(events_enabled=False)
+def test_without_the_events_add_on_every_sync_rescans_from_the_last_one(sandbox: Sandbox) -> None:
+    s = sandbox.store
+    ws, user = tenant(s)
+    a = s.add_time_entry(ws, user, DAY, 60)
+    src = sandbox.source(rescan_window_seconds=1)  # the window alone would miss what follows
+    first = src.sync(None)
+    assert first.stats["feed_unavailable"] and [r["external_id"] for r in first.records()] == [a]
+    s.update_time_entry(a, time_in_minutes=30)
+    b = s.add_time_entry(ws, user, DAY, 45)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+    second = src.sync(first.cursor, now=later)
+    assert second.stats["rescan"] and not second.stats["full"]
+    assert sorted(r["external_id"] for r in second.records()) == sorted([a, b])
+    third = src.sync(second.cursor, now=later + dt.timedelta(seconds=30))
+    assert third.records() == []
+    # the window does not grow: the third re-scan starts at the second sync's start, minus the overlap
+    assert dt.datetime.fromisoformat(third.stats["rescan_after"]) == later - dt.timedelta(seconds=300)

@@ -64,7 +64,7 @@ from ledgerbridge.connectors.kantata.mapping import (
     to_record,
     to_resource,
 )
-from ledgerbridge.errors import LedgerbridgeError, RecordValidationError
+from ledgerbridge.errors import LedgerbridgeError, PermanentError, RecordValidationError
 from ledgerbridge.model.entities import Expense, Project, Resource, TimeEntry
 
 CURSOR_FORMAT = 1
@@ -269,7 +269,13 @@ class KantataSource:
         else:  # first sync: the full listing covers the past; the feed is read from now (minus the overlap) on
             since = now - dt.timedelta(seconds=opts.event_overlap_seconds)
         params["created_after"] = _stamp(since)
-        events, _ = self.client.list_all("subscribed_events", params)
+        try:
+            events, _ = self.client.list_all("subscribed_events", params)
+        except PermanentError as err:
+            if err.code not in ("LB-P003", "LB-P004"):
+                raise
+            # the Subscribed Events add-on is off (403/404): re-scan from the watermark instead, every sync
+            return {e: set() for e in (*ENTITIES, "timesheet_submission")}, set(), -1, True
         subjects: dict[str, set[str]] = {e: set() for e in (*ENTITIES, "timesheet_submission")}
         deleted: set[str] = set()
         fresh = 0
@@ -305,12 +311,15 @@ class KantataSource:
         if full is None:
             full = state.syncs == 0 or (opts.full_scan_every > 0 and (state.syncs % opts.full_scan_every) == 0)
         subjects, deleted, fresh, stale = self._feed(state, now)
+        watermark = state.watermark
+        if fresh < 0:  # no feed: the re-scan starts at the watermark; the next one starts at this sync's start
+            state.watermark = _stamp(now)
         rescan = full or stale or (opts.rescan_every > 0 and (state.syncs + 1) % opts.rescan_every == 0)
         after: dt.datetime | None = None
         if not full:
             after = now - dt.timedelta(seconds=opts.rescan_window_seconds)
-            if stale and state.watermark:
-                after = min(after, parse_ts(state.watermark) - dt.timedelta(seconds=opts.event_overlap_seconds))
+            if stale and watermark:
+                after = min(after, parse_ts(watermark) - dt.timedelta(seconds=opts.event_overlap_seconds))
         rows: dict[str, tuple[str, dict[str, Any], dict[str, Any] | None]] = {}
 
         def keep(entity: str, raw: dict[str, Any], sub: dict[str, Any] | None) -> None:
@@ -347,10 +356,13 @@ class KantataSource:
         for key in sorted(deleted - set(rows)):
             run.delete(key)
         state.syncs += 1
-        stats = {"full": full, "rescan": rescan, "events": fresh, "rows": len(rows), "changes": len(run.changes),
+        stats = {"full": full, "rescan": rescan, "events": max(fresh, 0), "rows": len(rows),
+                 "changes": len(run.changes),
                  "deleted": run.deleted, "stale_reads": run.stale, "errors": len(run.errors),
                  "requests": self.client.stats.requests - calls_before, "tokens": self.client.stats.tokens,
-                 "known": len(state.items), "feed_stale": stale}
+                 "known": len(state.items), "feed_stale": stale,
+                 "rescan_after": _stamp(after) if rescan and after else ("all" if rescan else "none"),
+                 "feed_unavailable": fresh < 0}
         return SyncResult(run.changes, run.errors, state.dump(), stats)
 
     # ------------------------------------------------------------------ write-back

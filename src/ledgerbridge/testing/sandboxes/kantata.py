@@ -15,7 +15,8 @@ Options (``create_app(**options)`` / ``ledgerbridge sandbox kantata -o key=value
 - ``rate_limit`` requests per ``rate_window`` seconds (default unlimited / 1.0): over it, 429 without Retry-After;
 - ``shuffle_events`` (feed order is a stable hash, not time), ``duplicate_events`` (every event is listed twice),
   ``drop_every`` (every n-th event never reaches the feed; only an ``updated_after`` re-scan finds the change);
-- ``event_retention_days`` (9); ``seed`` = ``demo`` loads a small demo tenant.
+- ``event_retention_days`` (9); ``events_enabled`` (false: the add-on is off, the feed answers 403);
+- ``seed`` = ``demo`` loads a small demo tenant.
 """
 
 from __future__ import annotations
@@ -383,7 +384,7 @@ def create_app(*, client_id: str = "demo-client", client_secret: str = "demo-sec
                refresh_token: str = "demo-refresh", token_lifetime: float = 7200.0,
                token_max_uses: int | None = None, rate_limit: int | None = None, rate_window: float = 1.0,
                shuffle_events: bool = False, duplicate_events: bool = False, drop_every: int = 0,
-               event_retention_days: float = 9.0, seed: str | None = None) -> FastAPI:
+               event_retention_days: float = 9.0, events_enabled: bool = True, seed: str | None = None) -> FastAPI:
     app = FastAPI(title="Kantata OX sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     store = KantataStore(drop_every=drop_every, event_retention_days=event_retention_days)
     tokens = Tokens(float(token_lifetime), int(token_max_uses) if token_max_uses else None)
@@ -465,6 +466,8 @@ def create_app(*, client_id: str = "demo-client", client_secret: str = "demo-sec
             return paged
         page, per_page = paged
         if resource == "subscribed_events":
+            if not events_enabled:
+                return _error(403, "system", "Subscribed Events is not enabled for this account")
             types = set(q["event_types"].split(",")) if q.get("event_types") else None
             after = iso(parse_ts(q["created_after"])) if "created_after" in q else ""
             rows = [e for e in store.feed(**feed_opts)
