@@ -68,6 +68,11 @@ def test_invoice_write_back_is_idempotent_by_external_id_and_refused_items_fail_
         assert src.write_invoice_status(batch) == 1  # the retry writes only what still differs
         assert st.count(BE) == 201
 
+        app.state.faults["lock_rows"] = 1  # every item of the next call hit a trigger's row lock: retried whole
+        calls_before = patches(app)
+        assert src.write_invoice_status([update("INV-US01-000999", "SI-999")]) == 1
+        assert patches(app) - calls_before == 2 and st.count(BE) == 202
+
         st.insert(BE, {"ERP_Invoice_Id__c": "INV-DUP"})
         st.insert(BE, {"ERP_Invoice_Id__c": "INV-DUP"})
         with pytest.raises(ConflictError):  # 300 Multiple Choices on the single-record upsert

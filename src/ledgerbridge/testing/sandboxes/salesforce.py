@@ -24,7 +24,8 @@ Built from the vendor facts (``shared/reference/vendors/03-salesforce-certinia-k
 Test hooks on ``app.state``: ``store`` (:class:`Store`: insert/update/delete with explicit ``SystemModstamp``,
 ``locked``, ``add_fields``), ``calls`` (:class:`CallLog`), ``limits`` (:class:`RateWindow`), ``consume(n)``
 (requests of the org's other integrations, sharing the allocation), ``faults`` (``expire_tokens_at_call``: every
-live token expires when the API call with that number arrives), ``private_key_pem`` / ``public_key_pem`` (the demo
+live token expires when the API call with that number arrives; ``lock_rows``: that many collection calls answer
+``UNABLE_TO_LOCK_ROW`` for every item), ``private_key_pem`` / ``public_key_pem`` (the demo
 connected app's key pair), ``client_id``, ``client_secret``, ``username``.
 """
 
@@ -754,6 +755,11 @@ def create_app(
                             "into this call")
         all_or_none = bool((data or {}).get("allOrNone", False))
         results: list[dict[str, Any]] = []
+        if app.state.faults.get("lock_rows", 0) > 0:  # a PSA trigger holds the rows: every item refused
+            app.state.faults["lock_rows"] -= 1
+            return Response(_json([{"success": False, "errors": [{
+                "statusCode": "UNABLE_TO_LOCK_ROW", "message": "unable to obtain exclusive access to this record",
+                "fields": []}]} for _ in records]), media_type="application/json")
         with store.lock:
             snapshot = {k: {i: dict(r) for i, r in v.items()} for k, v in store.objects.items()} if all_or_none \
                 else None
