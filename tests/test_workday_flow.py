@@ -19,8 +19,9 @@ from typing import Any
 
 from ledgerbridge.config.schema import RouteTargets, SystemConfig
 from ledgerbridge.config.secrets import SecretRef
-from ledgerbridge.flows import posting, transactions
+from ledgerbridge.flows import billing, posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
+from ledgerbridge.store import invoices as invoices_repo
 from ledgerbridge.store import journals
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes.workday import create_app
@@ -48,7 +49,8 @@ def wired_ctx(workdir: Path, base_url: str, export: Path | None = None) -> Any:
                                 "account_map": {a: f"WD-{a}" for a in accounts}, "page_size": 2,
                                 "reports": {"trial_balance": "ISU_ledgerbridge/LB_Trial_Balance",
                                             "period_status": "ISU_ledgerbridge/LB_Period_Status"}})
-    routing = ctx.config.routing.model_copy(update={"by_entity": {"US01": RouteTargets(ledger="erp_wd")}})
+    routing = ctx.config.routing.model_copy(update={"by_entity": {"US01": RouteTargets(ledger="erp_wd",
+                                                                                       invoices="erp_wd")}})
     ctx.config = ctx.config.model_copy(update={"systems": {**ctx.config.systems, "erp_wd": erp},
                                                "routing": routing})
     ctx.reset_connectors()
@@ -147,4 +149,32 @@ def test_sigkill_mid_run_then_rerun_leaves_each_journal_once(tmp_path: Path) -> 
         with ctx.engine.connect() as conn:
             recorded = {j.id for j in journals.list_journals(conn, legal_entity_id="US01")}
         assert set(keys) == recorded
+        assert ctx.connector("erp_wd").account_totals("US01") == posted_totals(ctx)
+
+
+def test_billing_flow_creates_invoices_once_and_reads_their_status(tmp_path: Path) -> None:
+    app = create_app()
+    with serve_in_thread(app) as base:
+        ctx = wired_ctx(tmp_path / "w", base, tiny_firm(tmp_path / "firm"))
+        seed(app, ctx)
+        transactions.land(ctx, SOURCE, records(ctx))
+        transactions.process_pending(ctx)
+        for entity in sorted(ctx.reference.entities):
+            assert posting.post_period(ctx, entity, "2026-09").status in ("posted", "nothing_to_post")
+        billing.run_billing(ctx, "2026-09")
+        with ctx.engine.connect() as conn:
+            ours = [r for r in invoices_repo.list_invoices(conn) if r.legal_entity_id == "US01"]
+        assert ours and all(r.erp_system == "erp_wd" for r in ours)
+        held = {i["key"]: i for i in app.state.store.invoices.values()}
+        assert set(held) == {r.id for r in ours}
+        assert all(r.erp_number == held[r.id]["number"] and r.status == "posted" for r in ours)
+        assert all(held[r.id]["net"] == r.net_total and held[r.id]["tax"] == r.tax_total for r in ours)
+        # the customer pays one invoice in Workday: the status stage picks it up; nothing is created twice
+        first = sorted(held)[0]
+        held[first]["payment"] = "Paid"
+        again = billing.run_billing(ctx, "2026-09")
+        assert again["status_changes"] == {first: "paid"}
+        assert len(app.state.store.invoices) == len(ours)
+        # the relief postings the engine staged go to Workday with the next posting run; its ledger still agrees
+        assert posting.post_period(ctx, "US01", "2026-09").status == "posted"
         assert ctx.connector("erp_wd").account_totals("US01") == posted_totals(ctx)

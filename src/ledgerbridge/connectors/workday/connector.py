@@ -108,7 +108,13 @@ def _report(value: Any, key: str, problems: list[str]) -> tuple[str, str] | None
 
 
 class WorkdayLedger:
-    """Posting, billing and project-reading target for one Workday company (= one legal entity)."""
+    """Posting, billing and project-reading target for one Workday company (= one legal entity).
+
+    ``books_ledger``: Workday accounts for an approved customer invoice through its own posting rules (revenue
+    category -> ledger account), so the billing flow sends invoice work lines on the clearing account and stages only
+    the relief; map that account to its revenue category in ``revenue_categories``."""
+
+    books_ledger = True
 
     def __init__(self, client: WorkdayClient, *, legal_entity_id: str, company_id: str,
                  account_map: Mapping[str, str], worktag_types: Mapping[str, str] | None = None,
