@@ -430,13 +430,6 @@ class JiraTempoSource:
                 state.approvals[key] = approval
         return changed
 
-    def approval_of(self, state: _State, account: str, day: str) -> Approval | None:
-        for key, row in state.approvals.items():
-            acc, start, end = key.split("|")
-            if acc == account and start <= day <= end:
-                return Approval.load(row)
-        return None
-
     # ------------------------------------------------------------------ write-back
 
     def write_invoice_status(self, updates: Sequence[InvoiceStatusUpdate]) -> int:
@@ -473,7 +466,8 @@ class JiraTempoSource:
                 for w in self.jira.worklogs(ids)}
 
 
-def _key(account: str, day: str, keys: set[str]) -> str | None:
+def _key(account: str, day: str, keys: Iterable[str]) -> str | None:
+    """The ``account|from|to`` key among ``keys`` whose period holds ``day``."""
     for key in keys:
         acc, start, end = key.split("|")
         if acc == account and start <= day <= end:
@@ -488,6 +482,15 @@ class _Run:
         self.source, self.state, self.now = source, state, now
         self.events: list[ChangeEvent] = []
         self.errors: list[LedgerbridgeError] = []
+        self._by_account: dict[str, list[str]] | None = None
+
+    def approval_of(self, account: str, day: str) -> Approval | None:
+        if self._by_account is None:  # built once the approvals are read
+            self._by_account = {}
+            for key in self.state.approvals:
+                self._by_account.setdefault(key.split("|")[0], []).append(key)
+        key = _key(account, day, self._by_account.get(account, ()))
+        return Approval.load(self.state.approvals[key]) if key else None
 
     def _context(self, raw: Mapping[str, Any]) -> Context:
         src, st, wid = self.source, self.state, str(raw["id"])
@@ -495,7 +498,7 @@ class _Run:
         account = str((raw.get("author") or {}).get("accountId", ""))
         approval = None
         if src.tempo is not None and raw.get("started"):
-            approval = src.approval_of(st, account, work_date(raw).isoformat())
+            approval = self.approval_of(account, work_date(raw).isoformat())
         return Context(IssueInfo.load(issue) if issue else None, TempoFacts.load(st.tempo.get(wid)), approval,
                        src.tempo is not None)
 
