@@ -18,7 +18,7 @@ import pytest
 
 from ledgerbridge.connectors.base import InvoiceStatusUpdate
 from ledgerbridge.connectors.kantata import Credentials, KantataSource
-from ledgerbridge.errors import RecordValidationError
+from ledgerbridge.errors import PermanentError, RecordValidationError
 from ledgerbridge.model.entities import ApprovalStatus
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes.kantata import create_app
@@ -364,3 +364,23 @@ def test_without_the_events_add_on_every_sync_rescans_from_the_last_one(sandbox:
     assert third.records() == []
     # the window does not grow: the third re-scan starts at the second sync's start, minus the overlap
     assert dt.datetime.fromisoformat(third.stats["rescan_after"]) == later - dt.timedelta(seconds=300)
+
+
+def test_write_back_skips_a_deleted_record_and_raises_only_when_nothing_could_be_written(sandbox: Sandbox) -> None:
+    s = sandbox.store
+    ws, user = tenant(s)
+    a, gone = s.add_time_entry(ws, user, DAY, 60), s.add_time_entry(ws, user, DAY, 30)
+    src = sandbox.source()
+    s.delete_time_entry(gone)
+    update = InvoiceStatusUpdate(
+        key="INV-US01-8", project_id=ws, legal_entity_id="US01", invoice_date=dt.date(2026, 11, 30), currency="EUR",
+        total=Decimal("10.00"), erp_system="erp", erp_number=None, status="submitted",
+        items=(("psa_kt", "time_entry", a), ("psa_kt", "time_entry", gone)))
+    assert src.write_invoice_status([update]) == 1
+    [failure] = src.write_failures
+    assert isinstance(failure, PermanentError) and failure.details["id"] == gone
+    [ref] = s.rows("external_references")
+    assert (ref["subject_id"], ref["service_model_ref"], ref["status"]) == (a, "INV-US01-8", "pending")
+    only_gone = dataclasses.replace(update, items=(("psa_kt", "time_entry", gone),))
+    with pytest.raises(PermanentError, match=f"time_entry {gone} is not in Kantata"):
+        src.write_invoice_status([only_gone])

@@ -171,6 +171,7 @@ class KantataSource:
         self.project_defaults = project_defaults or Defaults(PROJECT_BASE)
         self.resource_defaults = resource_defaults or Defaults(RESOURCE_BASE)
         self.service_name = service_name
+        self.write_failures: list[LedgerbridgeError] = []  # records the last write-back could not mark
 
     @classmethod
     def from_options(cls, system: str, options: Mapping[str, Any], credentials: Credentials,
@@ -372,8 +373,13 @@ class KantataSource:
         ``options.service_name``, ``service_model`` = ``invoice``) on every billed time entry and expense of this
         system and on the Kantata invoices that bill them. Looks the references up first and creates or updates
         only what differs: writing the same updates twice leaves one reference per record. Returns the number of
-        updates that changed anything."""
+        updates that changed anything.
+
+        A record that cannot take its reference (deleted in Kantata, refused) does not stop the others; its error is
+        kept in ``write_failures``. When no record of an update could be written, its first error is raised (the
+        billing flow dead-letters the update); transient errors are raised at once."""
         changed = 0
+        self.write_failures = []
         for u in updates:
             subjects: dict[str, list[str]] = {e: [] for e in ENTITIES}
             for system, entity, item_id in u.items:
@@ -381,25 +387,37 @@ class KantataSource:
                     subjects[entity].append(str(item_id))
             if not any(subjects.values()):
                 continue
-            status = "failed" if u.status in ("void", "failed", "rejected") else "success"
-            fields = {"service_name": self.service_name, "service_model": "invoice",
-                      "service_model_ref": u.erp_number or u.key, "status": status,
+            ref = u.erp_number or u.key
+            fields = {"service_name": self.service_name, "service_model": "invoice", "service_model_ref": ref,
+                      "status": "pending" if u.status in ("draft", "submitted") else "success",
                       "external_status": u.status + (f" (credits {u.credits})" if u.credits else "")}
             invoices: set[str] = set()
-            wrote = False
+            failures: list[LedgerbridgeError] = []
+            wrote, attempted = False, 0
             for entity, ids in subjects.items():
-                if ids:
-                    rows, side = self.client.by_ids(RESOURCE_OF[entity], ids, {"include": "external_references"})
-                    invoices |= {str(r["invoice_id"]) for r in rows if r.get("invoice_id")}
-                    wrote |= self._mark(SUBJECT_TYPES[entity], rows, side, fields)
+                if not ids:
+                    continue
+                rows, side = self.client.by_ids(RESOURCE_OF[entity], ids, {"include": "external_references"})
+                found = {str(r["id"]) for r in rows}
+                failures += [PermanentError(
+                    f"{self.system}: {entity} {i} is not in Kantata (deleted, or not visible to the integration "
+                    f"user); invoice {ref} cannot be recorded on it", code="LB-P004",
+                    details={"entity": entity, "id": i, "invoice": ref}) for i in ids if i not in found]
+                attempted += len(ids)
+                invoices |= {str(r["invoice_id"]) for r in rows if r.get("invoice_id")}
+                wrote |= self._mark(SUBJECT_TYPES[entity], rows, side, fields, failures)
             if invoices:
                 rows, side = self.client.by_ids("invoices", sorted(invoices), {"include": "external_references"})
-                wrote |= self._mark("Invoice", rows, side, fields)
+                attempted += len(rows)
+                wrote |= self._mark("Invoice", rows, side, fields, failures)
+            self.write_failures += failures
+            if failures and len(failures) >= attempted:
+                raise failures[0]
             changed += wrote
         return changed
 
     def _mark(self, subject_type: str, rows: Iterable[Mapping[str, Any]], side: Mapping[str, Mapping[str, Any]],
-              fields: Mapping[str, Any]) -> bool:
+              fields: Mapping[str, Any], failures: list[LedgerbridgeError]) -> bool:
         refs = side.get("external_references", {})
         wrote = False
         for row in rows:
@@ -408,11 +426,18 @@ class KantataSource:
                     and refs[str(i)].get("service_model") == fields["service_model"]]
             if mine and all(mine[0].get(k) == v for k, v in fields.items()):
                 continue
-            if mine:
-                self.client.update_external_reference(str(mine[0]["id"]), fields)
-            else:
-                self.client.create_external_reference({**fields, "subject_type": subject_type,
-                                                       "subject_id": str(row["id"])})
+            try:
+                if mine:
+                    self.client.update_external_reference(str(mine[0]["id"]), fields)
+                else:
+                    self.client.create_external_reference({**fields, "subject_type": subject_type,
+                                                           "subject_id": str(row["id"])})
+            except LedgerbridgeError as err:
+                if err.retryable:
+                    raise
+                err.details.update(subject_type=subject_type, subject_id=str(row["id"]))
+                failures.append(err)
+                continue
             wrote = True
         return wrote
 
