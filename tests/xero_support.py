@@ -138,3 +138,41 @@ def system_config(base: str, **extra: Any) -> SystemConfig:
     return SystemConfig(connector="xero", role="erp",
                         secrets={"client_secret": SecretRef("${env:LB_XERO_CLIENT_SECRET}")},
                         options=options(base, **extra))
+
+
+def check_builds(monkeypatch: Any, checker: SpecCheckingTransport) -> None:
+    """Every Xero connector the registry builds (``connector: xero``, found by package) from now on sends through
+    ``checker`` — also the ones the flows rebuild after ``ctx.reset_connectors()``."""
+    import ledgerbridge.connectors.xero as pkg
+
+    monkeypatch.setattr(pkg, "build", functools.partial(pkg.build, transport=checker))
+
+
+def seed_chart(store: Any, accounts: Any) -> None:
+    """Seed the sandbox organisation's chart with our accounts (codes as Xero account codes) it lacks."""
+    types = {"asset": "CURRENT", "liability": "CURRLIAB", "equity": "EQUITY", "revenue": "REVENUE",
+             "expense": "EXPENSE"}
+    for a in accounts:
+        if a.code not in store.accounts:
+            store.add_account(a.code, a.name, types.get(str(getattr(a.type, "value", a.type)), "EXPENSE"))
+
+
+def wire(ctx: Any, base: str, *, master_data: bool = False, **extra: Any) -> Any:
+    """Route US01's ledger and invoices to a Xero system ``erp_us`` on the sandbox at ``base`` — config
+    only, as a deployment would — and return the built connector (its HTTP checked by ``checker`` when given).
+    ``master_data``: customers and projects also propagate to Xero. Needs ``LB_XERO_CLIENT_SECRET`` set."""
+    from ledgerbridge.config.schema import RouteTargets
+
+    systems = {**ctx.config.systems, "erp_us": system_config(base, **extra)}
+    us01 = RouteTargets(ledger="erp_us", invoices="erp_us")
+    routing = ctx.config.routing.model_copy(update={"by_entity": {"US01": us01}})
+    update: dict[str, Any] = {"systems": systems, "routing": routing}
+    if master_data:
+        data = ctx.config.model_dump(mode="json", exclude_none=True).get("master_data") or {}
+        ents = dict(data.get("entities") or {})
+        ents["customer"] = {**ents.get("customer", {}), "propagate_to": ["erp_us"]}
+        ents["project"] = {**ents.get("project", {}), "propagate_to": ["erp_us"]}
+        update["master_data"] = type(ctx.config.master_data).model_validate({**data, "entities": ents})
+    ctx.config = ctx.config.model_copy(update=update)
+    ctx.reset_connectors()
+    return ctx.connector("erp_us")

@@ -11,10 +11,11 @@ from ledgerbridge.connectors.xero.client import XeroClient
 from ledgerbridge.connectors.xero.connector import CAPABILITIES, XeroLedger
 
 
-def build(name: str, cfg: Any, ctx: Any) -> XeroLedger:
+def build(name: str, cfg: Any, ctx: Any, **client_kw: Any) -> XeroLedger:
+    """``client_kw`` go to :class:`XeroClient` (``transport=``, ``on_refresh_token=`` ...)."""
     refresh = cfg.secret("refresh_token") if "refresh_token" in cfg.secrets else None
     return XeroLedger.from_options(cfg.options, client_secret=cfg.secret("client_secret"), refresh_token=refresh,
-                                   system=name)
+                                   system=name, **client_kw)
 
 
 __all__ = ["CAPABILITIES", "XeroClient", "XeroLedger", "build"]

@@ -523,6 +523,9 @@ def create_app(*, calls_per_minute: int = 60, window: float = 60.0, concurrency:
                            el["Narration"][:100], [(ln["AccountCode"], Decimal(str(ln["LineAmount"])),
                                                     ln.get("Description", "")) for ln in el["JournalLines"]])
         else:
+            if not el.get("InvoiceNumber"):
+                counters["invoice_seq"] = counters.get("invoice_seq", 0) + 1
+                el["InvoiceNumber"] = f"INV-{counters['invoice_seq']:04d}"
             store.invoices[el["InvoiceID"]] = el
             if el["Status"] == "AUTHORISED":
                 rate = Decimal(str(el.get("CurrencyRate") or 1))
@@ -685,8 +688,8 @@ def create_app(*, calls_per_minute: int = 60, window: float = 60.0, concurrency:
                           "LineAmount": _num(line_amount), "Tracking": li.get("Tracking") or []})
         if not items:
             errs.append("An invoice needs at least one line item")
-        number = inv.get("InvoiceNumber") or f"INV-{len(store.invoices) + 1:04d}"
-        if any(i.get("InvoiceNumber") == number for i in store.invoices.values()):
+        number = inv.get("InvoiceNumber")  # Xero numbers the invoice when saved (INV-0001...) unless given
+        if number and any(i.get("InvoiceNumber") == number for i in store.invoices.values()):
             errs.append(f"Invoice # must be unique. ({number})")
         status = str(inv.get("Status") or "DRAFT")
         el = {"Type": inv.get("Type", "ACCREC"), "InvoiceID": str(uuid.uuid4()), "InvoiceNumber": number,
