@@ -33,7 +33,9 @@ def _sync_everything(env) -> None:
                                  currency="USD", total=Decimal("1.00"), erp_system="erp", erp_number="INV-1",
                                  status="posted", items=tuple(("psa_jira", "time_entry", i) for i in w[:2]))
     assert src.write_invoice_status([update]) == 1
-    assert src.invoice_refs(w[2:3]) == {w[2]: None}  # 404 for an unset property: in the spec too
+    assert src.invoice_refs(w[:3], one_by_one=True) == {w[0]: {"invoice": "INV-1", "status": "posted"},
+                                                        w[1]: {"invoice": "INV-1", "status": "posted"},
+                                                        w[2]: None}  # 404 for an unset property: in the spec too
     env.jira.delete_worklog(w[3])
     env.clock.advance(120)
     assert [e.kind for e in src.sync(first.cursor).events] == ["deleted"]

@@ -199,12 +199,14 @@ class JiraClient(_Api):
         raise PermanentError(f"{self.system}: worklog/{kind} feed did not end within {max_pages} pages",
                              details={"since": since_ms})
 
-    def worklogs(self, ids: Sequence[int]) -> list[dict[str, Any]]:
-        """Full worklogs of ``ids`` (``POST /rest/api/3/worklog/list``, 1,000 ids per call); deleted ones absent."""
+    def worklogs(self, ids: Sequence[int], *, properties: bool = False) -> list[dict[str, Any]]:
+        """Full worklogs of ``ids`` (``POST /rest/api/3/worklog/list``, 1,000 ids per call); deleted ones absent.
+        ``properties=True`` adds each worklog's entity properties (``expand=properties``)."""
         out: list[dict[str, Any]] = []
         unique = sorted(set(int(i) for i in ids))
+        params = {"expand": "properties"} if properties else None
         for start in range(0, len(unique), LIST_LIMIT):
-            out += list(self.call("POST", "/rest/api/3/worklog/list",
+            out += list(self.call("POST", "/rest/api/3/worklog/list", params=params,
                                   json={"ids": unique[start:start + LIST_LIMIT]}) or [])
         return out
 

@@ -435,9 +435,9 @@ class JiraTempoSource:
     def write_invoice_status(self, updates: Sequence[InvoiceStatusUpdate]) -> int:
         """The billing flow's write-back: every worklog billed on an invoice gets the worklog property
         ``invoice_property`` = ``{"invoice": <ERP number>, "status": <status>}`` (Tempo has no invoice field; a
-        Jira worklog property is invisible to users, survives edits and is in Jira's API). Reads first and writes
-        only what differs (idempotent); setting a property creates no new version. Returns the invoices with a
-        change."""
+        Jira worklog property is invisible to users, survives edits and is in Jira's API). Reads the current values
+        first (``worklog/list?expand=properties``, 1,000 per call) and writes only what differs (idempotent);
+        setting a property creates no new version. Returns the invoices with a change."""
         wanted: dict[str, dict[str, Any]] = {}
         per_invoice: dict[str, set[str]] = {}
         for u in updates:
@@ -448,22 +448,30 @@ class JiraTempoSource:
                 per_invoice[u.key] = ids
         if not wanted:
             return 0
-        issues = {str(w["id"]): str(w["issueId"]) for w in self.jira.worklogs([int(w) for w in wanted])}
+        held = {str(w["id"]): w for w in self.jira.worklogs([int(w) for w in wanted], properties=True)}
         written: set[str] = set()
         for wid, value in wanted.items():
-            if wid not in issues:
+            if wid not in held:
                 raise PermanentError(f"{self.system}: worklog {wid} was deleted; cannot write invoice "
                                      f"{value['invoice']!r}", code="LB-P004", details={"entry": wid})
-            if self.jira.worklog_property(issues[wid], wid, self.invoice_property) != value:
-                self.jira.set_worklog_property(issues[wid], wid, self.invoice_property, value)
+            if _property(held[wid], self.invoice_property) != value:
+                self.jira.set_worklog_property(str(held[wid]["issueId"]), wid, self.invoice_property, value)
                 written.add(wid)
         return sum(1 for ids in per_invoice.values() if ids & written)
 
-    def invoice_refs(self, worklog_ids: Iterable[str]) -> dict[str, Any]:
-        """The write-back property of each worklog (``None`` when unset; deleted worklogs left out)."""
-        ids = [int(w) for w in worklog_ids]
-        return {str(w["id"]): self.jira.worklog_property(str(w["issueId"]), str(w["id"]), self.invoice_property)
-                for w in self.jira.worklogs(ids)}
+    def invoice_refs(self, worklog_ids: Iterable[str], *, one_by_one: bool = False) -> dict[str, Any]:
+        """The write-back property of each worklog (``None`` when unset; deleted worklogs left out): from the
+        worklog list with ``expand=properties``, or (``one_by_one``) the property resource of each worklog."""
+        rows = self.jira.worklogs([int(w) for w in worklog_ids], properties=not one_by_one)
+        if one_by_one:
+            return {str(w["id"]): self.jira.worklog_property(str(w["issueId"]), str(w["id"]), self.invoice_property)
+                    for w in rows}
+        return {str(w["id"]): _property(w, self.invoice_property) for w in rows}
+
+
+def _property(worklog: Mapping[str, Any], key: str) -> Any:
+    """The value of entity property ``key`` of a worklog read with ``expand=properties`` (``None`` when unset)."""
+    return next((p.get("value") for p in worklog.get("properties") or () if p.get("key") == key), None)
 
 
 def _key(account: str, day: str, keys: Iterable[str]) -> str | None:

@@ -269,7 +269,7 @@ def _routes(app: FastAPI, base: str, store: JiraStore) -> None:
     def deleted(request: Request, since: int = 0) -> Response:
         return feed(request, "deleted", since)
 
-    def worklog_json(request: Request, w: dict[str, Any]) -> dict[str, Any]:
+    def worklog_json(request: Request, w: dict[str, Any], expand: str = "") -> dict[str, Any]:
         user = store.users.get(w["author"], {"accountId": w["author"], "displayName": w["author"], "active": True})
         author = {"self": f"{site(request)}/user?accountId={w['author']}", "accountId": w["author"],
                   "displayName": user["displayName"], "active": user["active"]}
@@ -282,6 +282,8 @@ def _routes(app: FastAPI, base: str, store: JiraStore) -> None:
                "timeSpentSeconds": w["seconds"], "id": w["id"], "issueId": w["issueId"]}
         if comment:
             out["comment"] = comment
+        if "properties" in expand.split(","):
+            out["properties"] = [{"key": k, "value": v} for k, v in sorted(store.properties.get(w["id"], {}).items())]
         return out
 
     @app.post(base + "/worklog/list")
@@ -294,7 +296,7 @@ def _routes(app: FastAPI, base: str, store: JiraStore) -> None:
         if len(ids) > LIST_LIMIT:
             return _error(400, f"Number of worklogs to retrieve exceeds the limit of {LIST_LIMIT}.")
         with store.lock:
-            found = [worklog_json(request, store.worklogs[str(i)]) for i in ids if str(i) in store.worklogs]
+            found = [worklog_json(request, store.worklogs[str(i)], expand) for i in ids if str(i) in store.worklogs]
         return JSONResponse(found)
 
     @app.get(base + "/issue/{issue_id_or_key}")
