@@ -210,6 +210,8 @@ class Store:
     dv_versions: dict[tuple[str, str], int] = field(default_factory=dict)
     dv_deleted: list[tuple[str, str, int]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: while a changeset runs: (table, key, the row before or None when created) to undo on failure
+    undo: list[tuple[str, tuple[Any, ...], dict[str, Any] | None]] | None = None
 
     def __post_init__(self) -> None:
         for name, keys, scoped in (
@@ -232,8 +234,26 @@ class Store:
 
     def add(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
         t = self.tables[table]
-        t.rows[t.key_of(row)] = row
+        key = t.key_of(row)
+        if self.undo is not None:
+            old = t.rows.get(key)
+            self.undo.append((table, key, dict(old) if old is not None else None))
+        t.rows[key] = row
         return row
+
+    def touch(self, table: str, row: dict[str, Any]) -> None:
+        """About to change ``row`` in place: remember it for a changeset's rollback."""
+        if self.undo is not None:
+            self.undo.append((table, self.tables[table].key_of(row), dict(row)))
+
+    def rollback(self, mark: int) -> None:
+        assert self.undo is not None
+        while len(self.undo) > mark:
+            table, key, old = self.undo.pop()
+            if old is None:
+                self.tables[table].rows.pop(key, None)
+            else:
+                self.tables[table].rows[key] = old
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return list(self.tables[table].rows.values())
@@ -354,10 +374,12 @@ def post_journal(store: Store, header: dict[str, Any], delimiter: str) -> None:
     for ln in lines:
         rate = Decimal(str(ln.get("ExchangeRate") or 100))
         amount = Decimal(str(ln.get("DebitAmount") or 0)) - Decimal(str(ln.get("CreditAmount") or 0))
+        store.touch("LedgerJournalLines", ln)
         ln["Voucher"] = voucher
         display = str(ln["AccountDisplayValue"])
         _gl(store, co, jb, voucher, _date_of(ln["TransDate"]), display, display.split(delimiter)[0],
             ln["CurrencyCode"], amount, rate, str(ln.get("Text") or ""))
+    store.touch("LedgerJournalHeaders", header)
     header["IsPosted"] = "Yes"
 
 
@@ -389,6 +411,7 @@ def post_invoice(store: Store, header: dict[str, Any], delimiter: str) -> None:
             raise ODataError(400, "An error has occurred.", f"Item sales tax group '{group}' does not exist.")
         _main_account(store, str(ln["MainAccountDisplayValue"]), delimiter)
         amount = Decimal(str(ln["LineAmount"]))
+        store.touch("FreeTextInvoiceLines", ln)
         ln["SalesTaxAmount"] = (amount * store.tax_rates[group]).quantize(CENT, rounding=ROUND_HALF_UP)
         net += amount
         tax += ln["SalesTaxAmount"]
@@ -402,6 +425,7 @@ def post_invoice(store: Store, header: dict[str, Any], delimiter: str) -> None:
             -Decimal(str(ln["LineAmount"])), rate, str(ln.get("Description") or ""))
         if ln["SalesTaxAmount"]:
             _gl(store, co, number, voucher, day, tx, tx, cur, -ln["SalesTaxAmount"], rate, "Sales tax")
+    store.touch("FreeTextInvoiceHeaders", header)
     header.update({"IsPosted": "Yes", "InvoiceNumber": number, "InvoiceVoucher": voucher, "TotalLineAmount": net,
                    "TotalTaxAmount": tax, "TotalInvoiceAmount": net + tax})
 
@@ -626,9 +650,9 @@ def create_app(**options: Any) -> FastAPI:
                 raise ODataError(400, "An error has occurred.", "Write failed for table row of type "
                                  f"'LedgerJournalTrans'. Journal batch number {row.get('JournalBatchNumber')} "
                                  "does not exist.")
-            siblings = [r for r in t.rows.values() if r["dataAreaId"] == co
-                        and r["JournalBatchNumber"] == row["JournalBatchNumber"]]
-            row.setdefault("LineNumber", Decimal(len(siblings) + 1))
+            if "LineNumber" not in row:
+                row["LineNumber"] = Decimal(1 + sum(1 for r in t.rows.values() if r["dataAreaId"] == co
+                                                    and r["JournalBatchNumber"] == row["JournalBatchNumber"]))
             for k in ("DebitAmount", "CreditAmount", "ExchangeRate", "LineNumber"):
                 if k in row:
                     row[k] = Decimal(str(row[k]))
@@ -639,9 +663,9 @@ def create_app(**options: Any) -> FastAPI:
         elif t.name == "FreeTextInvoiceLines":
             if parent is not None:
                 row["InvoiceIdentifier"] = parent["InvoiceIdentifier"]
-            siblings = [r for r in t.rows.values() if r["dataAreaId"] == co
-                        and r["InvoiceIdentifier"] == row.get("InvoiceIdentifier")]
-            row.setdefault("LineNumber", Decimal(len(siblings) + 1))
+            if "LineNumber" not in row:
+                row["LineNumber"] = Decimal(1 + sum(1 for r in t.rows.values() if r["dataAreaId"] == co
+                                                    and r["InvoiceIdentifier"] == row.get("InvoiceIdentifier")))
             for k in ("LineAmount", "Quantity", "UnitPrice", "LineNumber"):
                 row[k] = Decimal(str(row.get(k, 0)))
         elif t.name == "CustomersV3":
@@ -656,7 +680,7 @@ def create_app(**options: Any) -> FastAPI:
             raise ODataError(400, "An error has occurred.", f"Write failed for table row of type '{t.name}'. "
                              f"Infolog: Error: Cannot create a record in {t.name}. The record already exists: "
                              f"{dict(zip(t.keys, key, strict=True))}.")
-        t.rows[key] = row
+        store.add(t.name, row)
         return row
 
     def fo_call(method: str, path: str, params: dict[str, str], body: Any, prefer: str, base: str,
@@ -694,6 +718,7 @@ def create_app(**options: Any) -> FastAPI:
             if row.get("IsPosted") == "Yes":
                 raise ODataError(400, "An error has occurred.", f"{t.name}: a posted record cannot be changed.")
             changes = {k: v for k, v in (body or {}).items() if k not in t.keys}
+            store.touch(t.name, row)
             row.update(changes)
             return 204, None
         raise ODataError(405, f"The HTTP method {method} is not allowed for '{path}'.")
@@ -770,8 +795,7 @@ def create_app(**options: Any) -> FastAPI:
 
     def run_changeset(raw: bytes, boundary: str, base: str) -> str:
         """All-or-nothing: on the first failure every row the changeset touched is restored."""
-        snapshot = {name: dict(t.rows) for name, t in store.tables.items()}
-        row_copies = {name: {k: dict(v) for k, v in t.rows.items()} for name, t in store.tables.items()}
+        store.undo = []
         seq = dict(store.seq)
         ctx = _Ctx()
         answers: list[str] = []
@@ -779,11 +803,12 @@ def create_app(**options: Any) -> FastAPI:
             part_head, body = _head_body(part)
             status, payload, cid = one_request(body, base, ctx, part_head.get("content-id"))
             if status >= 400:
-                for name, t in store.tables.items():
-                    t.rows = {k: row_copies[name][k] for k in snapshot[name]}
+                store.rollback(0)
+                store.undo = None
                 store.seq = seq
                 return _http_part(status, payload)
             answers.append(_http_part(status, payload, cid))
+        store.undo = None
         cs = f"changesetresponse_{uuid.uuid4()}"
         inner = "".join(f"--{cs}\r\n{a}" for a in answers) + f"--{cs}--\r\n"
         return f"Content-Type: multipart/mixed; boundary={cs}\r\n\r\n{inner}"
