@@ -60,11 +60,11 @@ def test_starter_validates_and_holds_the_chart_defaults() -> None:
         "receivables": "1100", "unbilled_receivables": "1200", "accrued_payroll": "2100", "employee_payable": "2200",
         "tax_payable": "2300", "deferred_revenue": "2400", "service_revenue": "4000", "fixed_fee_revenue": "4100",
         "milestone_revenue": "4200", "expense_recovery_revenue": "4300", "project_cost": "5000",
-        "project_expense": "5100", "rounding": "7900",
+        "project_expense": "5100", "rounding": "7900", "invoice_clearing": "4900",
     }
     rules = cfg.posting_config()["posting_rules"]
     assert set(rules) == {"labor_cost", "revenue_accrual", "expense", "invoice", "fixed_fee_revenue",
-                          "milestone_revenue", "expense_recovery"}
+                          "milestone_revenue", "expense_recovery", "invoice_relief"}
     assert rules["invoice"] == [
         {"debit": "receivables", "credit": "unbilled_receivables", "amount": "net", "dimensions": ["project"]},
         {"debit": "receivables", "credit": "tax_payable", "amount": "tax", "dimensions": []},
@@ -240,7 +240,7 @@ def test_validate_file_and_load_config(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(STARTER)
     assert validate_file(good) == []
-    assert len(load_config(good).posting_rules) == 7
+    assert len(load_config(good).posting_rules) == 8
     bad = tmp_path / "bad.yaml"
     bad.write_text(replace_in_starter("    invoices: ledger\n", "    invoices: ledgr\n"))
     with pytest.raises(ConfigError) as info:

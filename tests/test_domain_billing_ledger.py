@@ -101,6 +101,38 @@ def test_tm_month_clears_unbilled_and_books_receivable_tax_and_revenue(
     assert bal[("4300", "P-TM")] == -rebilled  # rebilled expenses: reimbursable expense revenue
 
 
+@settings(max_examples=40, deadline=None)
+@given(items=tm_items())
+def test_erp_booked_invoices_with_relief_give_the_same_ledger(
+    items: tuple[list[CostedTime], list[CostedExpense]],
+) -> None:
+    """An ERP that books invoices itself (Tryton) credits revenue-type accounts on the invoice lines: work lines on
+    the invoice clearing account 4900, rebilled expense lines on 4300. With the engine's relief postings the
+    combined ledger equals the engine-booked one: unbilled cleared, service revenue = the accrual, clearing = 0."""
+    times, expenses = items
+    invoices = billing.tm_invoice_drafts(times, expenses, [TM], [CUSTOMER], [VAT], "2026-03", dt.date(2026, 3, 31))
+    ps: list[Posting] = [p for t in times for p in posting.postings_for_time(t)]
+    ps += [p for x in expenses for p in posting.postings_for_expense(x)]
+    ps += [p for inv in invoices for p in billing.relief_postings_for_invoice(inv)]
+    bal = balances(ps)
+    for inv in invoices:  # what the ERP books when it posts each invoice
+        for ln in inv.lines:
+            account = "4300" if billing.is_expense_line(ln) else "4900"
+            bal[(account, "P-TM")] -= ln.net_amount
+        bal[("1100", "P-TM")] += inv.net_total
+        bal[("1100", "")] += inv.tax_total
+        bal[("2300", "")] -= inv.tax_total
+    billed_value = sum(t.billable_value for t in times if t.billable)
+    rebilled = sum(x.amount for x in expenses if x.billable)
+    assert bal[("1200", "P-TM")] == 0 and bal[("4900", "P-TM")] == 0
+    assert bal[("4000", "P-TM")] == -billed_value
+    assert bal[("4300", "P-TM")] == -rebilled
+    assert all(p.txn_type == "invoice_relief" for inv in invoices for p in billing.relief_postings_for_invoice(inv))
+    credit = [p for inv in invoices for p in billing.relief_postings_for_invoice(inv, sign=-1)]
+    assert sum(p.amount("net") * p.sign for p in credit) == -sum(
+        ln.net_amount for inv in invoices for ln in inv.lines if not billing.is_expense_line(ln))
+
+
 def test_fixed_fee_and_milestone_unbilled_is_recognised_minus_billed() -> None:
     ff = project("P-FF", ContractType.FIXED_FEE, contract_value=D("120000.00"), estimated_cost=D("80000.00"))
     schedule = billing.fixed_fee_schedule(ff, dt.date(2026, 1, 1), dt.date(2026, 12, 1), "quarterly")

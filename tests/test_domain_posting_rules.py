@@ -32,7 +32,7 @@ CHART_ROLES = {
     "receivables": "1100", "unbilled_receivables": "1200", "accrued_payroll": "2100", "employee_payable": "2200",
     "tax_payable": "2300", "deferred_revenue": "2400", "service_revenue": "4000", "fixed_fee_revenue": "4100",
     "milestone_revenue": "4200", "expense_recovery_revenue": "4300", "project_cost": "5000",
-    "project_expense": "5100", "rounding": "7900",
+    "project_expense": "5100", "rounding": "7900", "invoice_clearing": "4900",
 }
 
 
@@ -67,6 +67,7 @@ def test_default_templates_match_chart() -> None:
         "fixed_fee_revenue": [("1200", "4100", "revenue", ("project",))],
         "milestone_revenue": [("1200", "4200", "revenue", ("project",))],
         "expense_recovery": [("1200", "4300", "billable_value", ("project", "cost_center"))],
+        "invoice_relief": [("4900", "1200", "net", ("project",))],
     }
 
 

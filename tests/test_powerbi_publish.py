@@ -20,7 +20,7 @@ from ledgerbridge.config.schema import SystemConfig
 from ledgerbridge.config.secrets import SecretRef
 from ledgerbridge.connectors.powerbi import PowerBiClient, PowerBiTarget
 from ledgerbridge.connectors.powerbi.connector import MartTable
-from ledgerbridge.errors import ConflictError, RecordValidationError
+from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
 from ledgerbridge.flows import billing, posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.flows.marts import build_marts, open_mart
@@ -116,6 +116,7 @@ def test_marts_published_per_period_equal_the_mart_and_republish_replaces(
     app, base = sandbox
     problems: list[str] = []
     target = target_for(base, contract, problems)
+    assert target.check_access()["id"] == GROUP
     first = target.publish_marts(mart, "2026-09")
     assert first.dataset_created and first.rows["invoice_status"] > 0 and first.rows["gl_balances"] > 0
     assert_equal_to_mart(app, first.dataset_id, mart, "2026-09")
@@ -129,8 +130,9 @@ def test_marts_published_per_period_equal_the_mart_and_republish_replaces(
     assert_equal_to_mart(app, first.dataset_id, mart, None)
     assert len(app.state.store.by_name(GROUP, "ledgerbridge marts")) == 1
     assert problems == []
-    assert {"Datasets_GetDatasetsInGroup", "Datasets_PostDatasetInGroup", "Datasets_GetTablesInGroup",
-            "Datasets_DeleteRowsInGroup", "Datasets_PostRowsInGroup"} <= set(contract.checked)
+    assert {"Groups_GetGroups", "Datasets_GetDatasetsInGroup", "Datasets_PostDatasetInGroup",
+            "Datasets_GetTablesInGroup", "Datasets_DeleteRowsInGroup", "Datasets_PostRowsInGroup"} <= set(
+        contract.checked)
     assert app.state.calls.count(status=429) == 0
 
 
@@ -158,26 +160,27 @@ def test_configured_system_publishes_from_a_flow_context(firm: Any, sandbox: Any
 
 def test_limits_held_rows_per_post_and_posts_per_window(contract: SwaggerContract) -> None:
     app = create_app(post_limit=4, post_window=0.5)
-    rows = tuple((f"P-{i:05d}", Decimal(i) / 100) for i in range(25_001))
+    rows = tuple((f"P-{i:05d}", Decimal(i) / 100) for i in range(20_001))
     big = {"facts": MartTable("facts", (("project_id", "VARCHAR"), ("amount", "DECIMAL(38,10)")), rows)}
     with serve_in_thread(app) as base:
         problems: list[str] = []
         target = target_for(base, contract, problems, posts_per_window=3, window=0.5, headroom=1.0)
         report = target.publish_marts(big, tables=["facts"])
-        assert report.posts["facts"] == 3  # 10,000 + 10,000 + 5,001
+        assert report.posts["facts"] == 3  # 10,000 + 10,000 + 1
         held = app.state.store.rows(report.dataset_id, "facts")
-        assert len(held) == 25_001 and sum(Decimal(str(r["amount"])) for r in held) == sum(a for _, a in rows)
-        small = {"facts": MartTable("facts", big["facts"].columns, rows[:1_200])}
+        assert len(held) == 20_001 and sum(Decimal(str(r["amount"])) for r in held) == sum(a for _, a in rows)
+        small = {"facts": MartTable("facts", big["facts"].columns, rows[:800])}
         target.client.rows_per_post = 100
-        report = target.publish_marts(small, tables=["facts"])  # 12 POSTs paced at 3 per 0.5 s
-        assert report.posts["facts"] == 12 and len(app.state.store.rows(report.dataset_id, "facts")) == 1_200
+        report = target.publish_marts(small, tables=["facts"])  # 8 POSTs paced at 3 per 0.5 s
+        assert report.posts["facts"] == 8 and len(app.state.store.rows(report.dataset_id, "facts")) == 800
         assert app.state.calls.count(status=429) == 0  # paced below the limit: never refused
         # a client configured above the limit: each 429 pauses it for Retry-After; no storm, nothing doubled
         eager = target_for(base, contract, problems, posts_per_window=1000, window=0.5, rows_per_post=100)
-        report = eager.publish_marts(small, tables=["facts"])
+        six = {"facts": MartTable("facts", big["facts"].columns, rows[:600])}
+        report = eager.publish_marts(six, tables=["facts"])
         refused = app.state.calls.count(method="POST", status=429)
-        assert 1 <= refused <= 4, refused
-        assert len(app.state.store.rows(report.dataset_id, "facts")) == 1_200
+        assert 1 <= refused <= 2, refused  # one 429 per window overrun, then the client waits as told
+        assert len(app.state.store.rows(report.dataset_id, "facts")) == 600
         assert problems == []
 
 
@@ -219,6 +222,15 @@ def test_dataset_found_by_name_schema_drift_updated_and_duplicates_refused(
     with pytest.raises(ConflictError, match="2 datasets named"):
         target.publish_marts(wider, tables=["facts"])
     assert problems == []
+
+
+def test_workspace_access_checked(sandbox: Any, contract: SwaggerContract) -> None:
+    app, base = sandbox
+    problems: list[str] = []
+    app.state.store.groups[GROUP] = {"someone-else"}
+    with pytest.raises(PermanentError, match="not a member of workspace") as err:
+        target_for(base, contract, problems).check_access()
+    assert err.value.code == "LB-P003" and problems == []
 
 
 def test_token_renewed_after_expiry_and_revocation(contract: SwaggerContract) -> None:

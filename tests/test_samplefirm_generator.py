@@ -98,7 +98,7 @@ def test_entities_accounts_tax_codes_follow_chart(firm: tuple[Path, GenerationRe
     assert ents == {"US01": ("USD", "US", "US"), "UK01": ("GBP", "GB", "GB"), "DE01": ("EUR", "DE", "DE")}
     codes = {r["code"]: r["type"] for r in rows(d, "accounts.csv")}
     assert codes["1100"] == "asset" and codes["2400"] == "liability" and codes["4200"] == "revenue"
-    assert codes["7900"] == "expense" and len(codes) == 13
+    assert codes["7900"] == "expense" and codes["4900"] == "revenue" and len(codes) == 14
     tax = {r["code"]: (r["jurisdiction"], Decimal(r["rate"])) for r in rows(d, "tax_codes.csv")}
     assert tax == {"US-EXEMPT": ("US", Decimal("0")), "UK-VAT20": ("GB", Decimal("0.2")),
                    "DE-VAT19": ("DE", Decimal("0.19"))}

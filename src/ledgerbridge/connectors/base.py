@@ -303,6 +303,9 @@ class InvoiceTarget(Protocol):
       ``ConflictError``. A refusal raises the matching :class:`~ledgerbridge.errors.LedgerbridgeError`
       (``RecordValidationError`` for a bad invoice, ``TransientError`` when unreachable).
     - ``invoice_status`` answers from what the target holds; keys it does not hold are absent.
+    - A target whose invoices book themselves in its own ledger sets the class attribute ``books_ledger = True``
+      (and ``InvoiceResult.books_ledger``): the billing flow then sends work lines on the invoice clearing account
+      and stages only the ``invoice_relief`` journal (see docs/sync-billing.md).
     """
 
     def create_invoice(self, inv: Invoice) -> InvoiceResult: ...

@@ -58,6 +58,8 @@ TXN_INVOICE = "invoice"
 #: Default txn type and amount name that recognise rebilled expenses at invoicing (Dr unbilled / Cr revenue).
 REBILL_TXN_TYPE = "expense_recovery"
 REBILL_AMOUNT = "billable_value"
+#: Txn type relieving unbilled receivables for an invoice an ERP booked itself (Dr invoice clearing / Cr unbilled).
+RELIEF_TXN_TYPE = "invoice_relief"
 
 #: Months per instalment for :func:`fixed_fee_schedule`.
 FREQUENCIES: dict[str, int] = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 12}
@@ -808,3 +810,35 @@ def postings_for_invoice(
         )
     )
     return out
+
+
+def relief_postings_for_invoice(inv: Invoice, sign: int = 1, *, txn_type: str = RELIEF_TXN_TYPE) -> list[Posting]:
+    """The engine's half of an invoice that the ERP booked in its own ledger (``books_ledger``).
+
+    Such an ERP credits a revenue-type account on each invoice line (Tryton, for one, refuses anything else): the
+    billed work lines go to the invoice clearing account and rebilled expense lines to reimbursable expense
+    revenue. The engine then relieves what it recognised: one ``txn_type`` posting (default rule: Dr invoice
+    clearing / Cr unbilled receivables) on ``net`` = the net of the work lines, so the clearing account nets to
+    zero in the ERP, unbilled receivables are relieved exactly as :func:`postings_for_invoice` would, and revenue
+    stays what the accrual recognised. No posting when the work lines net to zero. Source
+    ``ledgerbridge:invoice_relief:{invoice id}``, dimension project, on the invoice date.
+    """
+    if sign not in (1, -1):
+        raise DomainError(
+            f"invoice {inv.id}", "billing.bad_sign", f"sign must be 1 or -1, got {sign}", "pass 1 or -1"
+        )
+    work = sum((ln.net_amount for ln in inv.lines if not is_expense_line(ln)), Decimal(0))
+    if work == 0:
+        return []
+    return [
+        Posting(
+            txn_type=txn_type,
+            legal_entity_id=inv.legal_entity_id,
+            date=inv.invoice_date,
+            currency=inv.currency,
+            amounts=(("net", work),),
+            dimensions=(("project", inv.project_id),),
+            source=SourceRef(system=ENGINE_SYSTEM, entity="invoice_relief", id=inv.id, version=1),
+            sign=sign,
+        )
+    ]

@@ -76,6 +76,7 @@ DEFAULT_ACCOUNT_ROLES: Final[dict[str, Any]] = {
         "project_cost": "5000",
         "project_expense": "5100",
         "rounding": "7900",
+        "invoice_clearing": "4900",
     },
     "by_entity": {},
 }
@@ -121,6 +122,9 @@ DEFAULT_POSTING_RULES: Final[dict[str, Any]] = {
             "debit": "unbilled_receivables", "credit": "expense_recovery_revenue", "amount": "billable_value",
             "dimensions": ["project", "cost_center"],
         },
+    ],
+    "invoice_relief": [
+        {"debit": "invoice_clearing", "credit": "unbilled_receivables", "amount": "net", "dimensions": ["project"]},
     ],
 }
 

@@ -27,7 +27,11 @@ Four idempotent stages (each a durable step in :func:`billing_workflow`; see doc
    :class:`~ledgerbridge.connectors.base.InvoiceTarget` protocol, keyed by the invoice id (the target looks the key
    up before creating: a retry after a crash finds the invoice it already holds). In the same store transaction as
    the new status and ERP number: the xref binding, the invoice's postings (:func:`postings_for_invoice`, staged for
-   the next posting run unless the target booked the receivable itself) and an audit entry. A refusal goes to the
+   the next posting run) and an audit entry. A target that books the invoice in its own ledger (``books_ledger``,
+   e.g. Tryton) is sent the invoice with its work lines on the invoice clearing account (an ERP invoice line must
+   credit a revenue-type account) and the engine stages only the relief (``invoice_relief``: Dr clearing / Cr
+   unbilled receivables, :func:`~ledgerbridge.domain.billing.relief_postings_for_invoice`), so the clearing nets to
+   zero in the ERP and revenue stays what the accrual recognised. A refusal goes to the
    financial dead-letter queue (draft attached, status ``failed``); a transient failure leaves the draft for the
    next run.
 3. **status** — the target is polled (``invoice_status``) and changed statuses/numbers are recorded.
@@ -61,8 +65,10 @@ from ledgerbridge.domain.billing import (
     milestone_invoice,
     period_bounds,
     postings_for_invoice,
+    relief_postings_for_invoice,
     tm_billing_run,
 )
+from ledgerbridge.domain.billing import RELIEF_TXN_TYPE as DOMAIN_RELIEF_TXN
 from ledgerbridge.domain.costing import cost_expense, cost_time
 from ledgerbridge.domain.errors import DomainError, Violation
 from ledgerbridge.domain.revenue import milestone_postings
@@ -325,6 +331,22 @@ def with_line_accounts(ctx: FlowContext, inv: Invoice) -> Invoice:
     return inv.model_copy(update={"lines": lines})
 
 
+def for_booking_target(ctx: FlowContext, inv: Invoice) -> Invoice:
+    """The invoice as sent to a target that books it in its own ledger: work lines on the debit account of the
+    ``invoice_relief`` rule (the invoice clearing account, revenue-typed), rebilled expense lines unchanged (their
+    reimbursable expense revenue). Refused with a clear error when the configuration has no relief rule."""
+    line = next((rl for rl in ctx.rules.rules.get(DOMAIN_RELIEF_TXN, ()) if rl.amount == "net"), None)
+    if line is None:
+        raise PermanentError(
+            f"invoice {inv.id}: its target books invoices in its own ledger, which needs the posting rule "
+            f"{DOMAIN_RELIEF_TXN!r} (Dr invoice_clearing / Cr unbilled_receivables on net) — add it to posting_rules",
+            details={"invoice_id": inv.id, "rule": DOMAIN_RELIEF_TXN})
+    clearing = ctx.rules.account_for(line.debit, inv.legal_entity_id)
+    lines = tuple(ln if is_expense_line(ln) else ln.model_copy(update={"revenue_account": clearing})
+                  for ln in inv.lines)
+    return inv.model_copy(update={"lines": lines})
+
+
 # --------------------------------------------------------------------------------------------------- stage 1: draft
 
 
@@ -558,7 +580,11 @@ def create_pending(ctx: FlowContext, entity: str | None = None, ids: Sequence[st
             chunk = group[start:start + CREATE_BATCH]
             invs = {r.id: Invoice.model_validate(r.payload) for r in chunk}
             try:
-                results = _create_batch(_target(ctx, system), system, list(invs.values()))
+                target = _target(ctx, system)
+                sent = list(invs.values())
+                if getattr(target, "books_ledger", False):
+                    sent = [for_booking_target(ctx, inv) for inv in sent]
+                results = _create_batch(target, system, sent)
             except LedgerbridgeError as err:
                 if _retryable(err):
                     out.retry_later += [r.id for r in chunk]
@@ -597,7 +623,8 @@ def _record_created(ctx: FlowContext, system: str, chunk: list[InvoiceRow], invs
                 continue
             invoices_repo.set_status(conn, row.id, res.status, erp_number=res.number)
             bindings.append(XrefEntry("invoice", row.id, system, res.number or row.id, version_synced=res.status))
-            postings = [] if res.books_ledger else [placer.stage(p) for p in postings_for_invoice(inv)]
+            facts = relief_postings_for_invoice(inv) if res.books_ledger else postings_for_invoice(inv)
+            postings = [placer.stage(p) for p in facts]
             stage += postings
             audit.append(conn, "ledgerbridge", "billing.invoice_created", f"invoice:{row.id}", {
                 "system": system, "number": res.number, "status": res.status, "net": str(inv.net_total),

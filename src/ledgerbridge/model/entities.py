@@ -88,6 +88,7 @@ class JournalType(StrEnum):
     FIXED_FEE_REVENUE = "fixed_fee_revenue"
     MILESTONE_REVENUE = "milestone_revenue"
     EXPENSE_RECOVERY = "expense_recovery"
+    INVOICE_RELIEF = "invoice_relief"
     REVERSAL = "reversal"
     ROUNDING = "rounding"
 
@@ -396,13 +397,13 @@ class JournalLine(Contract):
 
 
 class JournalEntry(Contract):
-    """A balanced journal entry (contract 1.1: journal type ``expense_recovery`` added).
+    """A balanced journal entry (contract 1.2: journal types ``expense_recovery`` (1.1) and ``invoice_relief`` added).
 
     Construction fails unless debits equal credits per currency (and per functional currency where functional
     amounts are given). Posted entries are never edited: a correction is a new entry with ``reverses`` set."""
 
     contract_name: ClassVar[str] = "journal_entry"
-    contract_version: ClassVar[str] = "1.1"
+    contract_version: ClassVar[str] = "1.2"
     owner: ClassVar[str] = "ledger"
 
     id: str = Field(description="Deterministic external key: entity + period + rule + sequence")

@@ -58,6 +58,7 @@ ACCOUNTS: tuple[tuple[str, str, str, str], ...] = (
     ("4100", "Fixed-fee revenue", "revenue", "project"),
     ("4200", "Milestone revenue", "revenue", "project"),
     ("4300", "Reimbursable expense revenue", "revenue", ""),
+    ("4900", "Invoice clearing (invoices booked by the ERP)", "revenue", ""),
     ("5000", "Project labor cost", "expense", "project;cost_center"),
     ("5100", "Project expenses", "expense", "project;cost_center"),
     ("7900", "FX and rounding differences", "expense", ""),

@@ -200,7 +200,13 @@ def drop_db(name: str, backend: str) -> None:
 def copy_db(template: str, name: str, backend: str) -> None:
     """A fresh copy of ``template`` named ``name`` (PostgreSQL template copy; SQLite file copy without WAL)."""
     if backend == "sqlite":
+        import sqlite3
+
         src = _sqlite_dir() / f"{template}.sqlite"
+        # fold the template's write-ahead log into the main file first: a copy of the main file alone would miss
+        # whatever the bootstrap wrote after the last automatic checkpoint
+        with contextlib.closing(sqlite3.connect(src)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         shutil.copyfile(src, _sqlite_dir() / f"{name}.sqlite")
         return
     from psycopg import sql
@@ -273,7 +279,9 @@ def _bootstrap(settings: TrytonSettings, *, company_name: str, currency: str) ->
 
 def template_name(backend: str) -> str:
     mods = MODULES if backend == "postgresql" else SQLITE_MODULES
-    return f"lb_tryton_tpl_{TRYTON_SERIES.replace('.', '')}_{len(mods)}"
+    from ledgerbridge.connectors.tryton.bootstrap import BOOTSTRAP_VERSION
+
+    return f"lb_tryton_tpl_{TRYTON_SERIES.replace('.', '')}_{len(mods)}_b{BOOTSTRAP_VERSION}"
 
 
 def ensure_template(backend: str = "postgresql") -> str:

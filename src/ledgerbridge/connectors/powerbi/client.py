@@ -114,6 +114,11 @@ class PowerBiClient:
     def group_path(group_id: str) -> str:
         return f"/v1.0/myorg/groups/{quote(group_id)}"
 
+    def groups(self, group_id: str | None = None) -> list[dict[str, Any]]:
+        """Workspaces the app is a member of (only ``group_id`` when given)."""
+        params = {"$filter": f"id eq '{group_id}'"} if group_id else None
+        return list(self.request("GET", "/v1.0/myorg/groups", params=params).json().get("value") or [])
+
     def datasets(self, group_id: str) -> list[dict[str, Any]]:
         return list(self.request("GET", f"{self.group_path(group_id)}/datasets").json().get("value") or [])
 

@@ -155,6 +155,16 @@ class PowerBiTarget:
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
 
+    def check_access(self) -> dict[str, Any]:
+        """The workspace as the app sees it; a clear error when the app is not a member (set-up step 3)."""
+        found = [g for g in self.client.groups(self.group_id) if str(g.get("id")) == self.group_id]
+        if not found:
+            raise PermanentError(f"{SYSTEM}: the app is not a member of workspace {self.group_id} — add it (or its "
+                                 "security group) as Member or Admin under the workspace's Manage access, and enable "
+                                 "'Service principals can use Fabric APIs' for its group", code="LB-P003",
+                                 details={"group_id": self.group_id})
+        return found[0]
+
     def ensure_dataset(self, schemas: Sequence[Mapping[str, Any]]) -> tuple[str, bool, list[str]]:
         """The dataset id (found by name, else created with ``schemas``), whether it was created, and the tables
         whose schema was updated (``PUT``) or added."""

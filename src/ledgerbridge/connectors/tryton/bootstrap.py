@@ -124,6 +124,35 @@ def ensure_fiscal_year(client: TrytonClient, company_id: int, year: int) -> int:
     return fy
 
 
+#: Revenue-type accounts the engine's invoices need and the Universal Chart lacks (code, name); created under the
+#: chart's "Adjustments" revenue group by :func:`ensure_revenue_accounts`. Tryton refuses an invoice line on any
+#: account whose type is not ``revenue`` (an income-statement type), so reimbursable expense revenue (our 4300)
+#: and the invoice clearing account (our 4900, see the ``invoice_relief`` posting rule) must be revenue accounts.
+EXTRA_REVENUE_ACCOUNTS: tuple[tuple[str, str], ...] = (
+    ("4.3.4", "Reimbursable Expense Revenue"),
+    ("4.3.5", "Invoice Clearing (ledgerbridge)"),
+)
+#: Bumped whenever :func:`bootstrap` creates something new, so test templates built by older code are rebuilt.
+BOOTSTRAP_VERSION = 2
+
+
+def ensure_revenue_accounts(client: TrytonClient, company_id: int, *, parent_code: str = "4.3.0",
+                            accounts: Iterable[tuple[str, str]] = EXTRA_REVENUE_ACCOUNTS) -> dict[str, int]:
+    """Create the revenue-type accounts in ``accounts`` under ``parent_code`` when missing; code -> id."""
+    parent = client.search_read("account.account", [("company", "=", company_id), ("code", "=", parent_code)],
+                                ["type"])
+    if not parent:
+        raise PermanentError(f"{SYSTEM}: account {parent_code} (parent of the revenue accounts ledgerbridge adds) "
+                             "not found in the chart", code="LB-P004")
+    out: dict[str, int] = {}
+    for code, name in accounts:
+        found = _one(client, "account.account", [("company", "=", company_id), ("code", "=", code)])
+        out[code] = found if found is not None else client.create("account.account", [{
+            "code": code, "name": name, "company": company_id, "parent": parent[0]["id"],
+            "type": parent[0]["type"]}])[0]
+    return out
+
+
 def bootstrap(client: TrytonClient, *, company_name: str = "Ledgerbridge US01", currency: str = "USD",
               years: Iterable[int] = (2026, 2027), extra_currencies: Iterable[str] = ()) -> TrytonSetup:
     """Bring a database with the modules activated to a usable accounting state; idempotent."""
@@ -132,6 +161,7 @@ def bootstrap(client: TrytonClient, *, company_name: str = "Ledgerbridge US01", 
         ensure_currency(client, code)
     company_id = ensure_company(client, company_name, currency_id)
     receivable, payable = ensure_chart(client, company_id)
+    ensure_revenue_accounts(client, company_id)
     fiscal = {y: ensure_fiscal_year(client, company_id, y) for y in sorted(set(years))}
     journals = {str(r["code"]): int(r["id"]) for r in client.search_read("account.journal", [], ["code"])
                 if r.get("code")}
@@ -160,8 +190,9 @@ UNIVERSAL_CHART_MAP: dict[str, str] = {
     "4000": "4.2.2",  # Service revenue (T&M) -> Recognized Over Time / Services
     "4100": "4.1.2",  # Fixed-fee revenue -> Recognized Point Of Time / Services
     "4200": "4.3.3",  # Milestone revenue -> Other Adjustments
-    "4300": "6.1.1",  # Reimbursable expense revenue -> Other Revenue
+    "4300": "4.3.4",  # Reimbursable expense revenue -> created by ensure_revenue_accounts (revenue type)
     "5000": "5.1.3",  # Project labor cost -> Cost of Sales / Services
     "5100": "5.2.2",  # Project expenses -> Selling, General And Administrative
     "7900": "6.2.1",  # FX and rounding differences -> Foreign Currency Transaction Gain (Loss)
+    "4900": "4.3.5",  # Invoice clearing (invoice_relief) -> created by ensure_revenue_accounts (revenue type)
 }

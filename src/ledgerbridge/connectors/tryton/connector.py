@@ -141,7 +141,12 @@ class TrytonLedger:
     resolved once). ``journal_code``: the Tryton journal for moves (``MISC``); ``invoice_journal_code``: for
     customer invoices (``REV``). ``legal_entity_id``: the entity this company keeps; ``period_status`` answers
     ``None`` for other entities and ``post_journals`` refuses their runs.
+
+    ``books_ledger``: posting a customer invoice books it in Tryton's own ledger, so the billing flow sends the
+    invoice's work lines on the invoice clearing account and stages only the ``invoice_relief`` journal.
     """
+
+    books_ledger = True
 
     def __init__(self, client: TrytonClient, *, legal_entity_id: str, account_map: Mapping[str, int | str],
                  journal_code: str = "MISC", invoice_journal_code: str = "REV", batch_size: int = DEFAULT_BATCH,

@@ -3,7 +3,8 @@ limits (docs/connectors/powerbi.md).
 
 - ``POST /<tenant>/oauth2/v2.0/token`` (``grant_type=client_credentials``, the app's id and secret, scope
   ``https://analysis.windows.net/powerbi/api/.default``) -> a bearer token living ``token_lifetime`` seconds.
-- Under ``/v1.0/myorg/groups/<workspace>/``: ``GET datasets``, ``POST datasets?defaultRetentionPolicy=``
+- ``GET /v1.0/myorg/groups`` (the workspaces the app is a member of; ``$filter=id eq '<id>'``). Under
+  ``/v1.0/myorg/groups/<workspace>/``: ``GET datasets``, ``POST datasets?defaultRetentionPolicy=``
   (``defaultMode`` must be ``Push``; like Power BI, a second dataset with the same name is created, not refused),
   ``GET datasets/<id>/tables``, ``PUT datasets/<id>/tables/<name>``, ``POST .../tables/<name>/rows``,
   ``DELETE .../tables/<name>/rows`` (all rows). The principal must be a member of the workspace.
@@ -155,6 +156,19 @@ def create_app(*, tenant: str = "lb-tenant", client_id: str = "lb-app", client_s
     def logged(request: Request, response: Response) -> Response:
         app.state.calls.add(request.method, request.url.path, response.status_code)
         return response
+
+    @app.get("/v1.0/myorg/groups")
+    async def get_groups(request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        held = store.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
+        if held is None or held[1] <= store.clock():
+            return logged(request, error(401, "PowerBINotAuthorizedException", "Access token is invalid"))
+        value = [{"id": g, "name": f"workspace {g[:8]}", "isReadOnly": False, "isOnDedicatedCapacity": False}
+                 for g, members in store.groups.items() if held[0] in members]
+        flt = request.query_params.get("$filter", "")
+        if flt.startswith("id eq '") and flt.endswith("'"):
+            value = [v for v in value if v["id"] == flt[7:-1]]
+        return logged(request, JSONResponse({"odata.context": "sandbox", "value": value}))
 
     @app.get("/v1.0/myorg/groups/{group}/datasets")
     async def get_datasets(group: str, request: Request) -> Response:
