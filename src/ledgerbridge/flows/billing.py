@@ -57,6 +57,7 @@ from ledgerbridge import runtime as rt
 from ledgerbridge.connectors.base import InvoiceStatusSink, InvoiceStatusUpdate, InvoiceTarget
 from ledgerbridge.domain.billing import REBILL_AMOUNT as DOMAIN_REBILL_AMOUNT
 from ledgerbridge.domain.billing import REBILL_TXN_TYPE as DOMAIN_REBILL_TXN
+from ledgerbridge.domain.billing import RELIEF_TXN_TYPE as DOMAIN_RELIEF_TXN
 from ledgerbridge.domain.billing import (
     credit_note,
     fixed_fee_invoice,
@@ -68,7 +69,6 @@ from ledgerbridge.domain.billing import (
     relief_postings_for_invoice,
     tm_billing_run,
 )
-from ledgerbridge.domain.billing import RELIEF_TXN_TYPE as DOMAIN_RELIEF_TXN
 from ledgerbridge.domain.costing import cost_expense, cost_time
 from ledgerbridge.domain.errors import DomainError, Violation
 from ledgerbridge.domain.revenue import milestone_postings

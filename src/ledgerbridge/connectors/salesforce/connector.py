@@ -53,7 +53,6 @@ from ledgerbridge.connectors.salesforce.mapping import (
     ObjectMap,
     Settings,
     approval_status,
-    basis,
     expense,
     fingerprint,
     object_maps,
@@ -63,6 +62,7 @@ from ledgerbridge.connectors.salesforce.mapping import (
     single_time_entry,
     soql_datetime,
     soql_string,
+    state_of,
     timecard_days,
     to_milestone,
     to_project,
@@ -84,7 +84,7 @@ from ledgerbridge.model.events import (
 
 log = logging.getLogger("ledgerbridge.connectors.salesforce")
 
-CURSOR_FORMAT = 1
+CURSOR_FORMAT = 2
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 CAPABILITIES = Capabilities(
@@ -362,7 +362,8 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------------- state
 
 
-#: one known sObject: [SystemModstamp, fingerprint, {canonical id: [version, status, basis]}]
+#: one known sObject: [SystemModstamp in epoch milliseconds, fingerprint, shared part of its entries (mapping.state_of),
+#: {canonical id: [version, status, date, hours or amount]}]
 Known = list[Any]
 
 
@@ -466,22 +467,24 @@ class _Run:
     # ---- comparing
 
     def row(self, role: str, om: ObjectMap, raw: Mapping[str, Any], items: dict[str, Known]) -> None:
-        sf_id, stamp_text = str(raw["Id"]), str(raw["SystemModstamp"])
-        stamp = parse_stamp(stamp_text)
+        sf_id = str(raw["Id"])
+        stamp = parse_stamp(raw["SystemModstamp"])
+        stamp_ms = int((stamp - EPOCH).total_seconds() * 1000)  # kept as an integer: a compact cursor
         prev = items.get(sf_id)
-        if prev is not None and stamp < parse_stamp(prev[0]):
+        if prev is not None and stamp_ms < int(prev[0]):
             self.skipped += 1  # an older state than the one already handled
             return
         fp = fingerprint(raw, om)
         if prev is not None and prev[1] == fp:  # re-read by the overlap, or saved without a mapped change;
             # an equal stamp is compared too: stamps have whole seconds, a second save within one is a change
-            prev[0] = stamp_text
+            prev[0] = stamp_ms
             self.skipped += 1
             return
-        children: dict[str, list[Any]] = dict(prev[2]) if prev is not None else {}
+        children: dict[str, list[Any]] = dict(prev[3]) if prev is not None else {}
+        base: list[Any] | None = prev[2] if prev is not None else None
         if role in ("opportunity", "milestone"):
             self._business(role, om, raw, children)
-            items[sf_id] = [stamp_text, fp, children]
+            items[sf_id] = [stamp_ms, fp, None, children]
             return
         status = approval_status(raw, om, self.src.settings)
         floor = max((int(c[0]) for c in children.values()), default=0)
@@ -492,19 +495,21 @@ class _Run:
             err.details["raw"] = {k: v for k, v in raw.items() if k != "attributes"}
             err.details["id"] = sf_id
             self.errors.append(err)
-            items[sf_id] = [stamp_text, fp, children]
+            items[sf_id] = [stamp_ms, fp, base, children]
             return
+        new_base = base
         for eid, entry in found.items():
+            new_base, own = state_of(entry)
             last = children.get(eid)
-            row = [entry.version, entry.approval_status.value, basis(entry)]
-            if last is not None and last[1] == row[1] and last[2] == row[2]:
+            row = [entry.version, entry.approval_status.value, *own]
+            if last is not None and new_base == base and last[1:] == row[1:]:
                 continue  # this day/record did not change
             children[eid] = row
             self.events.append(ChangeEvent("created" if last is None else "updated", entry, self.src.system,
                                            self.now))
         for eid in sorted(set(children) - set(found)):  # a day emptied or moved to another date
-            self._emit_withdrawn(eid, children, version, "removed from the timecard")
-        items[sf_id] = [stamp_text, fp, children]
+            self._emit_withdrawn(eid, base, children, version, "removed from the timecard")
+        items[sf_id] = [stamp_ms, fp, new_base, children]
 
     def _map(self, role: str, om: ObjectMap, raw: Mapping[str, Any], version: int, status: ApprovalStatus,
              children: Mapping[str, list[Any]]) -> dict[str, Any]:
@@ -526,22 +531,24 @@ class _Run:
             out = single_time_entry(raw, om, src.settings, system=src.system, version=version, status=status)
         return {eid: e.model_copy(update={"approval_status": per_entry(eid)}) for eid, e in out.items()}
 
-    def _emit_withdrawn(self, eid: str, children: dict[str, list[Any]], version: int, why: str) -> None:
+    def _emit_withdrawn(self, eid: str, base: list[Any] | None, children: dict[str, list[Any]], version: int,
+                        why: str) -> None:
         """A version reporting an emitted entry gone: recalled when it was approved (reversed downstream), its
         last status when rejected or recalled, otherwise draft."""
         last = children.pop(eid)
+        assert base is not None, "an emitted entry always has its record's shared part"
         was = ApprovalStatus(last[1])
         status = {ApprovalStatus.APPROVED: ApprovalStatus.RECALLED, ApprovalStatus.REJECTED: was,
                   ApprovalStatus.RECALLED: was}.get(was, ApprovalStatus.DRAFT)
-        entry = withdrawn(eid, last, system=self.src.system, version=max(version, int(last[0]) + 1), status=status,
-                          why=why)
+        entry = withdrawn(eid, base, last[2:], system=self.src.system, version=max(version, int(last[0]) + 1),
+                          status=status, why=why)
         self.events.append(ChangeEvent("deleted", entry, self.src.system, self.now))
 
     def _withdraw(self, role: str, sf_id: str, items: dict[str, Known], when: dt.datetime, why: str) -> None:
         known = items.pop(sf_id)
         self.deleted += 1
-        for eid in sorted(known[2]) if role in ("time_entry", "expense") else ():
-            self._emit_withdrawn(eid, known[2], _epoch(when), why)
+        for eid in sorted(known[3]) if role in ("time_entry", "expense") else ():
+            self._emit_withdrawn(eid, known[2], known[3], _epoch(when), why)
 
     def _business(self, role: str, om: ObjectMap, raw: Mapping[str, Any], children: dict[str, list[Any]]) -> None:
         src = self.src

@@ -273,7 +273,7 @@ def fingerprint(raw: Mapping[str, Any], om: ObjectMap, *, skip: Iterable[str] = 
     skipped = set(skip)
     content = [[k, om.get(raw, k)] for k in sorted(om.fields) if k not in skipped]
     text = json.dumps(content, default=str, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _bool(value: Any, default: bool) -> bool:
@@ -362,27 +362,28 @@ def expense(raw: Mapping[str, Any], om: ObjectMap, settings: Settings, *, system
         updated_at=parse_stamp(raw["SystemModstamp"]), description=str(om.get(raw, "description") or ""))}
 
 
-#: what the cursor keeps of an emitted canonical entry to report its withdrawal later
-def basis(entry: TimeEntry | Expense) -> list[Any]:
+def state_of(entry: TimeEntry | Expense) -> tuple[list[Any], list[Any]]:
+    """What the cursor keeps of an emitted entry to report its withdrawal later, compactly: the part shared by all
+    entries of one record (project, resource, ...) and the entry's own ``[date, hours or amount]``."""
     if isinstance(entry, TimeEntry):
-        return ["t", entry.project_id, entry.resource_id, entry.work_date.isoformat(), str(entry.hours),
-                int(entry.billable), entry.task]
-    return ["x", entry.project_id, entry.resource_id, entry.expense_date.isoformat(), str(entry.amount),
-            entry.currency, entry.category, int(entry.billable)]
+        return (["t", entry.project_id, entry.resource_id, int(entry.billable), entry.task],
+                [entry.work_date.isoformat(), str(entry.hours)])
+    return (["x", entry.project_id, entry.resource_id, entry.currency, entry.category, int(entry.billable)],
+            [entry.expense_date.isoformat(), str(entry.amount)])
 
 
-def withdrawn(eid: str, row: list[Any], *, system: str, version: int, status: ApprovalStatus,
+def withdrawn(eid: str, base: list[Any], own: list[Any], *, system: str, version: int, status: ApprovalStatus,
               why: str) -> TimeEntry | Expense:
-    """The version reporting that an emitted entry is gone (deleted record, day emptied): its last content with
-    ``status`` (recalled after an approval), so the approvals rules reverse whatever was posted."""
-    b = row[2]
-    if b[0] == "t":
-        return TimeEntry(id=eid, source_system=system, version=version, project_id=b[1], resource_id=b[2],
-                         task=b[6], work_date=dt.date.fromisoformat(b[3]), hours=Decimal(b[4]), billable=bool(b[5]),
+    """The version reporting that an emitted entry is gone (deleted record, day emptied): its last content
+    (:func:`state_of`) with ``status`` (recalled after an approval), so the approvals rules reverse what was posted."""
+    day = dt.date.fromisoformat(own[0])
+    if base[0] == "t":
+        return TimeEntry(id=eid, source_system=system, version=version, project_id=base[1], resource_id=base[2],
+                         task=base[4], work_date=day, hours=Decimal(own[1]), billable=bool(base[3]),
                          approval_status=status, description=why)
-    return Expense(id=eid, source_system=system, version=version, project_id=b[1], resource_id=b[2],
-                   expense_date=dt.date.fromisoformat(b[3]), amount=Decimal(b[4]), currency=b[5], category=b[6],
-                   billable=bool(b[7]), approval_status=status, description=why)
+    return Expense(id=eid, source_system=system, version=version, project_id=base[1], resource_id=base[2],
+                   expense_date=day, amount=Decimal(own[1]), currency=base[3], category=base[4],
+                   billable=bool(base[5]), approval_status=status, description=why)
 
 
 # --------------------------------------------------------------------------------------------------- master data
@@ -471,8 +472,8 @@ def opportunity_project(raw: Mapping[str, Any], om: ObjectMap, defaults: Default
 
 
 __all__ = [
-    "PACKAGES", "PROJECT_BASE", "RESOURCE_BASE", "Defaults", "ObjectMap", "Settings", "approval_status", "basis",
+    "PACKAGES", "PROJECT_BASE", "RESOURCE_BASE", "Defaults", "ObjectMap", "Settings", "approval_status",
     "date_of", "decimal_of", "expense", "fingerprint", "invalid", "object_maps", "opportunity_project",
-    "parse_stamp", "sf_datetime", "single_time_entry", "soql_datetime", "soql_string", "timecard_days",
-    "to_milestone", "to_project", "to_resource", "withdrawn",
+    "parse_stamp", "sf_datetime", "single_time_entry", "soql_datetime", "soql_string", "state_of",
+    "timecard_days", "to_milestone", "to_project", "to_resource", "withdrawn",
 ]
