@@ -163,7 +163,8 @@ class KantataSource:
 
     def __init__(self, client: KantataClient, *, system: str, sync_options: SyncOptions | None = None,
                  fields: FieldMap | None = None, project_defaults: Defaults | None = None,
-                 resource_defaults: Defaults | None = None, service_name: str = "ledgerbridge") -> None:
+                 resource_defaults: Defaults | None = None, service_name: str = "ledgerbridge",
+                 expense_approved_field: str = "approved") -> None:
         self.client = client
         self.system = system
         self.options = sync_options or SyncOptions()
@@ -171,6 +172,7 @@ class KantataSource:
         self.project_defaults = project_defaults or Defaults(PROJECT_BASE)
         self.resource_defaults = resource_defaults or Defaults(RESOURCE_BASE)
         self.service_name = service_name
+        self.expense_approved_field = expense_approved_field
         self.write_failures: list[LedgerbridgeError] = []  # records the last write-back could not mark
 
     @classmethod
@@ -189,7 +191,8 @@ class KantataSource:
                    fields=FieldMap.from_options(options),
                    project_defaults=Defaults.from_options(options.get("projects"), PROJECT_BASE),
                    resource_defaults=Defaults.from_options(options.get("resources"), RESOURCE_BASE),
-                   service_name=str(options.get("service_name", "ledgerbridge")))
+                   service_name=str(options.get("service_name", "ledgerbridge")),
+                   expense_approved_field=str(options.get("expense_approved_field", "approved")))
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
@@ -463,12 +466,14 @@ class _Run:
         if prev is not None and parse_ts(raw["updated_at"]) < parse_ts(prev[2]):
             self.stale += 1  # an older read than the version already known (out-of-order answer)
             return
-        fp = fingerprint(raw, approval_status(entity, raw, sub))
+        approved_field = self.source.expense_approved_field
+        fp = fingerprint(raw, approval_status(entity, raw, sub, approved_field))
         if prev is not None and prev[1] == fp:
             return
         version = next_version(str(raw["updated_at"]), int(prev[0]) if prev else None)
         try:
-            item = to_record(entity, raw, sub, system=self.source.system, version=version)
+            item = to_record(entity, raw, sub, system=self.source.system, version=version,
+                             expense_approved_field=approved_field)
         except RecordValidationError as err:
             self.errors.append(err)
             self.state.items[key] = [version if prev else 0, fp, raw["updated_at"], prev[3] if prev else None]

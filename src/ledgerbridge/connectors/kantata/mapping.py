@@ -76,10 +76,13 @@ def submission_status(raw: Mapping[str, Any], submission: Mapping[str, Any] | No
     return ApprovalStatus.SUBMITTED if status is ApprovalStatus.APPROVED else status  # approved but not flagged yet
 
 
-def approval_status(entity: str, raw: Mapping[str, Any], submission: Mapping[str, Any] | None) -> ApprovalStatus:
+def approval_status(entity: str, raw: Mapping[str, Any], submission: Mapping[str, Any] | None,
+                    expense_approved_field: str = "approved") -> ApprovalStatus:
+    """Time entries: from the timesheet submission. Expenses: the boolean ``expense_approved_field`` (the state
+    of the expense report submission; which field carries it is configurable, see docs)."""
     if entity == "time_entry":
         return submission_status(raw, submission)
-    return ApprovalStatus.APPROVED if raw.get("approved") is True else ApprovalStatus.DRAFT
+    return ApprovalStatus.APPROVED if raw.get(expense_approved_field) is True else ApprovalStatus.DRAFT
 
 
 def fingerprint(raw: Mapping[str, Any], status: ApprovalStatus) -> str:
@@ -124,13 +127,13 @@ def _date(value: Any, item: str, rule: str, raw: Mapping[str, Any]) -> dt.date:
 
 
 def to_record(entity: str, raw: Mapping[str, Any], submission: Mapping[str, Any] | None, *, system: str,
-              version: int) -> TimeEntry | Expense:
+              version: int, expense_approved_field: str = "approved") -> TimeEntry | Expense:
     """One Kantata time entry or expense as its canonical model; :class:`RecordValidationError` when it cannot be
     mapped (names the record, the rule and the fix; raw record in details)."""
     item = f"kantata {entity} {raw.get('id')}"
     if not raw.get("workspace_id") or not raw.get("user_id"):
         raise _invalid(item, "kantata.references", "has no workspace_id or user_id", "check it in Kantata", raw)
-    status = approval_status(entity, raw, submission)
+    status = approval_status(entity, raw, submission, expense_approved_field)
     updated = parse_ts(raw["updated_at"]) if raw.get("updated_at") else None
     approved_at = None
     if status is ApprovalStatus.APPROVED and submission and submission.get("approved_at"):
