@@ -36,6 +36,19 @@ IDENTITY_URL = "https://identity.xero.com/connect/token"
 CONNECTIONS_URL = "https://api.xero.com/connections"
 DEFAULT_SCOPES = "accounting.transactions accounting.contacts accounting.settings accounting.reports.read"
 PAGE_SIZE = 100  # Xero's page size for ManualJournals / Invoices / Contacts
+DAY_PAUSE = 3600.0  # once the day allowance is spent, ask Xero again after an hour (its window rolls)
+_PACERS: dict[tuple[Any, ...], Pacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def shared_pacer(key: tuple[Any, ...], limit: int, window: float, concurrency: int, headroom: float) -> Pacer:
+    """One pacer per (app, organisation, limits) in this process: Xero counts calls per app and organisation, so
+    connector instances rebuilt by the flows (``ctx.reset_connectors``) keep sharing one window and one pool."""
+    with _PACERS_LOCK:
+        full = (*key, limit, window, concurrency, headroom)
+        if full not in _PACERS:
+            _PACERS[full] = Pacer(limit, window, concurrency=concurrency, headroom=headroom)
+        return _PACERS[full]
 
 
 class XeroClient:
@@ -56,9 +69,10 @@ class XeroClient:
         self.api_url = api_url.rstrip("/")
         self.token_url, self.connections_url, self.scopes = token_url, connections_url, scopes
         self.system = system
-        self.pacer = Pacer(calls_per_minute, window, concurrency=concurrency, headroom=headroom)
+        self.pacer = shared_pacer((client_id, tenant_id or api_url), calls_per_minute, window, concurrency, headroom)
         self.day_reserve = day_reserve
         self.day_remaining: int | None = None
+        self._day_spent_at: float | None = None
         self.min_remaining: int | None = None
         self.on_refresh_token = on_refresh_token
         hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
@@ -137,10 +151,13 @@ class XeroClient:
 
     def _send(self, method: str, url: str, *, tenant: bool = True, headers: Mapping[str, str] | None = None,
               **kwargs: Any) -> httpx.Response:
-        if self.day_remaining is not None and self.day_remaining <= self.day_reserve:
-            raise RateLimitedError(f"{self.system}: the daily allowance of this organisation is used up "
-                                   f"({self.day_remaining} left, reserve {self.day_reserve}) — resume tomorrow",
-                                   code="LB-R001", retry_after=3600.0, details={"rate_limit_problem": "day"})
+        if self._day_spent_at is not None:
+            wait = self._day_spent_at + DAY_PAUSE - time.monotonic()
+            if wait > 0:
+                raise RateLimitedError(f"{self.system}: the daily allowance of this organisation is used up "
+                                       f"({self.day_remaining} left, reserve {self.day_reserve}) — resume later",
+                                       code="LB-R001", retry_after=wait, details={"rate_limit_problem": "day"})
+            self._day_spent_at = None
         hdrs = {"Accept": "application/json", **(headers or {})}
         if tenant:
             hdrs["xero-tenant-id"] = self.tenant()
@@ -156,6 +173,8 @@ class XeroClient:
         for attr, name in (("day_remaining", "x-daylimit-remaining"), ("min_remaining", "x-minlimit-remaining")):
             if resp.headers.get(name, "").isdigit():
                 setattr(self, attr, int(resp.headers[name]))
+        if self.day_remaining is not None and self.day_remaining <= self.day_reserve:
+            self._day_spent_at = time.monotonic()
         return resp
 
     def get(self, resource: str, *, params: Mapping[str, Any] | None = None,
