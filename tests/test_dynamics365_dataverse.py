@@ -70,6 +70,7 @@ def test_actuals_read_with_delta_links() -> None:
         store.dv_upsert("msdyn_actuals", actual(7, "4"))
         store.dv_delete("msdyn_actuals", "a-3")
         store.dv_upsert("msdyn_actuals", {**actual(8, "2"), "_msdyn_bookableresource_value": "r-unknown"})
+        store.dv_upsert("msdyn_actuals", actual(9, "-7.5"))  # a reversing actual
         second = conn.sync(first.cursor)
         old = {e.id: e for e in first.entries}
         by_id = {e.id: e for e in second.entries}
@@ -77,9 +78,10 @@ def test_actuals_read_with_delta_links() -> None:
         assert by_id["d365-actual-a-2"].hours == Decimal("8")
         assert by_id["d365-actual-a-2"].version > old["d365-actual-a-2"].version
         assert second.deleted == ["a-3"] and not second.stats["full"]
-        (bad,) = second.errors
-        assert bad.details["actual"] == "a-8" and "r-unknown" in bad.message
+        unknown, reversing = second.errors
+        assert unknown.details["actual"] == "a-8" and "r-unknown" in unknown.message
+        assert reversing.details["actual"] == "a-9" and "reversing actual" in reversing.message
         third = conn.sync(second.cursor)
         assert (third.entries, third.deleted, third.errors) == ([], [], [])
         full = conn.sync(third.cursor, full=True)
-        assert len(full.entries) == 5 and len(full.errors) == 1 and full.stats["full"]  # a-3 gone, a-8 refused
+        assert len(full.entries) == 5 and len(full.errors) == 2 and full.stats["full"]  # a-3 gone, a-8/a-9 refused

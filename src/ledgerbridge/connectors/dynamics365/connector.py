@@ -566,8 +566,7 @@ class D365Connector:
                 entries.append(actual_to_time_entry(r, system=self.system, projects=projects, resources=resources))
             except ValueError as exc:
                 errors.append(RecordValidationError(
-                    f"{self.system}: actual {r.get('msdyn_actualid')} cannot be read as a time entry: {exc} — give "
-                    f"the project and bookable resource a {self.project_key}/{self.resource_key}",
+                    f"{self.system}: actual {r.get('msdyn_actualid')} cannot be read as a time entry: {exc}",
                     details={"rule": "d365.actual_invalid", "actual": r.get("msdyn_actualid")}))
         return ActualsRead(entries, errors, {"delta_link": new_link},
                            {"rows": len(rows), "skipped": skipped, "deleted": len(deleted), "full": link is None},

@@ -190,7 +190,12 @@ def actual_to_time_entry(row: Mapping[str, Any], *, system: str, projects: Mappi
     rid = resources.get(str(row.get("_msdyn_bookableresource_value")))
     if pid is None or rid is None:
         raise ValueError(f"project {row.get('_msdyn_project_value')} or resource "
-                         f"{row.get('_msdyn_bookableresource_value')} has no external id")
+                         f"{row.get('_msdyn_bookableresource_value')} has no external id — give both their "
+                         "alternate-key column (options.project_key / resource_key)")
+    if Decimal(str(row.get("msdyn_quantity") or 0)) < 0:
+        raise ValueError(f"it is a reversing actual ({row.get('msdyn_quantity')} h): Project Operations reversed "
+                         "approved time — recall or correct the entry at its source; reversals are not read as "
+                         "time entries")
     modified = row.get("modifiedon")
     return TimeEntry(
         id=f"d365-actual-{row['msdyn_actualid']}", source_system=system, version=int(row.get("versionnumber") or 1),
