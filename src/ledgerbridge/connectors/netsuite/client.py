@@ -26,6 +26,7 @@ Amounts travel as JSON numbers written from :class:`~decimal.Decimal` digits (ne
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -152,9 +153,18 @@ class ClientCredentialsAuth(httpx.Auth):
     def token(self) -> str:
         with self._lock:
             if self._token is None or self._clock() >= self._expires:
-                resp = send(self._http, "POST", self.token_url, system=self.system, attempts=3, data={
-                    "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                    "client_assertion": self.assertion()})
+                try:
+                    resp = send(self._http, "POST", self.token_url, system=self.system, attempts=3, data={
+                        "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                        "client_assertion": self.assertion()})
+                except LedgerbridgeError as err:
+                    if err.retryable:
+                        raise
+                    # 400 invalid_client / invalid_grant: the credentials, not a record, are wrong
+                    raise PermanentError(
+                        f"{self.system}: the token endpoint refused the client assertion ({err.message}) — check "
+                        "client_id, certificate_id (kid), the private key of the uploaded certificate and the "
+                        "algorithm", code="LB-P002", details=err.details) from err
                 body = loads(resp.content) or {}
                 if not body.get("access_token"):
                     raise PermanentError(f"{self.system}: the token endpoint answered without an access_token",
@@ -279,6 +289,56 @@ def refine(err: LedgerbridgeError, what: str) -> LedgerbridgeError:
     return out
 
 
+# --------------------------------------------------------------------------------------------------- pacing
+
+
+class PoolPacer(Pacer):
+    """The shared :class:`~ledgerbridge.connectors.http.Pacer`, with the concurrency cap made adaptive for a pool
+    shared with other integrations (AIMD): when the account refuses a request (429 / SSS_REQUEST_LIMIT_EXCEEDED,
+    which makes :func:`~ledgerbridge.connectors.http.send` call :meth:`pause`), every caller waits and the number
+    of requests this client keeps in flight (``share``) is halved (once per pause); each ``share`` requests
+    answered without a refusal give one slot back, up to ``concurrency``. So a client whose share is taken by
+    others settles at what is left instead of retrying in a storm."""
+
+    def __init__(self, concurrency: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.concurrency = concurrency
+        self.share = concurrency
+        self.peak = 0
+        self.decreases = 0
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._clean = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            while self._in_flight >= self.share:
+                self._cond.wait()
+            self._in_flight += 1
+            self.peak = max(self.peak, self._in_flight)
+        try:
+            self.acquire()
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._clean += 1
+                if self._clean >= self.share and self.share < self.concurrency:
+                    self.share += 1
+                    self._clean = 0
+                self._cond.notify_all()
+
+    def pause(self, seconds: float) -> None:
+        already = self._clock() < self._paused_until
+        super().pause(seconds)
+        if not already:
+            with self._cond:
+                self.share = max(1, self.share // 2)
+                self._clean = 0
+                self.decreases += 1
+
+
 # --------------------------------------------------------------------------------------------------- client
 
 
@@ -307,7 +367,7 @@ class NetSuiteClient:
         self.attempts = attempts
         self.page_size = page_size
         self.suiteql_cap = suiteql_cap
-        self.pacer = Pacer(concurrency=concurrency)
+        self.pacer = PoolPacer(concurrency)
         self.http = httpx.Client(auth=auth, timeout=timeout, transport=transport,
                                  limits=httpx.Limits(max_connections=concurrency + 2,
                                                      max_keepalive_connections=concurrency + 2))

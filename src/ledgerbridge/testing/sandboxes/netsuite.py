@@ -869,7 +869,7 @@ def create_app(*, account_id: str = "TSTDRV2100000", client_id: str = "lb-sandbo
     if limit_style not in ("429", "sss"):
         raise ValueError("limit_style must be 429 or sss")
     demo_private: str | None = None
-    if public_key and Path(public_key).is_file():
+    if public_key and "-----BEGIN" not in public_key:  # a file path
         public_key = Path(public_key).read_text()
     if not public_key:
         demo_private, public_key = _demo_key()
