@@ -666,32 +666,29 @@ def create_app(
             raise SalesforceFault(400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago")
         return a, b
 
-    @app.get("/services/data/{version}/sobjects/{sobject}/updated/")
-    def updated(version: str, sobject: str, start: str, end: str) -> Response:
+    def feed(sobject: str, start: str, end: str,
+             build: Callable[[dt.datetime, dt.datetime], dict[str, Any]]) -> Response:
         try:
             a, b = window(start, end)
             store._check_fields(sobject, ())
         except SalesforceFault as fault:
             return fault_response(fault)
         with store.lock:
-            ids = [rid for rid, r in store.objects[sobject].items() if a <= r["SystemModstamp"] < b]
-        return Response(_json({"ids": ids, "latestDateCovered": sf_stamp(min(b, store.clock()))}),
-                        media_type="application/json")
+            out = build(a, b)
+        out["latestDateCovered"] = sf_stamp(min(b, store.clock()))
+        return Response(_json(out), media_type="application/json")
+
+    @app.get("/services/data/{version}/sobjects/{sobject}/updated/")
+    def updated(version: str, sobject: str, start: str, end: str) -> Response:
+        return feed(sobject, start, end, lambda a, b: {"ids": [
+            rid for rid, r in store.objects[sobject].items() if a <= r["SystemModstamp"] < b]})
 
     @app.get("/services/data/{version}/sobjects/{sobject}/deleted/")
     def deleted(version: str, sobject: str, start: str, end: str) -> Response:
-        try:
-            a, b = window(start, end)
-            store._check_fields(sobject, ())
-        except SalesforceFault as fault:
-            return fault_response(fault)
-        with store.lock:
-            recs = [{"id": rid, "deletedDate": sf_stamp(when)} for obj, rid, when in store.deleted
-                    if obj == sobject and a <= when < b]
-            earliest = store.purged_before
-        return Response(_json({"deletedRecords": recs, "earliestDateAvailable": sf_stamp(earliest),
-                               "latestDateCovered": sf_stamp(min(b, store.clock()))}),
-                        media_type="application/json")
+        return feed(sobject, start, end, lambda a, b: {
+            "deletedRecords": [{"id": rid, "deletedDate": sf_stamp(when)} for obj, rid, when in store.deleted
+                               if obj == sobject and a <= when < b],
+            "earliestDateAvailable": sf_stamp(store.purged_before)})
 
     @app.get("/services/data/{version}/limits")
     def get_limits(version: str) -> Response:
