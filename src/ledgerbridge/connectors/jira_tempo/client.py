@@ -277,7 +277,7 @@ class TempoClient(_Api):
             url, query = str(nxt), {}
 
     def worklogs(self, updated_from: str, *, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
-        """Worklogs updated at or after ``updated_from`` (``yyyy-MM-ddTHH:mm:ss``), every page; de-duplicated by
+        """Worklogs updated at or after ``updated_from`` (``yyyy-MM-dd['T'HH:mm:ss]``), every page; de-duplicated by
         ``tempoWorklogId`` (offset pages shift when worklogs change while we page; the overlap re-reads them)."""
         seen: dict[int, dict[str, Any]] = {}
         for rows in self._pages("/4/worklogs", {"updatedFrom": updated_from, "offset": 0, "limit": limit}):

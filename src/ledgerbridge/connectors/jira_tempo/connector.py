@@ -322,6 +322,8 @@ class JiraTempoSource:
         self._stuck: list[dict[str, Any]] = []
         run = _Run(self, state, dt.datetime.fromtimestamp(now_s, dt.UTC))
 
+        if full:
+            state.issues.clear()  # a sweep also re-reads the issues' projects (an issue may have moved)
         updated, frontier = self._feed("updated", opts.initial_since if full else state.updated_since)
         deleted, del_frontier = self._feed("deleted", state.deleted_since)
         wanted = {wid for wid, t in updated.items()
@@ -372,7 +374,9 @@ class JiraTempoSource:
             return set()
         opts = self.sync_options
         since = self.sync_options.initial_since // 1000 if full else state.tempo_from
-        rows = self.tempo.worklogs(dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        # updatedFrom carries no zone (Tempo may read it in the tenant's zone): ask from the day before, by date
+        day = (dt.datetime.fromtimestamp(since, dt.UTC) - dt.timedelta(days=1)).date()
+        rows = self.tempo.worklogs(max(day, dt.date(1970, 1, 2)).isoformat())
         unknown = [int(r["tempoWorklogId"]) for r in rows if str(r["tempoWorklogId"]) not in state.tempo_ids]
         if unknown:
             state.tempo_ids.update({str(t): str(j) for t, j in self.tempo.tempo_to_jira(unknown).items()})
