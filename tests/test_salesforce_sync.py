@@ -130,6 +130,10 @@ def test_certinia_timecards_split_per_day_edits_and_deletes_withdraw_what_was_ap
         # Monday 8 -> 6, Wednesday emptied; Sunday untouched and not re-emitted
         st.update("pse__Timecard_Header__c", card, {"pse__Monday_Hours__c": Decimal("6"),
                                                      "pse__Wednesday_Hours__c": Decimal("0")})
+        now = st.clock()
+        feed = src.client.updated("pse__Timecard_Header__c", (now - dt.timedelta(minutes=5)).isoformat(),
+                                  (now + dt.timedelta(seconds=1)).isoformat())
+        assert set(feed["ids"]) == {card, draft, pending}  # the /updated feed names them too
         r2 = src.sync(r.cursor)
         assert {e.entry.id: (e.entry.hours, e.entry.approval_status, e.kind) for e in r2.events} == {
             f"{card}:2026-11-02": (Decimal("6"), A, "updated"),
