@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from dynamics365_support import SECRET, connector_options, serve
+from dynamics365_support import SECRET, SYSTEM, connector_options, d365_ctx, serve
+from ledgerbridge.config.schema import SystemConfig
+from ledgerbridge.config.secrets import SecretRef
 from ledgerbridge.connectors.dynamics365 import D365Connector
 from ledgerbridge.connectors.dynamics365.mapping import BILLING_CHARGEABLE, CLASS_TIME, TYPE_COST
 from ledgerbridge.errors import ConflictError
+from ledgerbridge.flows import posting, sources, transactions
 from ledgerbridge.model.entities import ContractType, Project, TimeEntry
+from ledgerbridge.store import journals
+
+from flows_support import tiny_firm
 
 PROJECT = Project(id="PRJ-00001", name="Bluth Advisory", customer_id="CUST-00001", legal_entity_id="US01",
                   contract_type=ContractType.TIME_AND_MATERIALS, currency="USD", cost_center="CC-DEL-US",
@@ -85,3 +92,42 @@ def test_actuals_read_with_delta_links() -> None:
         assert (third.entries, third.deleted, third.errors) == ([], [], [])
         full = conn.sync(third.cursor, full=True)
         assert len(full.entries) == 5 and len(full.errors) == 2 and full.stats["full"]  # a-3 gone, a-8/a-9 refused
+
+
+def test_actuals_through_the_flows_into_f_and_o(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Project Operations as the configured time source (sync_source), F&O as the ledger: approved time read by
+    delta, costed, posted; an actual edited after posting comes back as one new version and is re-posted."""
+    export = tiny_firm(tmp_path / "firm")
+    with serve() as (app, base):
+        store = app.state.store
+        store.dv_upsert("msdyn_projects", {"msdyn_projectid": "p-1", "msdyn_externalid": "PRJ-00008"})
+        store.dv_upsert("bookableresources", {"bookableresourceid": "r-1", "msdyn_externalid": "RES-00002"})
+        for n in range(1, 4):
+            store.dv_upsert("msdyn_actuals", actual(n, "6.5"))
+        ctx = d365_ctx(tmp_path / "w", export, base, monkeypatch)
+        po = SystemConfig(connector="dynamics365", role="psa", options=connector_options(base),
+                          secrets={"client_secret": SecretRef("${env:LB_TEST_D365_SECRET}")})
+        ctx.config = ctx.config.model_copy(update={"systems": {**ctx.config.systems, "po_actuals": po}})
+        ctx.reset_connectors()
+        first = sources.sync_source(ctx, "po_actuals")
+        assert (first.events, first.new, first.errors) == (3, 3, 0)
+        transactions.process_pending(ctx)
+        out = posting.post_period(ctx, "US01", "2026-09")
+        assert out.status == "posted" and out.journals > 0 and out.dead_lettered == 0, out
+        assert sources.sync_source(ctx, "po_actuals").events == 0  # nothing changed: the delta is empty
+        target = ctx.connector(SYSTEM)
+        before = target.trial_balance("US01", dt.date(2026, 9, 1), dt.date(2026, 9, 30))["5000"]
+
+        store.dv_upsert("msdyn_actuals", {**actual(2, "8"), "msdyn_actualid": "a-2"})
+        second = sources.sync_source(ctx, "po_actuals")
+        assert (second.events, second.new) == (1, 1)
+        transactions.process_pending(ctx)
+        again = posting.post_period(ctx, "US01", "2026-09")
+        assert again.status == "posted" and again.journals > 0, again
+        hours_cost = target.trial_balance("US01", dt.date(2026, 9, 1), dt.date(2026, 9, 30))["5000"]
+        with ctx.engine.connect() as conn:
+            posted = journals.list_journals(conn, legal_entity_id="US01")
+        want = (sum((ln.debit for j in posted for ln in j.lines if ln.account == "5000"), Decimal(0)),
+                sum((ln.credit for j in posted for ln in j.lines if ln.account == "5000"), Decimal(0)))
+        # F&O's labor cost = the engine's; the 1.5 extra hours of the edited actual moved it up, nothing twice
+        assert hours_cost == want and hours_cost[0] - hours_cost[1] > before[0] - before[1]

@@ -567,7 +567,8 @@ class D365Connector:
             except ValueError as exc:
                 errors.append(RecordValidationError(
                     f"{self.system}: actual {r.get('msdyn_actualid')} cannot be read as a time entry: {exc}",
-                    details={"rule": "d365.actual_invalid", "actual": r.get("msdyn_actualid")}))
+                    details={"rule": "d365.actual_invalid", "actual": r.get("msdyn_actualid"),
+                             "id": f"d365-actual-{r.get('msdyn_actualid')}", "row": dict(r)}))
         return ActualsRead(entries, errors, {"delta_link": new_link},
                            {"rows": len(rows), "skipped": skipped, "deleted": len(deleted), "full": link is None},
                            deleted)
