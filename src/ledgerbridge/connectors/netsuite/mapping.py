@@ -182,11 +182,7 @@ def journal_documents(journal: JournalEntry, setup: Setup) -> list[JournalDoc]:
                 problems.append(f"{where}: account {ln.account} is not in NetSuite (no account with that number, "
                                 "and no account_map entry)")
                 continue
-            if acct.inactive:
-                problems.append(f"{where}: NetSuite account {acct.name or acct.id} is inactive")
-            if not acct.allowed_for(sub):
-                problems.append(f"{where}: NetSuite account {acct.name or acct.id} is not available to subsidiary "
-                                f"{sub} ({journal.legal_entity_id})")
+            problems += ref_problems(acct, f"{where}: NetSuite account {acct.name or acct.id}", sub)
             for amount in (ln.debit, ln.credit):
                 if q is not None and amount != amount.quantize(q):
                     problems.append(f"{where}: amount {amount} has more decimals than {ccy} allows")
@@ -208,6 +204,15 @@ def journal_documents(journal: JournalEntry, setup: Setup) -> list[JournalDoc]:
     return docs
 
 
+def ref_problems(ref: Ref, what: str, subsidiary: str) -> list[str]:
+    """Why NetSuite would refuse ``ref`` on a line of ``subsidiary``: inactive, or restricted to others."""
+    out = [f"{what} is inactive"] if ref.inactive else []
+    if not ref.allowed_for(subsidiary):
+        out.append(f"{what} is not available to subsidiary {subsidiary} (restricted to "
+                   f"{', '.join(sorted(ref.subsidiaries))})")
+    return out
+
+
 def line_dimensions(dimensions: Mapping[str, str], setup: Setup, subsidiary: str, where: str
                     ) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     """``(field, internal id)`` pairs for a line's dimensions per the rules, and the problems found: a value not
@@ -227,11 +232,7 @@ def line_dimensions(dimensions: Mapping[str, str], setup: Setup, subsidiary: str
                             f"{' or dimensions.' + rule.dimension + '.values' if rule.record != 'job' else ''})"
                             + (" — push the projects first" if rule.record == "job" else ""))
             continue
-        if ref.inactive:
-            problems.append(f"{where}: NetSuite {rule.record} {code} (id {ref.id}) is inactive")
-        if not ref.allowed_for(subsidiary):
-            problems.append(f"{where}: NetSuite {rule.record} {code} (id {ref.id}) is not available to subsidiary "
-                            f"{subsidiary} (restricted to {', '.join(sorted(ref.subsidiaries))})")
+        problems += ref_problems(ref, f"{where}: NetSuite {rule.record} {code} (id {ref.id})", subsidiary)
         if rule.field in out and out[rule.field] != ref.id:
             problems.append(f"{where}: two dimensions map to the NetSuite field {rule.field}")
         out[rule.field] = ref.id
@@ -332,4 +333,4 @@ def invoice_body(inv: Invoice, s: InvoiceSetup) -> tuple[dict[str, Any], list[st
 
 __all__ = ["DIMENSION_RECORDS", "INVOICE_STATUS", "SPLIT", "DimensionRule", "DocLine", "InvoiceSetup", "JournalDoc",
            "Period", "Ref", "Setup", "id_set", "invoice_body", "journal_documents", "journal_id_of", "line_dimensions",
-           "period_for", "signature", "truthy"]
+           "period_for", "ref_problems", "signature", "truthy"]

@@ -525,14 +525,19 @@ class Store:
             "isinactive": bool(body.get("isInactive"))})
 
     def _segment(self, table: str, rid: str, subsidiary: int, path: str) -> int:
-        row = self.one(f"SELECT * FROM {table} WHERE id = ?", rid)
+        return int(self._restricted(table, rid, subsidiary, path)["id"])
+
+    def _restricted(self, table: str, rid: str | None, subsidiary: int, path: str) -> dict[str, Any]:
+        """An active record of ``table`` available to ``subsidiary`` (its multi-select ``subsidiary`` is empty or
+        names it), or NetSuite's INVALID_KEY_OR_REF refusal."""
+        row = self.one(f"SELECT * FROM {table} WHERE id = ?", rid) if rid else None
         if row is None or row["isinactive"] == "T":
             raise Problem(400, "INVALID_KEY_OR_REF", f"Invalid {path} reference key {rid}.", path)
         allowed = {s.strip() for s in str(row["subsidiary"] or "").split(",") if s.strip()}
         if allowed and str(subsidiary) not in allowed:
             raise Problem(400, "INVALID_KEY_OR_REF", f"Invalid {path} reference key {rid} for subsidiary "
                           f"{subsidiary}.", path)
-        return int(row["id"])
+        return row
 
     def _period(self, body: Mapping[str, Any], trandate: str, kind: str) -> dict[str, Any]:
         pid = _ref(body, "postingPeriod")
@@ -594,16 +599,6 @@ class Store:
                         debit=bd or None, credit=bc or None, amount=bd - bc, posting=True, accountingbook=1)
         return tid
 
-    def _account(self, rid: str | None, subsidiary: int, path: str) -> dict[str, Any]:
-        row = self.one("SELECT * FROM account WHERE id = ?", rid) if rid else None
-        if row is None or row["isinactive"] == "T":
-            raise Problem(400, "INVALID_KEY_OR_REF", f"Invalid account reference key {rid}.", path)
-        allowed = {s.strip() for s in str(row["subsidiary"] or "").split(",") if s.strip()}
-        if allowed and str(subsidiary) not in allowed:
-            raise Problem(400, "INVALID_KEY_OR_REF", f"Invalid account reference key {rid} for subsidiary "
-                          f"{subsidiary}.", path)
-        return row
-
     def _rate(self, body: Mapping[str, Any], currency: str, base: str) -> Decimal:
         if currency == base:
             rate = _dec(body.get("exchangeRate", 1), "exchangeRate")
@@ -637,7 +632,7 @@ class Store:
         total_d = total_c = ZERO
         for i, it in enumerate(items):
             where = f"line.items[{i}]"
-            acct = self._account(_ref(it, "account"), sub["id"], f"{where}.account")
+            acct = self._restricted("account", _ref(it, "account"), sub["id"], f"{where}.account")
             debit = _dec(it.get("debit", 0), f"{where}.debit")
             credit = _dec(it.get("credit", 0), f"{where}.credit")
             if debit < 0 or credit < 0 or (debit and credit) or not (debit or credit):
