@@ -6,6 +6,7 @@ configuration checks."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -134,6 +135,32 @@ def test_closed_period_refused_before_sending_or_by_workday(sandbox: Any) -> Non
                                                            period="2026-08"))
     assert r.status is PostStatus.REJECTED and r.error.details["rule"] == "workday.period_closed"
     assert not app.state.store.journals
+
+
+def test_bulk_import_background_process_line_errors_and_rerun() -> None:
+    for app, base in serve(create_app(import_delay=0.3)):
+        target = ledger(base)
+        target.bulk_threshold, target.import_batch, target.import_poll = 5, 10, 0.05
+        target.opts.account_map["4000"] = "WD-NOPE"
+        js = [journal(f"I-{i:02d}", f"{i + 1}.00", account="4000" if i == 7 else "5000") for i in range(25)]
+        results = target.post_journals(batch(*js))
+        fm = "/ccx/service/acme/Financial_Management/v43.0#"
+        assert app.state.calls.count(path_prefix=fm + "Import") == 3  # 10 + 10 + 5 journals
+        assert app.state.calls.count(path_prefix=fm + "Submit") == 0
+        assert [r.journal_id for r in results if r.status is PostStatus.REJECTED] == ["I-07"]
+        assert "WD-NOPE" in results[7].error.message and results[7].error.code == "LB-V001"
+        assert sum(r.status is PostStatus.POSTED for r in results) == 24 and len(app.state.store.journals) == 24
+        # a process still running when the wait budget ends: pending, and the next run finds the journals
+        target.import_wait = 0.0
+        late = [journal(f"L-{i}", "9.00") for i in range(6)]
+        assert {r.status for r in target.post_journals(batch(*late))} == {PostStatus.PENDING}
+        deadline = time.monotonic() + 10
+        while any(p["status"] == "In Progress" for p in app.state.store.processes.values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert {r.status for r in target.post_journals(batch(*late))} == {PostStatus.POSTED}
+        assert len(app.state.store.journals) == 30
+        assert app.state.calls.count(path_prefix=fm + "Import") == 4
 
 
 def test_throttled_calls_wait_and_complete() -> None:

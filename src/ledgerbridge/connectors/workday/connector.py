@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,16 +50,21 @@ from ledgerbridge.connectors.workday.mapping import (
     PERIOD_STATES,
     HeldInvoice,
     HeldJournal,
+    ImportProcess,
     JournalOptions,
     get_invoices_request,
     get_journals_request,
     get_projects_request,
     held_invoices,
     held_journals,
+    import_journals_request,
+    import_messages_request,
+    import_processes,
     invoice_request,
     journal_problems,
     journal_signature,
     project_from_xml,
+    ref_id,
     submit_journal_request,
 )
 from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
@@ -122,7 +128,8 @@ class WorkdayLedger:
                  trial_balance_report: tuple[str, str] | None = None,
                  period_status_report: tuple[str, str] | None = None,
                  revenue_categories: Mapping[str, str] | None = None, default_revenue_category: str = "Services",
-                 default_cost_center: str = "") -> None:
+                 default_cost_center: str = "", bulk_threshold: int | None = None, import_batch: int = 100,
+                 import_wait: float = 120.0, import_poll: float = 0.5) -> None:
         if not 1 <= page_size <= 999:
             raise ValueError("page_size must be 1..999 (Workday Response_Filter Count)")
         self.client = client
@@ -136,6 +143,10 @@ class WorkdayLedger:
         self.revenue_categories = dict(revenue_categories or {})
         self.default_revenue_category = default_revenue_category
         self.default_cost_center = default_cost_center
+        self.bulk_threshold = bulk_threshold  # runs with this many journals to submit go through the import
+        self.import_batch = import_batch
+        self.import_wait = import_wait
+        self.import_poll = import_poll
         reverse: dict[str, list[str]] = defaultdict(list)
         for ours, theirs in self.opts.account_map.items():
             reverse[theirs].append(ours)
@@ -162,6 +173,10 @@ class WorkdayLedger:
         page = options.get("page_size", DEFAULT_PAGE)
         if not isinstance(page, int) or isinstance(page, bool) or not 1 <= page <= 999:
             problems.append("options.page_size must be an integer 1..999 (Workday's Count maximum)")
+        bulk = options.get("bulk_threshold")
+        if bulk is not None and (not isinstance(bulk, int) or isinstance(bulk, bool) or bulk < 1):
+            problems.append("options.bulk_threshold must be a positive integer (journals per run from which "
+                            "Import_Accounting_Journal is used) or absent")
         if not password:
             problems.append("secrets.password is empty — reference it with ${env:...} or ${file:...}")
         if problems:
@@ -179,7 +194,10 @@ class WorkdayLedger:
                    trial_balance_report=tb, period_status_report=ps,
                    revenue_categories=options.get("revenue_categories"),
                    default_revenue_category=str(options.get("default_revenue_category", "Services")),
-                   default_cost_center=str(options.get("default_cost_center", "")))
+                   default_cost_center=str(options.get("default_cost_center", "")),
+                   bulk_threshold=options.get("bulk_threshold"), import_batch=int(options.get("import_batch", 100)),
+                   import_wait=float(options.get("import_wait", 120)),
+                   import_poll=float(options.get("import_poll", 0.5)))
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
@@ -246,9 +264,11 @@ class WorkdayLedger:
                 pass
             return None
 
-        # one Submit per journal, up to the client's concurrency in flight (its pacer caps it too)
-        with ThreadPoolExecutor(max_workers=max(1, self.client.pacer.concurrency or 1)) as pool:
-            outcomes = list(pool.map(submit, todo))
+        if self.bulk_threshold is not None and len(todo) >= self.bulk_threshold:
+            outcomes = self._import(todo, run.run_id)
+        else:  # one Submit per journal, up to the client's concurrency in flight (its pacer caps it too)
+            with ThreadPoolExecutor(max_workers=max(1, self.client.pacer.concurrency or 1)) as pool:
+                outcomes = list(pool.map(submit, todo))
         submitted = [j.id for j, o in zip(todo, outcomes, strict=True) if o is None]
         results.update({o.journal_id: o for o in outcomes if o is not None})
         if submitted:
@@ -261,6 +281,44 @@ class WorkdayLedger:
                 else:
                     results[jid] = self._already_held(by_id[jid], h, run.run_id)
         return [results[j.id] for j in run.journals]
+
+    def _import(self, todo: Sequence[Any], run_id: str) -> list[PostResult | None]:
+        """``Import_Accounting_Journal`` in calls of ``import_batch`` journals, then poll the background processes
+        (``Get_Import_Process_Messages``) until done or ``import_wait`` seconds passed. A journal the process
+        refused is rejected with its message; the others are looked up by reference by the caller (still running
+        -> not found -> ``pending``: the next run finds them)."""
+        processes: list[str] = []
+        for chunk in chunks(list(todo), self.import_batch):
+            answer = self.client.call("Financial_Management", import_journals_request(chunk, self.opts, self.version))
+            wid = ref_id(answer.find("wd:Import_Process_Reference", NS), "WID")
+            if wid is None:
+                raise PermanentError(f"{SYSTEM}: Import_Accounting_Journal answered without an import process "
+                                     "reference", code="LB-P006")
+            processes.append(wid)
+        deadline = time.monotonic() + self.import_wait
+        state: dict[str, ImportProcess] = {}
+        while True:
+            pending = [w for w in processes if w not in state or not state[w].done]
+            if not pending:
+                break
+            for p in import_processes(self.client.call("Integrations", import_messages_request(pending,
+                                                                                                self.version))):
+                state[p.wid] = p
+            if all(state.get(w) is not None and state[w].done for w in processes) or time.monotonic() > deadline:
+                break
+            time.sleep(self.import_poll)
+        refused = {key: (msg, xpath) for p in state.values() for key, msg, xpath in p.refused}
+        out: list[PostResult | None] = []
+        for j in todo:
+            if j.id not in refused:
+                out.append(None)
+                continue
+            msg, xpath = refused[j.id]
+            rule = {"rule": "workday.period_closed"} if "closed period" in msg.lower() else {}
+            out.append(PostResult(j.id, PostStatus.REJECTED, None, RecordValidationError(
+                f"{SYSTEM}: journal {j.id} refused by the import process: {msg} ({xpath}) — fix and replay",
+                code="LB-V001", details={"journal_id": j.id, "run_id": run_id, "xpath": xpath, **rule})))
+        return out
 
     def _already_held(self, journal: Any, h: HeldJournal, run_id: str) -> PostResult:
         if h.status == "Canceled" or h.signature() != journal_signature(journal, self.opts):

@@ -254,6 +254,38 @@ def import_journals_request(journals: Sequence[JournalEntry], opts: JournalOptio
     return versioned(req, version)
 
 
+def import_messages_request(process_wids: Sequence[str], version: str) -> etree._Element:
+    """``Get_Import_Process_Messages_Request`` (``Integrations``) for background processes by WID."""
+    return versioned(WD.Get_Import_Process_Messages_Request(
+        WD.Request_References(*[ref("WID", w, "Import_Process_Reference") for w in process_wids])), version)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProcess:
+    """An import background process: its status and the journals it refused ``(our key, message, xpath)``."""
+
+    wid: str
+    status: str
+    refused: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.status.startswith("Completed") or self.status in ("Failed", "Canceled")
+
+
+def import_processes(response: etree._Element) -> list[ImportProcess]:
+    out = []
+    for el in response.iterfind("wd:Response_Data/wd:Import_Process", NS):
+        data = el.find("wd:Import_Process_Data", NS)
+        refused = tuple((text(m, "wd:Reference_ID", "") or "", text(m, "wd:Message_Summary", "") or "",
+                         text(m, "wd:Xpath", "") or "")
+                        for m in (data.iterfind("wd:Import_Process_Message", NS) if data is not None else ())
+                        if (text(m, "wd:Severity", "") or "").upper() in ("ERROR", "CRITICAL"))
+        out.append(ImportProcess(ref_id(el.find("wd:Import_Process_Reference", NS), "WID") or "",
+                                 text(data, "wd:Status", "") or "", refused))
+    return out
+
+
 def get_journals_request(journal_ids: Sequence[str], version: str, page: int, count: int) -> etree._Element:
     req = WD.Get_Journals_Request(
         request_references("Journal_Reference", "Accounting_Journal_ID", journal_ids),

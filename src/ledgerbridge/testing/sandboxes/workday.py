@@ -3,8 +3,10 @@ custom reports, as the public WWS directory describes them (vendor facts: docs/c
 
 - ``POST /ccx/service/<tenant>/<Service>/v<NN.N>``: a SOAP 1.1 envelope whose header carries a WS-Security
   UsernameToken (``<user>@<tenant>`` + password); anything else is a ``Client.authenticationError`` fault.
-  Operations: ``Submit_Accounting_Journal``, ``Get_Journals``, ``Submit_Customer_Invoice``,
-  ``Get_Customer_Invoices``, ``Get_Projects``. Faults are SOAP ``Fault`` elements with HTTP 500
+  Operations: ``Submit_Accounting_Journal``, ``Import_Accounting_Journal`` (a background process applied
+  ``import_delay`` seconds later; ``Integrations``/``Get_Import_Process_Messages`` reports its status and the
+  journals it refused), ``Get_Journals``, ``Submit_Customer_Invoice``, ``Get_Customer_Invoices``, ``Get_Projects``.
+  Faults are SOAP ``Fault`` elements with HTTP 500
   (``Validation_Fault`` / ``Validation_Error`` with ``Message``, ``Detail_Message``, ``Xpath``;
   ``Processing_Fault``). ``Response_Filter`` ``Page``/``Count`` (Count <= 999) pages ``Get_*`` answers,
   ``Response_Results`` gives ``Total_Results``/``Total_Pages``/``Page``; ``Transaction_Log_Criteria_Data`` filters
@@ -51,7 +53,8 @@ WD_TYPE = f"{{{WD_NS}}}type"
 E = ElementMaker(namespace=SOAP_NS, nsmap={"SOAP-ENV": SOAP_NS})
 WD = ElementMaker(namespace=WD_NS, nsmap={"wd": WD_NS})
 OPERATIONS = {
-    "Financial_Management": {"Submit_Accounting_Journal", "Get_Journals"},
+    "Financial_Management": {"Submit_Accounting_Journal", "Import_Accounting_Journal", "Get_Journals"},
+    "Integrations": {"Get_Import_Process_Messages"},
     "Resource_Management": {"Get_Projects"},
     "Revenue_Management": {"Submit_Customer_Invoice", "Get_Customer_Invoices"},
 }
@@ -150,6 +153,7 @@ class Store:
     customers: set[str] | None = None  # None: any customer id accepted
     projects: dict[str, dict[str, Any]] = field(default_factory=dict)
     journals: dict[str, dict[str, Any]] = field(default_factory=dict)  # WID -> journal
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # WID -> import background process
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     refs: dict[tuple[str, str], str] = field(default_factory=dict)  # (id type, value) -> WID
     clock: Any = field(default=lambda: dt.datetime.now(dt.UTC))
@@ -219,9 +223,10 @@ def _lookup(store: Store, req: etree._Element, element: str, id_type: str) -> li
 
 
 class Tenant:
-    def __init__(self, store: Store, tenant: str) -> None:
+    def __init__(self, store: Store, tenant: str, import_delay: float = 0.2) -> None:
         self.store = store
         self.tenant = tenant
+        self.import_delay = import_delay
 
     def _data(self, req: etree._Element, kind: str) -> tuple[etree._Element, str | None, str]:
         """``<kind>_Data``, its reference ID (ours) and its known company, or a validation fault."""
@@ -236,7 +241,8 @@ class Tenant:
 
     # ---------------------------------------------------------------- journals
 
-    def submit_accounting_journal(self, req: etree._Element, version: str) -> etree._Element:
+    def submit_accounting_journal(self, req: etree._Element, version: str, auto: bool | None = None
+                                  ) -> etree._Element:
         s = self.store
         data, key, company = self._data(req, "Accounting_Journal")
         acct_date = day(txt(data, "wd:Accounting_Date"), "Accounting_Journal_Data/Accounting_Date")
@@ -277,7 +283,8 @@ class Tenant:
         if off or ledger_sum != 0:
             raise Fault("validation", f"Journal is out of balance: debits minus credits = {off or ledger_sum}",
                         xpath="Accounting_Journal_Data/Journal_Entry_Line_Replacement_Data")
-        auto = txt(req, "wd:Business_Process_Parameters/wd:Auto_Complete") == "true"
+        if auto is None:
+            auto = txt(req, "wd:Business_Process_Parameters/wd:Auto_Complete") == "true"
         return self._create(s.journals, "Accounting_Journal", key, "JE", version, {
             "company": company, "date": acct_date, "status": "Posted" if auto else "Draft", "lines": lines,
             "currency": ref_value(data, "wd:Currency_Reference", "Currency_ID"),
@@ -301,6 +308,48 @@ class Tenant:
         resp = getattr(WD, f"Submit_{kind}_Response")(ref(f"{kind}_Reference", ("WID", wid), (id_type, key or number)))
         resp.set(f"{{{WD_NS}}}version", version)
         return resp
+
+    def import_accounting_journal(self, req: etree._Element, version: str) -> etree._Element:
+        """A background process: answered at once with its reference; the journals are applied (each validated
+        alone, failures kept as process messages) ``import_delay`` seconds later."""
+        s = self.store
+        items = req.findall("wd:Accounting_Journal", NS)
+        if not items:
+            raise Fault("validation", "At least one Accounting_Journal is required", xpath="Accounting_Journal")
+        wid = uuid.uuid4().hex
+        process: dict[str, Any] = {"status": "In Progress", "messages": []}
+        s.processes[wid] = process
+
+        def run() -> None:
+            for n, item in enumerate(items, 1):
+                try:
+                    self.submit_accounting_journal(item, version, auto=True)
+                except Fault as f:
+                    process["messages"].append({
+                        "key": txt(item, "wd:Accounting_Journal_Data/wd:Accounting_Journal_ID") or "",
+                        "message": f.message, "xpath": f"Accounting_Journal[{n}]/{f.xpath}"})
+            process["status"] = "Completed with Errors" if process["messages"] else "Completed"
+
+        threading.Timer(self.import_delay, run).start()
+        resp = WD.Import_Accounting_Journal_Response(ref("Import_Process_Reference", ("WID", wid)))
+        resp.set(f"{{{WD_NS}}}version", version)
+        return resp
+
+    def get_import_process_messages(self, req: etree._Element, version: str) -> etree._Element:
+        s = self.store
+        items = []
+        for r in req.findall("wd:Request_References/wd:Import_Process_Reference", NS):
+            wid = next(((i.text or "").strip() for i in r.findall("wd:ID", NS) if i.get(WD_TYPE) == "WID"), "")
+            process = s.processes.get(wid)
+            if process is None:
+                raise Fault("validation", f"Invalid ID value.  '{wid}' is not a valid ID value for type = 'WID'",
+                            xpath="Request_References/Import_Process_Reference")
+            data = WD.Import_Process_Data(WD.Status(process["status"]))
+            for m in list(process["messages"]):
+                data.append(WD.Import_Process_Message(WD.Severity("ERROR"), WD.Message_Summary(m["message"]),
+                                                      WD.Reference_ID(m["key"]), WD.Xpath(m["xpath"])))
+            items.append(WD.Import_Process(ref("Import_Process_Reference", ("WID", wid)), data))
+        return _page_response("Get_Import_Process_Messages", version, items, 1, 999)
 
     def get_journals(self, req: etree._Element, version: str) -> etree._Element:
         s = self.store
@@ -427,9 +476,9 @@ class Tenant:
 def create_app(*, tenant: str = "acme", user: str = "ISU_ledgerbridge", password: str = "lb-workday-demo",
                report_owner: str = "ISU_ledgerbridge", rate_limit: int | None = None, rate_window: float = 1.0,
                concurrency: int | None = None, retry_after: float = 1.0, hold_after: int | None = None,
-               **_: Any) -> FastAPI:
+               import_delay: float = 0.2, **_: Any) -> FastAPI:
     store = Store()
-    tenant_api = Tenant(store, tenant)
+    tenant_api = Tenant(store, tenant, import_delay)
     app = FastAPI(title="Workday sandbox")
     app.state.store = store
     app.state.calls = CallLog()
@@ -440,6 +489,8 @@ def create_app(*, tenant: str = "acme", user: str = "ISU_ledgerbridge", password
                         f"company C-US01 (USD), RaaS owner {report_owner!r} (LB_Trial_Balance, LB_Period_Status)")
     handlers = {"Submit_Accounting_Journal": tenant_api.submit_accounting_journal,
                 "Get_Journals": tenant_api.get_journals,
+                "Import_Accounting_Journal": tenant_api.import_accounting_journal,
+                "Get_Import_Process_Messages": tenant_api.get_import_process_messages,
                 "Submit_Customer_Invoice": tenant_api.submit_customer_invoice,
                 "Get_Customer_Invoices": tenant_api.get_customer_invoices,
                 "Get_Projects": tenant_api.get_projects}
