@@ -384,3 +384,14 @@ def test_write_back_skips_a_deleted_record_and_raises_only_when_nothing_could_be
     only_gone = dataclasses.replace(update, items=(("psa_kt", "time_entry", gone),))
     with pytest.raises(PermanentError, match=f"time_entry {gone} is not in Kantata"):
         src.write_invoice_status([only_gone])
+
+
+@with_options(seed="demo")
+def test_the_demo_tenant_syncs_and_the_sandbox_is_listed(sandbox: Sandbox) -> None:
+    from ledgerbridge.testing.sandbox import available_sandboxes
+
+    assert "kantata" in available_sandboxes()
+    assert "demo-client" in sandbox.app.state.banner
+    records = sandbox.source().sync(None).records()
+    statuses = Counter((r["entity"], r["payload"]["approval_status"]) for r in records)
+    assert statuses == {("time_entry", "approved"): 4, ("time_entry", "draft"): 2, ("expense", "approved"): 1}
