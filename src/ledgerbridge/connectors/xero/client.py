@@ -34,7 +34,8 @@ SYSTEM = "xero"
 API_URL = "https://api.xero.com/api.xro/2.0"
 IDENTITY_URL = "https://identity.xero.com/connect/token"
 CONNECTIONS_URL = "https://api.xero.com/connections"
-DEFAULT_SCOPES = "accounting.transactions accounting.contacts accounting.settings accounting.reports.read"
+DEFAULT_SCOPES = ("accounting.transactions accounting.contacts accounting.settings accounting.reports.read "
+                  "accounting.journals.read")
 PAGE_SIZE = 100  # Xero's page size for ManualJournals / Invoices / Contacts
 DAY_PAUSE = 3600.0  # once the day allowance is spent, ask Xero again after an hour (its window rolls)
 _PACERS: dict[tuple[Any, ...], Pacer] = {}
