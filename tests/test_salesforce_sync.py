@@ -215,6 +215,17 @@ def test_the_connector_paces_itself_by_sforce_limit_info() -> None:
         assert api_statuses(app) == [200] * 10 and src.client.limit_waits == 2  # waited at 4/4 and 8/4... twice
 
 
+def test_an_expired_query_locator_is_resumed_from_the_last_row_handled() -> None:
+    with org(page_size=5) as (app, base):
+        ids = kimble_entries(app.state.store, 23, stamp=T)
+        app.state.faults["expire_locators"] = 2
+        src = source(app, base, "kimble")
+        r = src.sync(None)
+        assert Counter(e.entry.id for e in r.events) == Counter(ids) and not r.stats["incomplete"]
+        assert r.stats["query_restarts"] == 2
+        assert app.state.calls.count(path_prefix="/services/data", status=400) == 2
+
+
 def test_expired_session_is_refreshed_mid_sync() -> None:
     with org(page_size=5) as (app, base):
         ids = kimble_entries(app.state.store, 20, stamp=T)

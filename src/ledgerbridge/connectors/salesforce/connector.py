@@ -277,6 +277,7 @@ class SalesforceSource:
         stats = {"full": bool(full), "package": self.package, "rows": run.rows, "events": len(run.events),
                  "business_events": len(run.business), "errors": len(run.errors), "skipped": run.skipped,
                  "deleted": run.deleted, "full_reads": ",".join(run.full_reads),
+                 "query_restarts": run.restarts,
                  "requests": self.client.requests - requests_before,
                  "incomplete": any(s.get("resume") for s in state.streams.values()) or run.stopped is not None,
                  "api_usage": "/".join(map(str, self.client.api_usage)) if self.client.api_usage else ""}
@@ -404,6 +405,7 @@ class _Run:
         self.rows = self.skipped = self.deleted = 0
         self.stopped: RateLimitedError | None = None
         self.full_reads: list[str] = []
+        self.restarts = 0
 
     # ---- reading
 
@@ -418,29 +420,38 @@ class _Run:
         if full:
             self.full_reads.append(role)
         if pos.get("resume") and pos.get("ts") and not full:
-            cond = (f"SystemModstamp > {pos['lit']} OR (SystemModstamp = {pos['lit']} AND Id > "
-                    f"{soql_string(pos['id'])})")
+            cond = _after(pos)
         elif pos.get("ts") and not full:
             since = parse_stamp(pos["ts"]).replace(microsecond=0) - dt.timedelta(seconds=opts.overlap_seconds)
             cond = f"SystemModstamp >= {soql_datetime(since)}"
         else:
             cond = ""
         listed: set[str] = set()
-        read = 0
+        read = restarts = 0
         started_full = full and not pos.get("resume")
-        try:
-            for page in src.client.query(src._soql(om, cond, order=True, limit=opts.max_records)):
-                for raw in page:
-                    listed.add(str(raw["Id"]))
-                    self.row(role, om, raw, items)
-                    pos["ts"], pos["id"] = str(raw["SystemModstamp"]), str(raw["Id"])
-                    pos["lit"] = _literal(raw["SystemModstamp"])
-                read += len(page)
-                pos["resume"] = True  # until the query is read to its end
-        except RateLimitedError:
-            self.rows += read
-            raise
+        while True:
+            try:
+                for page in src.client.query(src._soql(om, cond, order=True, limit=opts.max_records - read)):
+                    for raw in page:
+                        listed.add(str(raw["Id"]))
+                        self.row(role, om, raw, items)
+                        pos["ts"], pos["id"] = str(raw["SystemModstamp"]), str(raw["Id"])
+                        pos["lit"] = _literal(raw["SystemModstamp"])
+                    read += len(page)
+                    pos["resume"] = True  # until the query is read to its end
+                break
+            except RateLimitedError:
+                self.rows += read
+                raise
+            except RecordValidationError as err:
+                # the query locator expired (idle ~15 min) or was purged: query again after the last row handled
+                if "INVALID_QUERY_LOCATOR" not in (err.details.get("vendor_codes") or ()) or restarts >= 3 \
+                        or not pos.get("ts") or read >= opts.max_records:
+                    raise
+                restarts += 1
+                cond = _after(pos)
         self.rows += read
+        self.restarts += restarts
         pos["resume"] = read >= opts.max_records
         if started_full and not pos["resume"]:
             for sf_id in sorted(set(items) - listed):  # not in a complete full read: gone
@@ -586,6 +597,11 @@ class _Run:
                                   "milestone": milestone.model_dump(mode="json")})
         if done:
             children["done"] = [1, "done", []]
+
+
+def _after(pos: Mapping[str, Any]) -> str:
+    """The keyset predicate: rows after the last one handled, in (SystemModstamp, Id) order."""
+    return f"SystemModstamp > {pos['lit']} OR (SystemModstamp = {pos['lit']} AND Id > {soql_string(pos['id'])})"
 
 
 def _literal(stamp: Any) -> str:

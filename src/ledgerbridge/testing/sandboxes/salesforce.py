@@ -25,7 +25,8 @@ Test hooks on ``app.state``: ``store`` (:class:`Store`: insert/update/delete wit
 ``locked``, ``add_fields``), ``calls`` (:class:`CallLog`), ``limits`` (:class:`RateWindow`), ``consume(n)``
 (requests of the org's other integrations, sharing the allocation), ``faults`` (``expire_tokens_at_call``: every
 live token expires when the API call with that number arrives; ``lock_rows``: that many collection calls answer
-``UNABLE_TO_LOCK_ROW`` for every item), ``private_key_pem`` / ``public_key_pem`` (the demo
+``UNABLE_TO_LOCK_ROW`` for every item; ``expire_locators``: that many ``nextRecordsUrl`` fetches find their query
+locator expired), ``private_key_pem`` / ``public_key_pem`` (the demo
 connected app's key pair), ``client_id``, ``client_secret``, ``username``.
 """
 
@@ -648,6 +649,9 @@ def create_app(
     @app.get("/services/data/{version}/query/{locator}")
     def query_more(version: str, locator: str, request: Request) -> Response:
         loc, _, offset = locator.rpartition("-")
+        if app.state.faults.get("expire_locators", 0) > 0:  # idle too long: the server dropped the cursor
+            app.state.faults["expire_locators"] -= 1
+            locators.pop(loc, None)
         records = locators.get(loc)
         if records is None or not offset.isdigit():
             return sf_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
