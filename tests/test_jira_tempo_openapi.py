@@ -98,3 +98,35 @@ def test_wrong_shapes_are_refused_by_the_spec() -> None:
                                 headers={"Authorization": "Basic eDp5"})
         with pytest.raises(Exception, match="'x' is not of type 'integer'"):  # ids must be integers
             check_exchange(bad_req, 200, JSON, b"[]")
+
+
+def test_sandbox_worklog_writes_match_the_spec_and_reach_the_feeds() -> None:
+    with environment() as env:
+        b = seed_basics(env)
+        src = env.source(with_tempo=False)
+        api = httpx.Client(base_url=env.jira_url, transport=env.transport,
+                           headers={"Authorization": src.jira.auth.header()})
+        issue = b["issues"][0]
+        comment = {"type": "doc", "version": 1,
+                   "content": [{"type": "paragraph", "content": [{"type": "text", "text": "pairing"}]}]}
+        made = api.post(f"/rest/api/3/issue/{issue}/worklog",
+                        json={"started": "2026-11-02T09:00:00.000+0100", "timeSpentSeconds": 5400,
+                              "comment": comment})
+        assert made.status_code == 201
+        wid = made.json()["id"]
+        env.clock.advance(120)
+        first = src.sync(None)
+        entry = first.events[0].entry
+        assert (entry.id, entry.hours, entry.work_date, entry.description) == (
+            wid, Decimal("1.5000"), dt.date(2026, 11, 2), "pairing")
+        assert entry.resource_id == "557058:ada@example.com"  # written as the caller
+        assert api.put(f"/rest/api/3/issue/{issue}/worklog/{wid}", json={"timeSpentSeconds": 3600}).status_code == 200
+        env.clock.advance(120)
+        second = src.sync(first.cursor)
+        assert [e.entry.hours for e in second.events] == [Decimal("1.0000")]
+        assert api.delete(f"/rest/api/3/issue/{issue}/worklog/{wid}").status_code == 204
+        env.clock.advance(120)
+        assert [(e.kind, e.entry.id) for e in src.sync(second.cursor).events] == [("deleted", wid)]
+        api.close()
+        assert any(c.startswith("POST /rest/api/3/issue/") for c in env.transport.checked)
+        assert any(c.startswith("DELETE /rest/api/3/issue/") for c in env.transport.checked)

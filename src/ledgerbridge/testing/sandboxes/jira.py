@@ -12,7 +12,8 @@ Speaks:
   page, ``since`` inclusive, ``until`` = the page's youngest time, ``nextPage`` = the same feed ``?since=<until>``
   (so items sharing the boundary millisecond come again), ``lastPage``. Changes younger than ``gap_seconds`` (60)
   are left out — plus up to ``gap_jitter_seconds`` more per worklog (a late-surfacing change).
-- ``POST /worklog/list`` (at most 1,000 ids, else 400; deleted ids absent), ``GET /issue/{id}``,
+- ``POST /worklog/list`` (at most 1,000 ids, else 400; deleted ids absent; ``expand=properties``),
+  ``POST/PUT/DELETE /issue/{id}/worklog[/{worklogId}]`` (written as the caller), ``GET /issue/{id}``,
   ``GET /project/search``, ``GET /users/search``, worklog properties (GET/PUT/DELETE; a PUT bumps the worklog's
   ``updated`` as Jira does for its own writes).
 - ``fault_feed_shape=true``: the feeds answer ``updatedTime`` as a date-time text instead of epoch ms (a shape
@@ -139,6 +140,22 @@ class JiraStore:
     def visible(self, wid: str, stamp: int, now: int, gap_ms: int, jitter_ms: int) -> bool:
         extra = (zlib.crc32(f"{wid}:{stamp}".encode()) % (jitter_ms + 1)) if jitter_ms else 0
         return stamp + gap_ms + extra <= now
+
+
+def _text(adf: Any) -> str:
+    """The text of an ADF comment (or a plain string)."""
+    if isinstance(adf, dict):
+        return "".join(_text(c) for c in adf.get("content") or ()) if adf.get("type") != "text" \
+            else str(adf.get("text", ""))
+    return "" if adf is None else str(adf)
+
+
+def _caller(request: Request) -> str:
+    """The account id a write is made as: the basic-auth e-mail's account (``557058:`` + e-mail) or ``oauth``."""
+    auth = request.headers.get("authorization", "")
+    if auth.startswith("Basic "):
+        return "557058:" + base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+    return "557058:oauth-user"
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -299,11 +316,55 @@ def _routes(app: FastAPI, base: str, store: JiraStore) -> None:
             found = [worklog_json(request, store.worklogs[str(i)], expand) for i in ids if str(i) in store.worklogs]
         return JSONResponse(found)
 
+    def _issue(issue_id_or_key: str) -> dict[str, Any] | None:
+        return store.issues.get(issue_id_or_key) or next(
+            (i for i in store.issues.values() if i["key"] == issue_id_or_key), None)
+
+    def _started(value: Any) -> dt.datetime:
+        return dt.datetime.fromisoformat(str(value))
+
+    @app.post(base + "/issue/{issue_id_or_key}/worklog")
+    async def add_worklog(request: Request, issue_id_or_key: str) -> Response:
+        body = await request.json()
+        issue = _issue(issue_id_or_key)
+        if issue is None:
+            return _error(404, "Issue does not exist or you do not have permission to see it.")
+        try:
+            started, seconds = _started(body["started"]), int(body["timeSpentSeconds"])
+        except (KeyError, TypeError, ValueError):
+            return _error(400, "started (date-time) and timeSpentSeconds are required")
+        account = _caller(request)
+        offset = int(started.utcoffset().total_seconds() // 60) if started.utcoffset() else 0
+        wid = store.add_worklog(issue["id"], account, started, seconds, _text(body.get("comment")),
+                                offset_minutes=offset)
+        return JSONResponse(worklog_json(request, store.worklogs[wid]), status_code=201)
+
+    @app.put(base + "/issue/{issue_id_or_key}/worklog/{worklog_id}")
+    async def edit_worklog(request: Request, issue_id_or_key: str, worklog_id: str) -> Response:
+        body = await request.json()
+        if _owned(issue_id_or_key, worklog_id) is None:
+            return _error(404, "Worklog does not exist or you do not have permission to see it.")
+        changes: dict[str, Any] = {}
+        if "timeSpentSeconds" in body:
+            changes["seconds"] = int(body["timeSpentSeconds"])
+        if "started" in body:
+            changes["started"] = _started(body["started"])
+        if "comment" in body:
+            changes["comment"] = _text(body["comment"])
+        store.update_worklog(worklog_id, **changes)
+        return JSONResponse(worklog_json(request, store.worklogs[worklog_id]))
+
+    @app.delete(base + "/issue/{issue_id_or_key}/worklog/{worklog_id}")
+    def delete_worklog(issue_id_or_key: str, worklog_id: str) -> Response:
+        if _owned(issue_id_or_key, worklog_id) is None:
+            return _error(404, "Worklog does not exist or you do not have permission to see it.")
+        store.delete_worklog(worklog_id)
+        return Response(status_code=204)
+
     @app.get(base + "/issue/{issue_id_or_key}")
     def issue(request: Request, issue_id_or_key: str, fields: str = "*all") -> Response:
         with store.lock:
-            raw = store.issues.get(issue_id_or_key) or next(
-                (i for i in store.issues.values() if i["key"] == issue_id_or_key), None)
+            raw = _issue(issue_id_or_key)
             if raw is None:
                 return _error(404, "Issue does not exist or you do not have permission to see it.")
             project = store.projects[raw["project_id"]]
