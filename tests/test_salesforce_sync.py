@@ -6,6 +6,7 @@ connector's own budget, an expired session refreshed mid-sync, both OAuth grants
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -236,6 +237,13 @@ def test_expired_session_is_refreshed_mid_sync() -> None:
         assert src.client.tokens == 2
         assert [s for _, _, s in app.state.calls.calls].count(401) == 1
         assert app.state.calls.count(path_prefix="/services/oauth2/token") == 2
+
+    with org(token_lifetime=0.2) as (app, base):  # sessions time out between two syncs
+        kimble_entries(app.state.store, 3, stamp=T)
+        src = source(app, base, "kimble")
+        first = src.sync(None)
+        time.sleep(0.3)
+        assert src.sync(first.cursor).errors == [] and src.client.tokens == 2
 
 
 def test_client_credentials_and_refused_grants() -> None:
