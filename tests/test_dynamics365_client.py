@@ -17,7 +17,7 @@ import pytest
 
 from dynamics365_support import CLIENT_ID, SECRET, TENANT, connector_options, serve
 from ledgerbridge.connectors.base import PostingBatch, PostStatus
-from ledgerbridge.connectors.dynamics365 import D365Client, D365Connector, Op
+from ledgerbridge.connectors.dynamics365 import D365Client, D365Connector, D365Mapping, Op
 from ledgerbridge.errors import ConflictError, PermanentError
 from ledgerbridge.model.entities import Customer, JournalEntry, JournalLine, JournalType
 
@@ -187,3 +187,42 @@ def test_duplicate_headers_are_a_conflict_never_a_third_copy() -> None:
                                                      other.lines[1].model_copy(update={"credit": Decimal("1")}))})
         (res2,) = conn.post_journals(batch("r4", [changed]))
         assert isinstance(res2.error, ConflictError) and "different lines" in res2.error.message
+
+
+class DroppingTransport(httpx.HTTPTransport):
+    """Real HTTP, but every nextLink F&O returns loses its ``cross-company=true`` (a proxy or an F&O version that
+    does not carry it over); records every URL sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[httpx.URL] = []
+        self.stripped = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(request.url)
+        resp = super().handle_request(request)
+        if request.method != "GET" or not request.url.path.startswith("/data/"):
+            return resp
+        body = resp.read()
+        if b"@odata.nextLink" not in body:
+            return resp
+        self.stripped += 1
+        body = body.replace(b"cross-company=true&", b"").replace(b"&cross-company=true", b"")
+        headers = [(k, v) for k, v in resp.headers.items() if k.lower() != "content-length"]
+        return httpx.Response(resp.status_code, headers=headers, content=body, request=request)
+
+
+def test_nextlinks_without_the_flag_get_it_back() -> None:
+    with serve(page_size=2) as (app, base):
+        transport = DroppingTransport()
+        client = D365Client(fo_url=base, tenant_id=TENANT, client_id=CLIENT_ID, client_secret=SECRET,
+                            authority=base, transport=transport)
+        conn = D365Connector(client, D365Mapping(companies={"US01": "usmf", "UK01": "gbsi", "DE01": "demf"}))
+        custs = [Customer(id=f"K-{e}-{i}", name=f"K {e} {i}", legal_entity_id=e, currency="USD",
+                          tax_jurisdiction="US", tax_code="X") for e in ("US01", "UK01", "DE01") for i in range(3)]
+        conn.push_customers(custs)
+        rows = client.fo_get("CustomersV3")
+        assert len(rows) == 9 and transport.stripped >= 4
+        gets = [u for u in transport.urls if u.path.startswith("/data/") and u.path != "/data/$batch"]
+        assert gets and all(u.params.get("cross-company") == "true" for u in gets)
+        assert app.state.store.reads_without_cross_company == []

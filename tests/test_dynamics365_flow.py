@@ -18,6 +18,7 @@ from dynamics365_support import COMPANIES, SYSTEM, cutoff, d365_ctx, serve
 from ledgerbridge.flows import posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.flows.periods import close_period
+from ledgerbridge.flows.reconcile import reconcile
 from ledgerbridge.store import dead_letters, journals
 
 from flows_support import records, tiny_firm
@@ -68,6 +69,12 @@ def test_a_month_posted_reads_back_to_the_cent(tmp_path: Path, export: Path,
             foreign += sum(1 for (_, _, cur) in by_currency if cur != ctx.reference.functional_currencies[entity])
             assert all(h["dataAreaId"] == co for h in app.state.store.journals(co))
         assert foreign, "the month should carry foreign-currency lines (exchange rate per line)"
+        # the reconciliation reads F&O's ledger side for every entity: each September cell is explained
+        recon = reconcile(ctx, ctx.workdir / "psa-export")
+        cells = [c for c in recon.cells if c.period == SEP and c.measure != "hours"]
+        assert {c.legal_entity_id for c in cells} == set(COMPANIES)
+        assert all(c.ledger is not None and c.unexplained == 0 for c in cells), [
+            c.to_json(items=False) for c in cells if c.unexplained]
         # every F&O read said cross-company=true: no read silently missed a legal entity
         assert app.state.store.reads_without_cross_company == []
         # a re-run posts nothing twice
