@@ -145,6 +145,9 @@ def test_certinia_timecards_split_per_day_edits_and_deletes_withdraw_what_was_ap
         assert {e.entry.id: e.entry.approval_status for e in r3.events} == {
             f"{card}:2026-11-01": ApprovalStatus.RECALLED, f"{card}:2026-11-02": ApprovalStatus.RECALLED}
         assert r3.stats["full"] is False and r3.stats["deleted"] == 1
+        replay = src.sync(r2.cursor)  # a crash before the cursor was stored: the same changes, the same keys
+        assert [e.idempotency_key for e in replay.events] == [e.idempotency_key for e in r3.events]
+        assert replay.cursor["items"] == r3.cursor["items"]
 
         st.empty_recycle_bin()  # the feed no longer reaches back: a full read sweeps what is gone
         st.delete("pse__Expense__c", exp, when=st.clock() - dt.timedelta(hours=1))
@@ -153,6 +156,7 @@ def test_certinia_timecards_split_per_day_edits_and_deletes_withdraw_what_was_ap
         assert [(e.entry.id, e.entry.approval_status, e.entry.description) for e in r4.events] == [
             (exp, ApprovalStatus.RECALLED, "not found in a full read")]
         assert r4.stats["full"] is False and r4.stats["full_reads"] == "time_entry,expense,milestone"
+        assert [e.idempotency_key for e in src.sync(r3.cursor).events] == [e.idempotency_key for e in r4.events]
         assert src.sync(r4.cursor).events == []
 
 

@@ -29,6 +29,7 @@ sync from the same cursor against the same org data gives the same versions and 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -385,9 +386,9 @@ class _State:
                 f"{cursor.get('package')!r}, expected {CURSOR_FORMAT} / {package!r} — delete the cursor "
                 "(ledgerbridge re-reads everything; idempotency keys prevent duplicates)",
                 details={"format": cursor.get("format"), "package": cursor.get("package")})
-        return cls(package=package, streams={k: dict(v) for k, v in cursor.get("streams", {}).items()},
-                   items={k: {i: list(r) for i, r in v.items()} for k, v in cursor.get("items", {}).items()},
-                   syncs=int(cursor.get("syncs", 0)))
+        mine = json.loads(json.dumps(cursor))  # a private copy: the caller's cursor stays as it was (replays)
+        return cls(package=package, streams=mine.get("streams", {}), items=mine.get("items", {}),
+                   syncs=int(mine.get("syncs", 0)))
 
     def dump(self) -> dict[str, Any]:
         return {"format": CURSOR_FORMAT, "package": self.package, "streams": self.streams, "items": self.items,
@@ -455,7 +456,7 @@ class _Run:
         pos["resume"] = read >= opts.max_records
         if started_full and not pos["resume"]:
             for sf_id in sorted(set(items) - listed):  # not in a complete full read: gone
-                self._withdraw(role, sf_id, items, self.now, "not found in a full read")
+                self._withdraw(role, sf_id, items, None, "not found in a full read")
         if full:
             pos["deleted_to"] = sf_datetime(self.now)
 
@@ -555,11 +556,14 @@ class _Run:
                           status=status, why=why)
         self.events.append(ChangeEvent("deleted", entry, self.src.system, self.now))
 
-    def _withdraw(self, role: str, sf_id: str, items: dict[str, Known], when: dt.datetime, why: str) -> None:
+    def _withdraw(self, role: str, sf_id: str, items: dict[str, Known], when: dt.datetime | None,
+                  why: str) -> None:
+        """Withdraw every entry of a record that is gone: version = the deletion time (delete feed) or last + 1
+        (full-read sweep) — never the wall clock, so a replayed sync gives the same versions."""
         known = items.pop(sf_id)
         self.deleted += 1
         for eid in sorted(known[3]) if role in ("time_entry", "expense") else ():
-            self._emit_withdrawn(eid, known[2], known[3], _epoch(when), why)
+            self._emit_withdrawn(eid, known[2], known[3], _epoch(when) if when else 0, why)
 
     def _business(self, role: str, om: ObjectMap, raw: Mapping[str, Any], children: dict[str, list[Any]]) -> None:
         src = self.src
