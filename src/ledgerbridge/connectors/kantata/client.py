@@ -22,7 +22,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -63,10 +63,8 @@ class Credentials:
 
 @dataclass(slots=True)
 class ClientStats:
-    requests: int = 0
-    tokens: int = 0
-    rate_limited: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    requests: int = 0  # logical calls (retries and refreshes not counted; the metrics count every HTTP call)
+    tokens: int = 0  # tokens obtained
 
 
 class _Bearer(httpx.Auth):
