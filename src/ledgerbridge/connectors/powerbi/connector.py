@@ -132,8 +132,8 @@ class PowerBiTarget:
         problems = [f"options.{k} is required (text)" for k in ("tenant_id", "client_id", "group_id")
                     if not isinstance(options.get(k), str) or not options.get(k)]
         tables = options.get("tables", DEFAULT_TABLES)
-        if not isinstance(tables, list | tuple) or not all(isinstance(t, str) for t in tables):
-            problems.append("options.tables must be a list of mart table names")
+        if not isinstance(tables, list | tuple) or not all(isinstance(t, str) and t.isidentifier() for t in tables):
+            problems.append("options.tables must be a list of mart table names (e.g. invoice_status)")
         if options.get("retention", "basicFIFO") not in RETENTION_ROWS:
             problems.append(f"options.retention must be one of {sorted(RETENTION_ROWS)}")
         if not client_secret:

@@ -45,8 +45,9 @@ WD = ElementMaker(namespace=WD_NS, nsmap={"wd": WD_NS})
 #: Workday customer invoice status (and payment status) -> canonical InvoiceStatus value
 INVOICE_STATES = {"Draft": "draft", "In Progress": "submitted", "Approved": "posted", "Canceled": "void"}
 #: Workday period status (as a period-status report shows it) -> our period status
+#: a Future period accepts no journals yet: treated as closed, so nothing is sent there
 PERIOD_STATES = {"Open": "open", "Closing": "closing", "Pending Close": "closing", "Closed": "closed",
-                 "Locked": "locked", "Future": "open"}
+                 "Locked": "locked", "Future": "closed"}
 MAX_PAGE_COUNT = 999
 #: project billing type as the tenant names it [unverified: configure per tenant] -> our contract type
 BILLING_TYPES = {"Time and Materials": "time_and_materials", "Fixed Fee": "fixed_fee", "Milestone": "milestone"}
