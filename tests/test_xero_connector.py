@@ -137,6 +137,14 @@ def test_repost_is_harmless_and_changed_content_is_a_conflict(env: Env) -> None:
     assert len(env.store.manual_journals) == 2
     held = fresh.read_back([j1.id, j2.id, "nope"])
     assert set(held) == {j1.id, j2.id} and held[j1.id].matches(j1) and held[j2.id].matches(j2)
+    # the accountant voids j2 in Xero: never re-created silently, a conflict for stewardship
+    (mid,) = [k for k, mj in env.store.manual_journals.items() if mj["Narration"].endswith(f"[lb:{j2.id}]")]
+    env.store.manual_journals[mid] = {**env.store.manual_journals[mid], "Status": "VOIDED",
+                                      "UpdatedDateUTC": ms_date(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))}
+    (voided,) = fresh.post_journals(batch(j2, run="r4"))
+    assert voided.status is PostStatus.REJECTED and "voided" in str(voided.error)
+    assert len(env.store.manual_journals) == 2
+    assert j2.id not in fresh.read_back([j2.id])
 
 
 # --------------------------------------------------------------------------------------------------- batches

@@ -90,6 +90,7 @@ def test_months_posted_by_config_trial_balance_and_locked_period(tmp_path: Path,
     transactions.process_pending(ctx)
     octo = posting.post_period(ctx, "US01", OCT)
     assert octo.status == "posted" and octo.journals > 0, octo
+    assert octo.redated_lines > 0  # late September changes were redated into October by the late-item policy
     assert posting.post_period(ctx, "US01", OCT).status == "nothing_to_post"
     new = [mj for k, mj in app.state.store.manual_journals.items() if k not in sep_held]
     assert new and all(mj["DateString"] >= "2026-10-01" for mj in new)  # nothing went into locked September
@@ -122,8 +123,11 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
     from flows_support import make_ctx
-    from xero_support import wire
+    import functools
+    import ledgerbridge.connectors.xero as pkg
+    from xero_support import SpecCheckingTransport, wire
     from ledgerbridge.flows import posting
+    pkg.build = functools.partial(pkg.build, transport=SpecCheckingTransport())  # the child is validated too
     args = json.loads(sys.argv[2])
     ctx = make_ctx(Path(args["workdir"]), export_from=Path(args["firm"]), failure_mode="line_level")
     wire(ctx, args["base"], **args["options"])

@@ -254,8 +254,16 @@ class XeroLedger:
         ready: list[ManualJournalPlan] = []
         for plan in plans:
             held = self.journals.live(plan.journal_id)
+            gone = self.journals.by_key.get(plan.journal_id, {})
             if held:
                 results[plan.journal_id] = self._already_held(plan, held, run.run_id)
+            elif gone:  # every copy voided/deleted in Xero: someone took it out on purpose — never re-create silently
+                ids = sorted(gone)
+                results[plan.journal_id] = PostResult(plan.journal_id, PostStatus.REJECTED, ",".join(ids),
+                                                      ConflictError(
+                    f"{SYSTEM}: journal {plan.journal_id} was posted to Xero and then voided/deleted there ({ids}) — "
+                    "decide in stewardship: post it under a new journal id, or leave it out", code="LB-C001",
+                    details={"journal_id": plan.journal_id, "run_id": run.run_id, "manual_journal_ids": ids}))
             elif plan.problems:
                 results[plan.journal_id] = self._reject(plan, run.run_id, "refused before sending: "
                                                         + "; ".join(plan.problems), "xero.journal_invalid",
@@ -492,23 +500,34 @@ class XeroLedger:
             if todo:
                 self.ensure_tracking(str(cat), {i.project_id for i in todo})
         for i in range(0, len(todo), self.batch_size):
-            chunk = todo[i:i + self.batch_size]
-            bodies = [invoice_body(inv, chart, contacts[inv.customer_id], self.revenue_account) for inv in chunk]
-            key = idempotency_key("inv", self.legal_entity_id,
-                                  *(f"{inv.id}:{hashlib.sha256(dumps(b)).hexdigest()}" for inv, b in zip(
-                                      chunk, bodies, strict=True)))
-            resp = self.client.write("PUT", "Invoices", {"Invoices": bodies}, key=key, summarize_errors=False)
-            for inv, el in zip(chunk, resp.get("Invoices") or [], strict=True):
-                msgs = element_errors(el)
-                if msgs:
-                    out[inv.id] = RecordValidationError(f"{SYSTEM}: Xero refused invoice {inv.id}: {'; '.join(msgs)}",
-                                                        code="LB-V001", details={"invoice_id": inv.id,
-                                                                                 "rule": "xero.validation",
-                                                                                 "validation_errors": msgs})
-                else:
-                    self.invoices.add(el)
-                    out[inv.id] = self._held_invoice(inv, el)
+            self._put_invoices(todo[i:i + self.batch_size], chart, contacts, out)
         return {inv.id: out[inv.id] for inv in invoices}
+
+    def _put_invoices(self, chunk: list[Invoice], chart: XeroChart, contacts: Mapping[str, str],
+                      out: dict[str, InvoiceResult | LedgerbridgeError]) -> None:
+        bodies = [invoice_body(inv, chart, contacts[inv.customer_id], self.revenue_account) for inv in chunk]
+        key = idempotency_key("inv", self.legal_entity_id, *(
+            f"{inv.id}:{hashlib.sha256(dumps(b)).hexdigest()}" for inv, b in zip(chunk, bodies, strict=True)))
+        try:
+            resp = self.client.write("PUT", "Invoices", {"Invoices": bodies}, key=key, summarize_errors=False)
+        except RecordValidationError as exc:  # the whole request refused: isolate the cause invoice by invoice
+            if len(chunk) == 1:
+                exc.details["invoice_id"] = chunk[0].id
+                out[chunk[0].id] = exc
+            else:
+                for inv in chunk:
+                    self._put_invoices([inv], chart, contacts, out)
+            return
+        for inv, el in zip(chunk, resp.get("Invoices") or [], strict=True):
+            msgs = element_errors(el)
+            if msgs:
+                out[inv.id] = RecordValidationError(f"{SYSTEM}: Xero refused invoice {inv.id}: {'; '.join(msgs)}",
+                                                    code="LB-V001", details={"invoice_id": inv.id,
+                                                                             "rule": "xero.validation",
+                                                                             "validation_errors": msgs})
+            else:
+                self.invoices.add(el)
+                out[inv.id] = self._held_invoice(inv, el)
 
     def create_invoice(self, inv: Invoice) -> InvoiceResult:
         res = self.create_invoices([inv])[inv.id]

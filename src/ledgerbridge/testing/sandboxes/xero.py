@@ -138,6 +138,9 @@ class XeroStore:
     manual_journals: dict[str, dict[str, Any]] = field(default_factory=dict)
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     gl: list[dict[str, Any]] = field(default_factory=list)  # the Journals feed
+    #: enabled currencies -> Xero's day rate (foreign units per 1 base unit), used when an invoice sends none
+    currency_rates: dict[str, Decimal] = field(default_factory=lambda: {"EUR": Decimal("0.92"),
+                                                                        "GBP": Decimal("0.79")})
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def add_account(self, code: str, name: str, type_: str = "EXPENSE", status: str = "ACTIVE") -> None:
@@ -657,8 +660,11 @@ def create_app(*, calls_per_minute: int = 60, window: float = 60.0, concurrency:
         date = parse_date(inv.get("Date"))
         errs += lock_problem(date)
         currency = str(inv.get("CurrencyCode") or store.base_currency)
-        if currency != store.base_currency and not inv.get("CurrencyRate"):
-            errs.append(f"The currency {currency} needs a CurrencyRate in this sandbox")
+        rate_used = dec(inv.get("CurrencyRate")) or (Decimal(1) if currency == store.base_currency
+                                                     else store.currency_rates.get(currency))
+        if rate_used is None:
+            errs.append(f"The currency {currency} is not enabled for this organisation")
+            rate_used = Decimal(1)
         sub = tax = Decimal(0)
         items = []
         for n, li in enumerate(inv.get("LineItems") or [], 1):
@@ -699,7 +705,7 @@ def create_app(*, calls_per_minute: int = 60, window: float = 60.0, concurrency:
               "DueDate": ms(parse_date(inv.get("DueDate")) or date) if date else None,
               "Status": status, "LineAmountTypes": inv.get("LineAmountTypes", "Exclusive"), "LineItems": items,
               "SubTotal": _num(sub), "TotalTax": _num(tax), "Total": _num(sub + tax), "CurrencyCode": currency,
-              "CurrencyRate": _jsonable(dec(inv.get("CurrencyRate") or 1)), "AmountDue": _num(sub + tax),
+              "CurrencyRate": _jsonable(rate_used), "AmountDue": _num(sub + tax),
               "AmountPaid": 0.0, "HasErrors": False}
         return {k: v for k, v in el.items() if v is not None}, errs
 
