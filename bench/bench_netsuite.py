@@ -35,7 +35,8 @@ def options(base: str, concurrency: int) -> dict:
     return {"account_id": "TSTDRV2100000", "base_url": base, "client_id": "lb-sandbox-client",
             "certificate_id": "lb-sandbox-cert", "algorithm": "ES256", "subsidiaries": SUBS,
             "concurrency": concurrency, "limit_wait_seconds": 0.1,
-            "item_map": {"1200": "PS-BILL"}, "tax_map": {"US-EXEMPT": 1, "UK-VAT20": 2, "DE-VAT19": 3}}
+            "item_map": {"4900": "PS-BILL", "4300": "PS-EXP"},
+            "tax_map": {"US-EXEMPT": 1, "UK-VAT20": 2, "DE-VAT19": 3}}
 
 
 def journals(n: int, prefix: str) -> list[JournalEntry]:

@@ -18,7 +18,7 @@ from ledgerbridge.testing.sandboxes.netsuite import create_app
 KEY_ENV = "LB_TEST_NETSUITE_KEY"
 SUBSIDIARIES = {"US01": 1, "UK01": 2, "DE01": 3}
 TAX_MAP = {"US-EXEMPT": 1, "UK-VAT20": 2, "DE-VAT19": 3}  # sandbox salestaxitem ids
-ITEM_MAP = {"1200": "PS-BILL", "4000": "PS-TM", "4100": "PS-FF", "4200": "PS-MS", "4300": "PS-EXP"}
+ITEM_MAP = {"4900": "PS-BILL", "4000": "PS-TM", "4100": "PS-FF", "4200": "PS-MS", "4300": "PS-EXP"}
 
 
 @contextlib.contextmanager

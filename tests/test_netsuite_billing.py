@@ -105,6 +105,16 @@ def test_invoice_round_trip_through_billing(tmp_path: Path, firm: Path) -> None:
         assert {k: (written[k]["erp_number"], written[k]["status"]) for k in drafted} == {
             k: (rows[k].erp_number, "posted") for k in drafted}
 
+        # NetSuite booked each invoice (Dr 1100 / Cr clearing 4900); the engine staged only the relief (Dr 4900 /
+        # Cr 1200), posted by the next run: in NetSuite's GL the clearing nets to zero and receivables equal the
+        # invoice totals
+        relief = posting.post_period(ctx, "US01", SEP)
+        assert relief.status == "posted" and relief.journals > 0 and relief.dead_lettered == 0, relief
+        tb = target.trial_balance("US01", SEP, SEP)
+        clearing_debit, clearing_credit = tb[("4900", "USD")]
+        assert clearing_debit == clearing_credit > 0
+        assert tb[("1100", "USD")] == (sum(Decimal(h["foreigntotal"]) for h in held.values()), Decimal(0))
+
         # the customer pays in NetSuite: the next status sync and write-back say so
         paid = drafted[0]
         store.pay_invoice(paid)

@@ -230,7 +230,7 @@ def test_invoices_created_once_and_read_incrementally() -> None:
         def inv(i: int, tax: str = "200.00") -> Invoice:
             ln = InvoiceLine(line_no=1, description="Consulting", quantity=Decimal("8"), unit_price=Decimal("125"),
                              net_amount=Decimal("1000.00"), tax_code="UK-VAT20", tax_amount=Decimal(tax),
-                             revenue_account="1200")
+                             revenue_account="4900")
             return Invoice(id=f"INV-UK-{i}", legal_entity_id="UK01", customer_id="C-UK", project_id="P-9",
                            invoice_date=dt.date(2026, 9, 30), currency="GBP", lines=(ln,), net_total=ln.net_amount,
                            tax_total=ln.tax_amount, total=ln.net_amount + ln.tax_amount)

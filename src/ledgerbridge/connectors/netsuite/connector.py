@@ -144,6 +144,9 @@ class NetSuiteLedger:
     """
 
     uses_reference = False  # holds no reference data of ours: survives a reference reload
+    #: an invoice created in NetSuite books its receivable there: the billing flow sends work lines on the invoice
+    #: clearing account and stages only the relief journal (docs/sync-billing.md)
+    books_ledger = True
 
     def __init__(self, client: NetSuiteClient, *, subsidiaries: Mapping[str, str | int],
                  account_map: Mapping[str, str | int] | None = None,

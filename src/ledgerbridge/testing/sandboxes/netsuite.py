@@ -329,7 +329,7 @@ class Store:
                  ("4000", "Service revenue (T&M)", "Income"), ("4100", "Fixed-fee revenue", "Income"),
                  ("4200", "Milestone revenue", "Income"), ("4300", "Reimbursable expense revenue", "Income"),
                  ("5000", "Project labor cost", "COGS"), ("5100", "Project expenses", "COGS"),
-                 ("7900", "FX and rounding differences", "OthExpense")]
+                 ("4900", "Invoice clearing", "Income"), ("7900", "FX and rounding differences", "OthExpense")]
         acct = {n: self.add_account(n, name, kind, subs.values()) for n, name, kind in chart}
         self.add_months("2026-01", "2027-12")
         for ent, sid in subs.items():
@@ -342,7 +342,7 @@ class Store:
                           ("LOC-MUC", 3)):
             self.add_segment("location", code, code[4:], [sid])
         for itemid, income in (("PS-TM", "4000"), ("PS-FF", "4100"), ("PS-MS", "4200"), ("PS-EXP", "4300"),
-                               ("PS-BILL", "1200")):  # billing relieves unbilled receivables
+                               ("PS-BILL", "4900")):  # invoiced work: the clearing the engine relieves
             self.insert("item", itemid=itemid, displayname=itemid, incomeaccount=acct[income], isinactive=False)
         for code, rate in (("US-EXEMPT", "0"), ("UK-VAT20", "20"), ("DE-VAT19", "19")):
             self.insert("salestaxitem", itemid=code, rate=rate, taxaccount=acct["2300"], isinactive=False)
