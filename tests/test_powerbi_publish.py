@@ -253,9 +253,12 @@ def test_token_renewed_after_expiry_and_revocation(contract: SwaggerContract) ->
         assert problems == []
 
 
-def test_sandbox_refuses_rows_of_the_wrong_type_and_oversized_posts(sandbox: Any) -> None:
+def test_sandbox_refuses_rows_of_the_wrong_type_and_oversized_posts(sandbox: Any, contract: SwaggerContract
+                                                                     ) -> None:
     _, base = sandbox
-    client = PowerBiClient("lb-tenant", "lb-app", "lb-secret", api_url=base, authority=base)
+    problems: list[str] = []
+    client = checked(PowerBiClient("lb-tenant", "lb-app", "lb-secret", api_url=base, authority=base), contract,
+                     problems)
     ds = client.create_dataset(GROUP, {"name": "t", "defaultMode": "Push", "tables": [
         {"name": "facts", "columns": [{"name": "n", "dataType": "Int64"}]}]})
     with pytest.raises(RecordValidationError, match="not a valid Int64"):
@@ -264,3 +267,4 @@ def test_sandbox_refuses_rows_of_the_wrong_type_and_oversized_posts(sandbox: Any
     with pytest.raises(RecordValidationError, match="limit is 10000"):
         client.request("POST", f"/v1.0/myorg/groups/{GROUP}/datasets/{ds['id']}/tables/facts/rows",
                        json={"rows": [{"n": 1}] * 10_001})
+    assert problems == []

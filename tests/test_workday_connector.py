@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from lxml import etree
 
@@ -68,6 +69,19 @@ def test_envelope_carries_the_ws_security_username_token() -> None:
     assert etree.QName(body).localname == "Submit_Accounting_Journal_Request"
     ids = body.findall(".//wd:Accounting_Journal_ID", NS)
     assert [i.text for i in ids] == ["J-1"] and body.get(f"{{{WD_NS}}}version") == "v43.0"
+
+
+def test_sandbox_requires_the_ws_security_header(sandbox: Any) -> None:
+    _, base = sandbox
+    bare = etree.tostring(etree.fromstring(envelope(
+        submit_journal_request(journal("J-1", "1.00"), ledger(base).opts, "v43.0"), username="x", password="y")))
+    root = etree.fromstring(bare)
+    root.remove(root.find("env:Header", NS))
+    answer = httpx.post(f"{base}/ccx/service/acme/Financial_Management/v43.0", content=etree.tostring(root),
+                        headers={"Content-Type": "text/xml"})
+    assert answer.status_code == 500
+    fault = etree.fromstring(answer.content).find(".//env:Fault", NS)
+    assert fault.findtext("faultcode") == "SOAP-ENV:Client.authenticationError"
 
 
 def test_post_idempotent_conflict_and_read_back(sandbox: Any) -> None:
