@@ -395,3 +395,28 @@ def test_the_demo_tenant_syncs_and_the_sandbox_is_listed(sandbox: Sandbox) -> No
     records = sandbox.source().sync(None).records()
     statuses = Counter((r["entity"], r["payload"]["approval_status"]) for r in records)
     assert statuses == {("time_entry", "approved"): 4, ("time_entry", "draft"): 2, ("expense", "approved"): 1}
+
+
+@with_options(ignore_updated_after=True)
+def test_an_ignored_updated_after_filter_is_detected_and_the_window_read_newest_first(sandbox: Sandbox) -> None:
+    s = sandbox.store
+    ws, user = tenant(s)
+    base = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    s.freeze(base - dt.timedelta(hours=3))
+    old = [s.add_time_entry(ws, user, DAY, 30) for _ in range(1000)]  # history, outside the window
+    s.freeze(base - dt.timedelta(seconds=20))
+    src = sandbox.source(rescan_every=1, rescan_window_seconds=600)
+    cursor = src.sync(None, now=base).cursor
+    s.drop_next(10_000)
+    recent = []
+    for _ in range(5):  # 250 recent changes, 50 per second: ties across the 200-row pages
+        s.advance(1)
+        recent += [s.add_time_entry(ws, user, DAY, 45) for _ in range(50)]
+    s.update_time_entry(old[0], time_in_minutes=31)
+    recent.append(old[0])
+    sandbox.app.state.calls.clear()
+    result = src.sync(cursor, now=base)
+    assert result.stats["updated_after_ignored"]
+    assert sorted(r["external_id"] for r in result.records()) == sorted(recent)
+    # newest first, stopping once past the window: not the 1,250 rows' 7 pages twice over
+    assert sandbox.count(prefix="/api/v1/time_entries") <= 1 + 2

@@ -174,6 +174,7 @@ class KantataSource:
         self.service_name = service_name
         self.expense_approved_field = expense_approved_field
         self.write_failures: list[LedgerbridgeError] = []  # records the last write-back could not mark
+        self.filter_ignored = False  # the tenant ignored updated_after (re-scans read newest first)
 
     @classmethod
     def from_options(cls, system: str, options: Mapping[str, Any], credentials: Credentials,
@@ -241,23 +242,34 @@ class KantataSource:
     def _rescan(self, entity: str, after: dt.datetime | None) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         """Everything updated after ``after`` (None = all), keyed on ``updated_at`` ascending: each next query
         starts one second before the last row's ``updated_at`` so rows tied on that second are read again, not
-        skipped; a page made only of such ties moves to the next page number instead."""
+        skipped; a page made only of such ties moves to the next page number instead.
+
+        ``updated_after`` is not documented for every resource: when the answer holds a row at or before
+        ``after`` the filter was ignored, and the window is read newest first (``order=updated_at:desc``) until a
+        page passes ``after`` (rows moving to the front while we page are read twice, never skipped)."""
         if after is None:
             return self._read(entity, {"order": "id:asc"})
         out: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
-        page = 1
+        extra = {"include": "timesheet_submission"} if entity == "time_entry" else {}
+        start, page, descending = after, 1, False
         while True:
-            params = {"updated_after": _stamp(after), "order": "updated_at:asc"}
-            params = {**params, "include": "timesheet_submission"} if entity == "time_entry" else params
-            pg = self.client.page(RESOURCE_OF[entity], params, page=page)
+            params = ({"order": "updated_at:desc"} if descending
+                      else {"updated_after": _stamp(start), "order": "updated_at:asc"})
+            pg = self.client.page(RESOURCE_OF[entity], {**params, **extra}, page=page)
+            stamps = [parse_ts(r["updated_at"]) for r in pg.rows]
+            if not descending and stamps and min(stamps) <= start:
+                self.filter_ignored = True
+                descending, page, out = True, 1, {}
+                continue
             subs = pg.side.get("timesheet_submissions", {})
-            for r in pg.rows:
-                out[str(r["id"])] = (r, subs.get(str(r.get("timesheet_submission_id"))))
-            if len(pg.rows) < MAX_PER_PAGE or page >= pg.page_count:
+            for r, ts in zip(pg.rows, stamps, strict=True):
+                if ts > after:
+                    out[str(r["id"])] = (r, subs.get(str(r.get("timesheet_submission_id"))))
+            if len(pg.rows) < MAX_PER_PAGE or page >= pg.page_count or (descending and stamps[-1] <= after):
                 return list(out.values())
-            nxt = parse_ts(pg.rows[-1]["updated_at"]) - dt.timedelta(seconds=1)
-            if nxt > after:
-                after, page = nxt, 1
+            nxt = stamps[-1] - dt.timedelta(seconds=1)
+            if not descending and nxt > start:
+                start, page = nxt, 1
             else:
                 page += 1
 
@@ -366,7 +378,7 @@ class KantataSource:
                  "requests": self.client.stats.requests - calls_before, "tokens": self.client.stats.tokens,
                  "known": len(state.items), "feed_stale": stale,
                  "rescan_after": _stamp(after) if rescan and after else ("all" if rescan else "none"),
-                 "feed_unavailable": fresh < 0}
+                 "feed_unavailable": fresh < 0, "updated_after_ignored": self.filter_ignored}
         return SyncResult(run.changes, run.errors, state.dump(), stats)
 
     # ------------------------------------------------------------------ write-back

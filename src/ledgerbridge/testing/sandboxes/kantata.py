@@ -16,6 +16,7 @@ Options (``create_app(**options)`` / ``ledgerbridge sandbox kantata -o key=value
 - ``shuffle_events`` (feed order is a stable hash, not time), ``duplicate_events`` (every event is listed twice),
   ``drop_every`` (every n-th event never reaches the feed; only an ``updated_after`` re-scan finds the change);
 - ``event_retention_days`` (9); ``events_enabled`` (false: the add-on is off, the feed answers 403);
+- ``ignore_updated_after`` (the filter is silently ignored, as an undocumented one may be);
 - ``seed`` = ``demo`` loads a small demo tenant.
 """
 
@@ -384,7 +385,8 @@ def create_app(*, client_id: str = "demo-client", client_secret: str = "demo-sec
                refresh_token: str = "demo-refresh", token_lifetime: float = 7200.0,
                token_max_uses: int | None = None, rate_limit: int | None = None, rate_window: float = 1.0,
                shuffle_events: bool = False, duplicate_events: bool = False, drop_every: int = 0,
-               event_retention_days: float = 9.0, events_enabled: bool = True, seed: str | None = None) -> FastAPI:
+               event_retention_days: float = 9.0, events_enabled: bool = True, ignore_updated_after: bool = False,
+               seed: str | None = None) -> FastAPI:
     app = FastAPI(title="Kantata OX sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     store = KantataStore(drop_every=drop_every, event_retention_days=event_retention_days)
     tokens = Tokens(float(token_lifetime), int(token_max_uses) if token_max_uses else None)
@@ -461,6 +463,8 @@ def create_app(*, client_id: str = "demo-client", client_secret: str = "demo-sec
         if resource not in RESOURCES:
             return _error(404, "system", f"unknown resource {resource}")
         q = dict(request.query_params)
+        if ignore_updated_after:
+            q.pop("updated_after", None)
         paged = paging(q)
         if isinstance(paged, JSONResponse):
             return paged
