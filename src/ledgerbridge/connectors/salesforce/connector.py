@@ -306,9 +306,9 @@ class SalesforceSource:
         wanted: dict[str, dict[str, Any]] = {}
         for u in updates:
             rec: dict[str, Any] = {ext: u.key}
-            for key, value in (("project", u.project_id), ("number", u.erp_number or u.key),
+            for key, value in (("project", u.project_id), ("number", u.erp_number),
                                ("date", u.invoice_date.isoformat()), ("status", u.status),
-                               ("invoiced", u.status in ("posted", "paid"))):
+                               ("invoiced", u.status in ("posted", "paid", "credited"))):
                 name = om.sf(key)
                 if name:
                     rec[name] = value
