@@ -423,11 +423,14 @@ class D365Connector:
                 by_company[co].append(inv)
         for co, invs in by_company.items():
             held = self._invoice_headers(co, [i.id for i in invs])
-            for h in held.values():
-                if str(h.get("IsPosted")) != "Yes":
-                    self.client.fo_action(f"FreeTextInvoiceHeaders(dataAreaId={quote_literal(co)},"
-                                          f"InvoiceIdentifier={quote_literal(str(h['InvoiceIdentifier']))})/"
-                                          f"{POST_ACTION}")
+            for key, h in held.items():
+                if str(h.get("IsPosted")) != "Yes":  # created by a run that stopped before posting it
+                    try:
+                        self.client.fo_action(f"FreeTextInvoiceHeaders(dataAreaId={quote_literal(co)},"
+                                              f"InvoiceIdentifier={quote_literal(str(h['InvoiceIdentifier']))})/"
+                                              f"{POST_ACTION}")
+                    except (RecordValidationError, ConflictError) as exc:
+                        out[key] = exc
             plans = [invoice_plan(i, self.mapping) for i in invs if i.id not in held]
             ready = []
             for p in plans:

@@ -552,7 +552,8 @@ def create_app(**options: Any) -> FastAPI:
     def authorize(request: Request) -> str | Response:
         auth = request.headers.get("authorization", "")
         held = tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
-        if held is None or held[0] <= clock[0]():
+        audience = held[1].removesuffix("/.default").rstrip("/") if held else ""
+        if held is None or held[0] <= clock[0]() or audience != base_of(request):
             return answer(request.method, request.url.path, 401, headers={
                 "WWW-Authenticate": f'Bearer authorization_uri="https://login.microsoftonline.com/{tenant}", '
                                     'error="invalid_token", error_description="The access token is missing, '
