@@ -251,6 +251,10 @@ def test_token_renewed_after_expiry_and_revocation(contract: SwaggerContract) ->
         assert target.client.token_fetches == 3
         assert app.state.calls.count(status=401) == 1
         assert problems == []
+        wrong = PowerBiClient("lb-tenant", "lb-app", "not-the-secret", api_url=base, authority=base)
+        with pytest.raises(PermanentError) as err:  # invalid_client: not retried, named as an auth failure
+            wrong.datasets(GROUP)
+        assert err.value.code == "LB-P002" and "AADSTS7000215" in err.value.message
 
 
 def test_sandbox_refuses_rows_of_the_wrong_type_and_oversized_posts(sandbox: Any, contract: SwaggerContract
