@@ -429,15 +429,28 @@ def _routes(app: FastAPI, base: str, store: JiraStore) -> None:
         return JSONResponse({}, status_code=201 if created else 200)
 
 
+SEED_USERS = ("Ada", "Grace", "Linus")
+
+
+def seed_plan(n: int, today: dt.date, *, days: int = 30) -> list[tuple[int, int, str, str, int]]:
+    """The demo worklogs ``(worklog id, issue id, account id, day, seconds)`` that :func:`seed` creates in a fresh
+    store (ids are deterministic), so the Tempo sandbox's ``seed_worklogs`` can mirror them."""
+    return [(10007 + i, 10002 + i % 5, f"557058:{i % 3:04d}", (today - dt.timedelta(days=1 + i % days)).isoformat(),
+             1800 * (1 + i % 8)) for i in range(n)]
+
+
 def seed(store: JiraStore, n: int, *, days: int = 30) -> dict[str, Any]:
     """A demo project ``DEMO`` with 5 issues, three users and ``n`` worklogs over the last ``days`` days."""
     pid = store.add_project("DEMO", "Demo project")
     issues = [store.add_issue(pid, summary=f"Task {i}") for i in range(5)]
-    users = [store.add_user(f"557058:{i:04d}", name) for i, name in enumerate(["Ada", "Grace", "Linus"])]
+    users = [store.add_user(f"557058:{i:04d}", name) for i, name in enumerate(SEED_USERS)]
     today = dt.datetime.fromtimestamp(store.clock(), dt.UTC).date()
-    ids = [store.add_worklog(issues[i % 5], users[i % 3], (today - dt.timedelta(days=1 + i % days)).isoformat(),
-                             1800 * (1 + i % 8), f"work {i}") for i in range(n)]
+    ids = []
+    for wid, issue, account, day, seconds in seed_plan(n, today, days=days):
+        made = store.add_worklog(str(issue), account, day, seconds, f"work {wid}")
+        assert made == str(wid), "seed() needs a fresh store"
+        ids.append(made)
     return {"project": pid, "issues": issues, "users": users, "worklogs": ids}
 
 
-__all__ = ["DESCRIPTION", "LIST_LIMIT", "JiraStore", "create_app", "jira_time", "seed"]
+__all__ = ["DESCRIPTION", "LIST_LIMIT", "SEED_USERS", "JiraStore", "create_app", "jira_time", "seed", "seed_plan"]

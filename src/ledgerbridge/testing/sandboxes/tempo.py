@@ -16,6 +16,8 @@ Speaks:
 - throttling: ``rate_limit`` requests per ``rate_window`` seconds -> 429 with ``Retry-After``. Errors as
   ``{"errors": [{"message": ...}]}``.
 
+``seed_worklogs=N`` mirrors the Jira sandbox's demo worklogs (``ledgerbridge sandbox jira -o seed_worklogs=N``).
+
 Test hooks: ``app.state.store`` (:class:`TempoStore`: seed worklogs linked to Jira worklog ids, set approvals;
 ``clock`` settable), ``app.state.calls``, ``app.state.limits``.
 """
@@ -119,7 +121,10 @@ def _parse_updated_from(text: str) -> float:
 def create_app(*, api_token: str = "tempo-api-token", client_id: str = "lb-tempo-client",
                client_secret: str = "lb-tempo-secret", refresh_token: str = "tempo-refresh-0",
                token_ttl: float = 3600.0, period: str = "monthly", rate_limit: int | None = None,
-               rate_window: float = 1.0) -> FastAPI:
+               rate_window: float = 1.0, seed_worklogs: int = 0) -> FastAPI:
+    """The Tempo sandbox app (options: see the module docstring). ``seed_worklogs=N`` mirrors the Jira sandbox's
+    demo worklogs (same ids; start both on the same day with the same N) and approves the current and the previous
+    period of every demo user."""
     app = FastAPI(title="Tempo API v4 sandbox (ledgerbridge)", openapi_url=None, docs_url=None, redoc_url=None)
     if period not in ("monthly", "weekly"):
         raise ValueError("period must be monthly or weekly")
@@ -265,7 +270,20 @@ def create_app(*, api_token: str = "tempo-api-token", client_id: str = "lb-tempo
             "timeSpentSeconds": spent, "status": status,
             "worklogs": {"self": f"{b}/4/worklogs/user/{account_id}?from={start}&to={end}"}})
 
+    if seed_worklogs:
+        seed(store, int(seed_worklogs))
     return app
 
 
-__all__ = ["DESCRIPTION", "MAX_LIMIT", "TempoStore", "create_app", "period_of", "tempo_time"]
+def seed(store: TempoStore, n: int) -> None:
+    from ledgerbridge.testing.sandboxes.jira import seed_plan
+
+    today = dt.datetime.fromtimestamp(store.clock(), dt.UTC).date()
+    for wid, issue, account, day, seconds in seed_plan(n, today):
+        store.add_worklog(wid, issue, account, day, seconds, attributes={"_Account_": "DEMO-ACC"})
+    for i in range(3):
+        for day in (today, period_of(today, store.period)[0] - dt.timedelta(days=1)):
+            store.set_approval(f"557058:{i:04d}", day, "APPROVED")
+
+
+__all__ = ["DESCRIPTION", "MAX_LIMIT", "TempoStore", "create_app", "period_of", "seed", "tempo_time"]
