@@ -97,6 +97,10 @@ def test_month_posted_read_back_and_reconciled_by_config(tmp_path: Path) -> None
         assert target.account_totals("US01") == posted_totals(ctx)
         tb = target.trial_balance(["2026-09"])
         assert sum(d for d, _ in tb.values()) == sum(c for _, c in tb.values()) > 0
+        # ... and = the run's control totals (what was staged and confirmed), per currency
+        for cur, debit in out.control_totals["debit"].items():
+            assert sum(d for (_, c), (d, _) in tb.items() if c == cur) == Decimal(debit)
+            assert sum(cr for (_, c), (_, cr) in tb.items() if c == cur) == Decimal(out.control_totals["credit"][cur])
         # a rerun posts nothing twice
         assert posting.post_period(ctx, "US01", "2026-09").status in ("nothing_to_post", "already_posted")
         assert len(store.journals) == out.journals
