@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,13 +54,18 @@ def actual(n: int, hours: str, *, cls: int = CLASS_TIME, typ: int = TYPE_COST) -
             "modifiedon": f"2026-09-{n:02d}T18:00:00Z"}
 
 
+def seed(store: Any, project: str, resource: str, n: int, hours: str) -> None:
+    """Project p-1 and bookable resource r-1 with their external ids, and ``n`` time cost actuals a-1..a-n."""
+    store.dv_upsert("msdyn_projects", {"msdyn_projectid": "p-1", "msdyn_externalid": project})
+    store.dv_upsert("bookableresources", {"bookableresourceid": "r-1", "msdyn_externalid": resource})
+    for i in range(1, n + 1):
+        store.dv_upsert("msdyn_actuals", actual(i, hours))
+
+
 def test_actuals_read_with_delta_links() -> None:
     with serve() as (app, base):
         store = app.state.store
-        store.dv_upsert("msdyn_projects", {"msdyn_projectid": "p-1", "msdyn_externalid": "PRJ-00001"})
-        store.dv_upsert("bookableresources", {"bookableresourceid": "r-1", "msdyn_externalid": "RES-00007"})
-        for n in range(1, 6):
-            store.dv_upsert("msdyn_actuals", actual(n, "7.5"))
+        seed(store, "PRJ-00001", "RES-00007", 5, "7.5")
         store.dv_upsert("msdyn_actuals", actual(6, "7.5", typ=192350004))  # an unbilled-sales actual: not time cost
         conn = D365Connector.from_options("erp_d365", connector_options(base, page_size=2), client_secret=SECRET)
         assert conn.capabilities().can_read("time_entry")
@@ -100,10 +106,7 @@ def test_actuals_through_the_flows_into_f_and_o(tmp_path: Path, monkeypatch: pyt
     export = tiny_firm(tmp_path / "firm")
     with serve() as (app, base):
         store = app.state.store
-        store.dv_upsert("msdyn_projects", {"msdyn_projectid": "p-1", "msdyn_externalid": "PRJ-00008"})
-        store.dv_upsert("bookableresources", {"bookableresourceid": "r-1", "msdyn_externalid": "RES-00002"})
-        for n in range(1, 4):
-            store.dv_upsert("msdyn_actuals", actual(n, "6.5"))
+        seed(store, "PRJ-00008", "RES-00002", 3, "6.5")
         ctx = d365_ctx(tmp_path / "w", export, base, monkeypatch)
         po = SystemConfig(connector="dynamics365", role="psa", options=connector_options(base),
                           secrets={"client_secret": SecretRef("${env:LB_TEST_D365_SECRET}")})
