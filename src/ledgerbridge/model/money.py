@@ -52,9 +52,12 @@ def reject_float(value: Any) -> Any:
 Amount = Annotated[Decimal, BeforeValidator(reject_float)]
 
 
-def check_currency(code: str) -> str:
-    """Return the upper-cased ISO 4217 code or raise ``ValueError`` naming the unknown code."""
-    c = code.strip().upper() if isinstance(code, str) else code
+def check_currency(code: object) -> str:
+    """Return the upper-cased ISO 4217 code or raise ``ValueError`` naming the unknown code (also for a value that
+    is not text at all: a ``TypeError`` here would escape validation as a crash instead of a clear refusal)."""
+    if not isinstance(code, str):
+        raise ValueError(f"currency must be an ISO 4217 code as text such as USD, got {type(code).__name__} {code!r}")
+    c = code.strip().upper()
     if c not in MINOR_UNITS:
         raise ValueError(f"unknown currency {code!r}: expected an ISO 4217 code such as USD, EUR, GBP")
     return c
