@@ -110,10 +110,12 @@ def throughput(n: int, pool: int, latency: float) -> None:
                   f"utilisation {busy / (pool * took):.0%}; refused {s['refused']} of "
                   f"{s['accepted'] + s['refused']} ({s['refused_share']:.1%}); adaptive share settled at "
                   f"{led.client.pacer.share}")
+            calls0 = led.client.calls
             t0 = time.perf_counter()
             again = led.post_journals(PostingBatch(f"bench-{conc}", "US01", "2026-03", journals(n, f"B{conc}")))
             assert all(r.status is PostStatus.POSTED for r in again)
-            print(f"[{label}]   re-post of the same {n}: {time.perf_counter() - t0:.2f} s, nothing written twice")
+            print(f"[{label}]   re-post of the same {n}: {time.perf_counter() - t0:.2f} s, "
+                  f"{led.client.calls - calls0} API calls, nothing written twice")
         eids = app.state.store.external_ids("journalentry")
         assert max(Counter(eids).values()) == 1 and len(eids) == 2 * n
 
