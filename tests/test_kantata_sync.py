@@ -420,3 +420,22 @@ def test_an_ignored_updated_after_filter_is_detected_and_the_window_read_newest_
     assert sorted(r["external_id"] for r in result.records()) == sorted(recent)
     # newest first, stopping once past the window: not the 1,250 rows' 7 pages twice over
     assert sandbox.count(prefix="/api/v1/time_entries") <= 1 + 2
+
+
+@with_options(approval_touches_entries=False)
+def test_an_approval_seen_only_on_the_submission_still_versions_its_entries(sandbox: Sandbox) -> None:
+    s = sandbox.store
+    ws, user = tenant(s)
+    ids = [s.add_time_entry(ws, user, DAY, 60) for _ in range(3)]
+    sub = s.submit(ids)
+    src = sandbox.source()
+    first = src.sync(None)
+    before = {r["external_id"]: r["version"] for r in first.records()}
+    stamps = {i: s.get("time_entries", i)["updated_at"] for i in ids}
+    s.approve(sub)
+    assert {i: s.get("time_entries", i)["updated_at"] for i in ids} == stamps  # the entries did not move
+    result = src.sync(first.cursor)
+    got = {r["external_id"]: r for r in result.records()}
+    assert set(got) == set(ids)
+    assert all(r["payload"]["approval_status"] == "approved" and r["version"] == before[i] + 1
+               for i, r in got.items())

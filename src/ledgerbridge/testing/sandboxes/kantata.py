@@ -17,6 +17,8 @@ Options (``create_app(**options)`` / ``ledgerbridge sandbox kantata -o key=value
   ``drop_every`` (every n-th event never reaches the feed; only an ``updated_after`` re-scan finds the change);
 - ``event_retention_days`` (9); ``events_enabled`` (false: the add-on is off, the feed answers 403);
 - ``ignore_updated_after`` (the filter is silently ignored, as an undocumented one may be);
+  ``approval_touches_entries`` (false: approving a submission changes the entries' ``approved`` flag without an
+  entry event or a new ``updated_at`` — only the submission's event tells);
 - ``seed`` = ``demo`` loads a small demo tenant.
 """
 
@@ -72,8 +74,10 @@ class KantataStore:
     """The tenant's records (thread-safe). Ids are strings, as Kantata sends them. ``now`` is the wall clock in
     whole seconds unless :meth:`freeze` pinned it (then :meth:`advance` moves it)."""
 
-    def __init__(self, *, drop_every: int = 0, event_retention_days: float = 9.0) -> None:
+    def __init__(self, *, drop_every: int = 0, event_retention_days: float = 9.0,
+                 approval_touches_entries: bool = True) -> None:
         self.lock = threading.RLock()
+        self.approval_touches_entries = approval_touches_entries
         self.tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in RESOURCES}
         self.events: list[dict[str, Any]] = []
         self.hidden_events: set[str] = set()
@@ -209,8 +213,12 @@ class KantataStore:
             self._update("timesheet_submissions", sid, {
                 "status": status, "approved_at": iso(self.now()) if approved else None})
             for tid in sub["time_entry_ids"]:
-                if tid in self.tables["time_entries"]:
+                if tid not in self.tables["time_entries"]:
+                    continue
+                if self.approval_touches_entries:
                     self._update("time_entries", tid, {"approved": approved, "locked": approved})
+                else:  # only the submission changes visibly: no entry event, no entry updated_at
+                    self.tables["time_entries"][tid].update(approved=approved, locked=approved)
 
     def approve(self, sid: str) -> None:
         self._resolve(sid, "approved", True)
@@ -386,9 +394,10 @@ def create_app(*, client_id: str = "demo-client", client_secret: str = "demo-sec
                token_max_uses: int | None = None, rate_limit: int | None = None, rate_window: float = 1.0,
                shuffle_events: bool = False, duplicate_events: bool = False, drop_every: int = 0,
                event_retention_days: float = 9.0, events_enabled: bool = True, ignore_updated_after: bool = False,
-               seed: str | None = None) -> FastAPI:
+               approval_touches_entries: bool = True, seed: str | None = None) -> FastAPI:
     app = FastAPI(title="Kantata OX sandbox", docs_url=None, redoc_url=None, openapi_url=None)
-    store = KantataStore(drop_every=drop_every, event_retention_days=event_retention_days)
+    store = KantataStore(drop_every=drop_every, event_retention_days=event_retention_days,
+                         approval_touches_entries=bool(approval_touches_entries))
     tokens = Tokens(float(token_lifetime), int(token_max_uses) if token_max_uses else None)
     limits = RateWindow(limit=int(rate_limit) if rate_limit else None, window=float(rate_window))
     calls = CallLog()
