@@ -254,6 +254,7 @@ class WorkdayLedger:
                        "workday.period_closed", period=run.period, period_state=status)
             else:
                 todo.append(j)
+
         def submit(j: Any) -> PostResult | None:
             try:
                 self.client.call("Financial_Management", submit_journal_request(j, self.opts, self.version))
@@ -276,7 +277,7 @@ class WorkdayLedger:
             by_id = {j.id: j for j in run.journals}
             for jid in submitted:
                 h = now_held.get(jid)
-                if h is None:  # pragma: no cover - Workday acknowledged but does not show it
+                if h is None:  # an import still running, or an ISU that cannot view journals: not confirmed
                     results[jid] = PostResult(jid, PostStatus.PENDING, None)
                 else:
                     results[jid] = self._already_held(by_id[jid], h, run.run_id)
