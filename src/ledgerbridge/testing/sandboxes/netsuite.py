@@ -883,11 +883,11 @@ def create_app(*, account_id: str = "TSTDRV2100000", client_id: str = "lb-sandbo
     app.state.demo_private_key = demo_private
     app.state.release_hold = store.held.set
     key_file = None
-    if demo_private is not None:
-        fh = tempfile.NamedTemporaryFile("w", prefix="netsuite-sandbox-", suffix=".pem", delete=False)  # noqa: SIM115
-        fh.write(demo_private)
-        fh.close()
-        key_file = fh.name
+    if demo_private is not None:  # one file per account id, replaced each start (no litter from test runs)
+        key_path = Path(tempfile.gettempdir()) / f"ledgerbridge-netsuite-sandbox-{account_id}.pem"
+        key_path.write_text(demo_private)
+        key_path.chmod(0o600)
+        key_file = str(key_path)
     app.state.banner = (f"account_id={account_id} client_id={client_id} certificate_id={certificate_id} "
                         f"algorithm={'ES256 private key in ' + key_file if key_file else 'per your key'}\n"
                         f"TBA: consumer_key={consumer_key} consumer_secret={consumer_secret} token_id={token_id} "
