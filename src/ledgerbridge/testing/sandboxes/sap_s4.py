@@ -29,7 +29,6 @@ Test hooks: ``app.state.store`` (:class:`SapStore`), ``app.state.calls`` (:class
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import json
 import re
@@ -47,6 +46,7 @@ from fastapi import FastAPI, Request, Response
 from lxml import etree
 
 from ledgerbridge.testing.sandbox import CallLog, RateWindow
+from ledgerbridge.testing.sandboxes._erp_gate import install_gate
 
 DESCRIPTION = "SAP S/4HANA Cloud: SOAP journal entries (sync + bulk async), OData v2 reads, CSRF, projects, timesheets"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -359,7 +359,9 @@ def create_app(*, user: str = "COMM_USER_LB", password: str = "Welcome1!", clien
     calls = CallLog()
     limits = RateWindow(limit=rate_limit, window=rate_window)
     release = threading.Event()
-    tokens: dict[str, float] = {}
+    tokens = install_gate(app, user=user, password=password, client_id=client_id, client_secret=client_secret,
+                          token_path="/sap/bc/sec/oauth2/token", token_ttl=token_ttl, limits=limits, calls=calls,
+                          realm="SAP NetWeaver Application Server [S4H/100]")
     sessions: dict[str, dict[str, Any]] = {}  # session id -> {token, expires, writes}
     app.state.store, app.state.calls, app.state.limits, app.state.release = store, calls, limits, release
     app.state.options = {"token_ttl": token_ttl, "session_ttl": session_ttl, "csrf_rotate_after": csrf_rotate_after,
@@ -368,45 +370,6 @@ def create_app(*, user: str = "COMM_USER_LB", password: str = "Welcome1!", clien
     app.state.banner = (f"basic auth: {user} / {password}; OAuth client credentials: {client_id} / {client_secret} at "
                         "/sap/bc/sec/oauth2/token; company codes 1010 (EUR), 1710 (USD), 1510 (GBP); "
                         "confirmation inbox: /confirmation-inbox")
-    basic_ok = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    client_ok = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
-
-    @app.middleware("http")
-    async def gate(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        wait = limits.try_acquire()
-        if wait is not None:
-            calls.add(request.method, path, 429)
-            return Response("Too many requests", status_code=429, headers={"Retry-After": f"{wait:.3f}"})
-        try:
-            auth = request.headers.get("authorization", "")
-            if path == "/sap/bc/sec/oauth2/token":
-                ok = auth == client_ok
-            elif auth.startswith("Bearer "):
-                ok = tokens.get(auth[7:], 0.0) > time.monotonic()
-            else:
-                ok = auth == basic_ok
-            if not ok:
-                response = Response("Logon failed", status_code=401, headers={
-                    "WWW-Authenticate": 'Basic realm="SAP NetWeaver Application Server [S4H/100]"'})
-            else:
-                response = await call_next(request)
-        finally:
-            limits.release()
-        calls.add(request.method, path, response.status_code)
-        return response
-
-    @app.post("/sap/bc/sec/oauth2/token")
-    async def token(request: Request) -> Response:
-        form = dict(x.split("=", 1) for x in (await request.body()).decode().split("&") if "=" in x)
-        if form.get("grant_type") != "client_credentials":
-            return Response(json.dumps({"error": "unsupported_grant_type"}), status_code=400,
-                            media_type="application/json")
-        tok = secrets.token_urlsafe(24)
-        tokens[tok] = time.monotonic() + token_ttl
-        return Response(json.dumps({"access_token": tok, "token_type": "bearer", "expires_in": token_ttl,
-                                    "scope": "API_JOURNALENTRYITEMBASIC_SRV_0001"}), media_type="application/json")
-
     def session_of(request: Request) -> tuple[str, dict[str, Any]] | None:
         sid = request.cookies.get(COOKIE)
         s = sessions.get(sid or "")
