@@ -37,33 +37,38 @@ def _cutoff(period: str) -> dt.datetime:
     return dt.datetime(y + (m == 12), m % 12 + 1, 5, 23, 59, 59, tzinfo=dt.UTC)
 
 
+def wd_system(base_url: str, accounts: list[str], entity: str, company: str) -> SystemConfig:
+    return SystemConfig(connector="workday", role="erp", secrets={"password": SecretRef("${env:LB_WORKDAY_PASSWORD}")},
+                        options={"url": base_url, "tenant": "acme", "username": "ISU_ledgerbridge",
+                                 "legal_entity_id": entity, "company_id": company, "version": "v43.0",
+                                 "account_map": {a: f"WD-{a}" for a in accounts}, "page_size": 2,
+                                 "reports": {"trial_balance": "ISU_ledgerbridge/LB_Trial_Balance",
+                                             "period_status": "ISU_ledgerbridge/LB_Period_Status"}})
+
+
 def wired_ctx(workdir: Path, base_url: str, export: Path | None = None) -> Any:
-    """The demo configuration with US01's ledger routed to a Workday system (options + secret by env)."""
+    """The demo configuration with US01's ledger and invoices routed to a Workday company, and UK01's ledger (GBP,
+    with USD lines) to a second one (options + secret by env)."""
     os.environ["LB_WORKDAY_PASSWORD"] = PASSWORD
     ctx = make_ctx(workdir, export_from=export, failure_mode="line_level")
     accounts = sorted({a.code for a in ctx.reference.accounts})
-    erp = SystemConfig(connector="workday", role="erp",
-                       secrets={"password": SecretRef("${env:LB_WORKDAY_PASSWORD}")},
-                       options={"url": base_url, "tenant": "acme", "username": "ISU_ledgerbridge",
-                                "legal_entity_id": "US01", "company_id": "C-US01", "version": "v43.0",
-                                "account_map": {a: f"WD-{a}" for a in accounts}, "page_size": 2,
-                                "reports": {"trial_balance": "ISU_ledgerbridge/LB_Trial_Balance",
-                                            "period_status": "ISU_ledgerbridge/LB_Period_Status"}})
-    routing = ctx.config.routing.model_copy(update={"by_entity": {"US01": RouteTargets(ledger="erp_wd",
-                                                                                       invoices="erp_wd")}})
-    ctx.config = ctx.config.model_copy(update={"systems": {**ctx.config.systems, "erp_wd": erp},
-                                               "routing": routing})
+    routing = ctx.config.routing.model_copy(update={"by_entity": {
+        "US01": RouteTargets(ledger="erp_wd", invoices="erp_wd"), "UK01": RouteTargets(ledger="erp_wd_uk")}})
+    ctx.config = ctx.config.model_copy(update={"systems": {
+        **ctx.config.systems, "erp_wd": wd_system(base_url, accounts, "US01", "C-US01"),
+        "erp_wd_uk": wd_system(base_url, accounts, "UK01", "C-UK01")}, "routing": routing})
     ctx.reset_connectors()
     return ctx
 
 
 def seed(app: Any, ctx: Any) -> None:
     app.state.store.accounts = {f"WD-{a.code}" for a in ctx.reference.accounts}
+    app.state.store.companies["C-UK01"] = "GBP"
 
 
-def posted_totals(ctx: Any) -> dict[tuple[str, str, str], tuple[Decimal, Decimal]]:
+def posted_totals(ctx: Any, entity: str = "US01") -> dict[tuple[str, str, str], tuple[Decimal, Decimal]]:
     with ctx.engine.connect() as conn:
-        held = journals.list_journals(conn, legal_entity_id="US01")
+        held = journals.list_journals(conn, legal_entity_id=entity)
     want: dict[tuple[str, str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
     for j in held:
         for ln in j.lines:
@@ -85,7 +90,7 @@ def test_month_posted_read_back_and_reconciled_by_config(tmp_path: Path) -> None
         out = posting.post_period(ctx, "US01", "2026-09")
         assert out.status == "posted" and out.target == "erp_wd" and out.journals > 2, out  # > one look-up page
         store = app.state.store
-        keys = Counter(j["key"] for j in store.journals.values())
+        keys = Counter(j["key"] for j in store.journals.values() if j["company"] == "C-US01")
         assert len(keys) == out.journals and set(keys.values()) == {1}
         # read back through the connector equals what the engine recorded
         with ctx.engine.connect() as conn:
@@ -101,9 +106,17 @@ def test_month_posted_read_back_and_reconciled_by_config(tmp_path: Path) -> None
         for cur, debit in out.control_totals["debit"].items():
             assert sum(d for (_, c), (d, _) in tb.items() if c == cur) == Decimal(debit)
             assert sum(cr for (_, c), (_, cr) in tb.items() if c == cur) == Decimal(out.control_totals["credit"][cur])
+        # UK01 (GBP company) holds USD lines: they travel with their GBP ledger amounts and balance in both
+        uk = posting.post_period(ctx, "UK01", "2026-09")
+        assert uk.status == "posted" and uk.target == "erp_wd_uk" and "USD" in uk.control_totals["debit"], uk
+        uk_target = ctx.connector("erp_wd_uk")
+        assert uk_target.account_totals("UK01") == posted_totals(ctx, "UK01")
+        assert all(ln["currency"] == "GBP" or ln["ledger_debit"] + ln["ledger_credit"] > 0
+                   for j in app.state.store.journals.values() if j["company"] == "C-UK01" for ln in j["lines"]
+                   if ln["debit"] + ln["credit"] > 0)
         # a rerun posts nothing twice
         assert posting.post_period(ctx, "US01", "2026-09").status in ("nothing_to_post", "already_posted")
-        assert len(store.journals) == out.journals
+        assert len(store.journals) == out.journals + uk.journals
         # Workday closes September: late items are not sent there; the connector knows the period is closed
         store.set_period("C-US01", "2026-09", "Closed")
         assert target.period_status("US01", "2026-09") == "closed"
