@@ -223,3 +223,18 @@ def test_nextlinks_without_the_flag_get_it_back() -> None:
         gets = [u for u in transport.urls if u.path.startswith("/data/") and u.path != "/data/$batch"]
         assert gets and all(u.params.get("cross-company") == "true" for u in gets)
         assert app.state.store.reads_without_cross_company == []
+
+
+def test_format_drift_is_refused_per_journal() -> None:
+    """Our options name a dimension F&O's integration format does not have (schema drift): F&O refuses that
+    journal's changeset with the infolog text; the journal beside it is posted."""
+    with serve() as (app, base):
+        conn = connector(base, dimensions=["cost_center", "project", "department"])
+        ok = journal("DRIFT-OK", dt.date(2026, 9, 4), "3.00")
+        drift = journal("DRIFT-BAD", dt.date(2026, 9, 4), "4.00")
+        drift = drift.model_copy(update={"lines": (drift.lines[0].model_copy(update={"dimensions": {
+            "cost_center": "CC-DEL-US", "project": "PRJ-00001", "department": "D-100"}}), drift.lines[1])})
+        good, bad = conn.post_journals(batch("r-drift", [ok, drift]))
+        assert good.status is PostStatus.POSTED and bad.status is PostStatus.REJECTED
+        assert "does not match the account structure" in bad.error.message  # type: ignore[union-attr]
+        assert [h["Description"] for h in app.state.store.journals()] == ["lb:DRIFT-OK"]

@@ -26,7 +26,8 @@ worth of endpoints on one port:
   whole-second ``Retry-After`` (both APIs).
 
 Options: ``tenant``, ``client_id``, ``client_secret``, ``token_lifetime`` (s), ``default_company``,
-``companies`` ("usmf:USD,gbsi:GBP"), ``delimiter`` (segment delimiter of display values), ``page_size``,
+``companies`` ("usmf:USD,gbsi:GBP"), ``delimiter`` (segment delimiter of display values), ``account_structure``
+("MainAccount,CostCenter,Project": the integration format's segments), ``page_size``,
 ``rate_limit``, ``rate_window``, ``concurrency``, ``seed`` (default true: the sample firm's chart as main accounts,
 fiscal years ``seed_years`` ("2025,2026,2027") Open in every company, its tax groups and a few exchange rates),
 ``hold_after`` (block ``$batch`` requests after that many succeeded, until ``app.state.release.set()``).
@@ -200,6 +201,7 @@ class Store:
     seq: dict[tuple[str, str], int] = field(default_factory=dict)
     tax_rates: dict[str, Decimal] = field(default_factory=dict)  # ItemSalesTaxGroup -> rate
     fx: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (from, to) -> rate (invoices)
+    account_structure: tuple[str, ...] = ("MainAccount", "CostCenter", "Project")
     ar_account: str = "1100"
     tax_account: str = "2300"
     fo_apps: set[str] = field(default_factory=set)
@@ -344,7 +346,12 @@ def _gl(store: Store, company: str, journal: str, voucher: str, day: dt.date, di
 
 
 def _main_account(store: Store, display: str, delimiter: str) -> str:
-    main = display.split(delimiter)[0]
+    segments = display.split(delimiter)
+    main = segments[0]
+    if len(segments) > len(store.account_structure):
+        raise ODataError(400, "An error has occurred.", f"Write failed for table row of type 'LedgerJournalTrans'. "
+                         f"Infolog: Error: The number of segments in '{display}' does not match the account "
+                         f"structure {delimiter.join(store.account_structure)}.")
     if (main,) not in store.tables["MainAccounts"].rows:
         raise ODataError(400, "An error has occurred.", f"Write failed for table row of type 'LedgerJournalTrans'. "
                          f"Infolog: Error: The value '{main}' in field 'Main account' is not found in the "
@@ -484,6 +491,8 @@ def create_app(**options: Any) -> FastAPI:
         companies[co.strip().lower()] = cur.strip() or "USD"
     default_company = str(options.get("default_company", next(iter(companies)))).lower()
     store = Store(default_company=default_company, currencies=companies, fo_apps={client_id})
+    store.account_structure = tuple(str(options.get("account_structure", "MainAccount,CostCenter,Project"))
+                                    .split(","))
     store.dv_keys = {"msdyn_projects": str(options.get("project_key", "msdyn_externalid"))}
     if options.get("seed", True):
         seed_demo(store, [int(y) for y in str(options.get("seed_years", "2025,2026,2027")).split(",")])
