@@ -11,12 +11,16 @@ validated. Every failure is recorded in ``.problems`` and raised at once, so val
 from __future__ import annotations
 
 import functools
+import os
+import pickle
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import yaml
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from ledgerbridge.config.schema import SystemConfig
@@ -30,13 +34,30 @@ ACCOUNTING = "/api.xro/2.0"
 UNDESCRIBED = frozenset({401, 403, 429})
 
 
+def _document(path: Path) -> Any:
+    """The parsed YAML (libyaml when present), cached as a pickle next to the temp dir keyed by the file's size and
+    mtime: parsing the 926 KB accounting spec costs seconds, and the kill test's child process needs it too."""
+    stat = path.stat()
+    cache = Path(tempfile.gettempdir()) / f"lb-xero-spec-{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.pickle"
+    if cache.exists():
+        with cache.open("rb") as fh:
+            return pickle.load(fh)
+    with path.open() as fh:
+        doc = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(doc, fh)
+    os.replace(tmp, cache)
+    return doc
+
+
 @functools.cache
 def spec(name: str) -> Any:
     from openapi_core import Config, OpenAPI
 
     # the official file does not pass openapi-spec-validator itself (e.g. boolean defaults written as 'false'),
     # so the document is not linted on load; requests and responses are still validated against its schemas
-    return OpenAPI.from_file_path(str(SPECS / name), config=Config(spec_validator_cls=None))
+    return OpenAPI.from_dict(_document(SPECS / name), config=Config(spec_validator_cls=None))
 
 
 class _Req:

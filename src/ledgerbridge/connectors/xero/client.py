@@ -113,8 +113,14 @@ class XeroClient:
         if self.refresh_token:
             form = {"grant_type": "refresh_token", "refresh_token": self.refresh_token}
         basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-        resp = send(self.http, "POST", self.token_url, system=self.system, attempts=3, data=form,
-                    headers={"Authorization": f"Basic {basic}"})
+        try:
+            resp = send(self.http, "POST", self.token_url, system=self.system, attempts=3, data=form,
+                        headers={"Authorization": f"Basic {basic}"})
+        except RecordValidationError as exc:  # 400 invalid_client / invalid_grant: configuration, not data
+            raise PermanentError(f"{self.system}: the identity service refused the {form['grant_type']} grant "
+                                 f"({exc.message}) — check client_id/client_secret, or re-consent for a new "
+                                 "refresh token (spent or unused for 60 days)", code="LB-P002",
+                                 details=exc.details) from exc
         body = loads(resp.content) or {}
         if not body.get("access_token"):
             raise PermanentError(f"{self.system}: token endpoint answered without access_token", code="LB-P002")
