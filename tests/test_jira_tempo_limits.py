@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import httpx
 import pytest
 
 from jira_tempo_support import environment, ids, seed_basics
@@ -27,7 +28,7 @@ def _worklogs(env, n: int) -> list[str]:
 def test_429_retry_after_is_honoured_without_a_storm() -> None:
     limit = 4
     with environment(jira={"rate_limit": limit, "rate_window": 1.0, "page_size": 4},
-                     tempo={"rate_limit": 2, "rate_window": 1.5}) as env:
+                     tempo={"rate_limit": 2, "rate_window": 1.0}) as env:
         made = _worklogs(env, 8)
         src = env.source()
         r = src.sync(None)
@@ -88,3 +89,18 @@ def test_wrong_api_token_is_a_clear_permanent_error() -> None:
         with pytest.raises(PermanentError) as err:
             src.sync(None)
         assert err.value.code == "LB-P002" and env.jira_app.state.calls.count(status=401) == 1
+
+
+def test_worklog_list_is_batched_at_the_1000_id_limit() -> None:
+    with environment() as env:
+        made = _worklogs(env, 1001)
+        r = env.source(with_tempo=False).sync(None)
+        assert len(r.events) == 1001 and not r.errors
+        calls = env.jira_app.state.calls
+        assert calls.count(method="POST", path_prefix="/rest/api/3/worklog/list", status=200) == 2
+        assert calls.count(path_prefix="/rest/api/3/worklog/updated") == 2  # 1,000 per feed page
+        auth = env.source(with_tempo=False).jira.auth.header()
+        too_many = httpx.Client(transport=env.transport).post(
+            f"{env.jira_url}/rest/api/3/worklog/list", json={"ids": [int(w) for w in made[:1001]]},
+            headers={"Authorization": auth})
+        assert too_many.status_code == 400 and "limit of 1000" in too_many.json()["errorMessages"][0]
