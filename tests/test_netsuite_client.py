@@ -276,3 +276,24 @@ def test_concurrency_pool_held_without_storms(style: str) -> None:
         assert figures["over the pool"]["refused_share"] < 0.5  # one refusal pauses every caller: no storm
         eids = app.state.store.external_ids("journalentry")
         assert len(eids) == 120 and max(Counter(eids).values()) == 1
+
+
+def test_class_and_location_rules_checked_per_subsidiary() -> None:
+    with sandbox() as (app, base):
+        store = app.state.store
+        led = ledger(app, base, dimensions={"site": "location", "practice": {"record": "classification"},
+                                            "region": {"record": "department", "values": {"NA": "1"}}})
+        good = journal(1, dims={"site": "LOC-NYC", "practice": "DEP-DEL", "region": "NA"})
+        london = journal(2, dims={"site": "LOC-LON"})  # a UK01 location on a US01 journal
+        store.add_segment("classification", "DEP-OLD", "Old practice", inactive=True)
+        old = journal(3, dims={"practice": "DEP-OLD"})
+        res = led.post_journals(batch([good, london, old]))
+        assert [r.status for r in res] == [PostStatus.POSTED, PostStatus.REJECTED, PostStatus.REJECTED]
+        assert "location LOC-LON" in str(res[1].error) and "not available to subsidiary 1" in str(res[1].error)
+        assert "DEP-OLD" in str(res[2].error) and "inactive" in str(res[2].error)
+        lines = store.rows("SELECT tl.location, tl.class, tl.department FROM transactionline tl JOIN \"transaction\" t "
+                           "ON t.id = tl.\"transaction\" WHERE t.externalid = ?", good.id)
+        loc = store.one("SELECT id FROM location WHERE externalid = 'LOC-NYC'")["id"]
+        cls = store.one("SELECT id FROM classification WHERE externalid = 'DEP-DEL'")["id"]
+        assert {(r["location"], r["class"], r["department"]) for r in lines} == {(loc, cls, 1)}
+        assert store.external_ids("journalentry") == [good.id]
