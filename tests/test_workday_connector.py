@@ -19,7 +19,7 @@ from ledgerbridge.connectors.base import PostingBatch, PostStatus
 from ledgerbridge.connectors.workday import WorkdayClient, WorkdayLedger
 from ledgerbridge.connectors.workday.mapping import NS, WD_NS, envelope, submit_journal_request
 from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
-from ledgerbridge.model.entities import Invoice, InvoiceLine, JournalEntry, JournalLine, JournalType
+from ledgerbridge.model.entities import Customer, Invoice, InvoiceLine, JournalEntry, JournalLine, JournalType
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes.workday import create_app
 
@@ -248,6 +248,21 @@ def test_invoices_created_once_by_reference_id(sandbox: Any) -> None:
     app.state.store.invoices[wid]["payment"] = "Paid"
     assert target.invoice_status(["INV-1", "INV-404"]) == {"INV-1": first.__class__(
         key="INV-1", number=first.number, status="paid", target_ref=first.target_ref, books_ledger=True)}
+
+
+def test_customers_upserted_by_reference_then_invoiced(sandbox: Any) -> None:
+    app, base = sandbox
+    app.state.store.customers = set()  # only customers Workday knows may be invoiced
+    target = ledger(base)
+    with pytest.raises(RecordValidationError, match="Customer_Reference_ID"):
+        target.create_invoice(invoice("INV-9", "10.00"))
+    cust = Customer(id="C-1", name="Acme", legal_entity_id="US01", currency="USD", tax_jurisdiction="US",
+                    tax_code="US-EXEMPT")
+    assert target.push_customers([cust]) == {"C-1": "C-1"}
+    assert target.push_customers([cust.model_copy(update={"name": "Acme Corp"})]) == {"C-1": "C-1"}
+    assert list(app.state.store.customer_records) == ["C-1"]
+    assert app.state.store.customer_records["C-1"]["name"] == "Acme Corp"
+    assert target.create_invoice(invoice("INV-9", "10.00")).status == "posted"
 
 
 def test_options_checked_at_once() -> None:

@@ -64,11 +64,12 @@ from ledgerbridge.connectors.workday.mapping import (
     journal_problems,
     journal_signature,
     project_from_xml,
+    put_customer_request,
     ref_id,
     submit_journal_request,
 )
 from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
-from ledgerbridge.model.entities import Invoice, Project
+from ledgerbridge.model.entities import Customer, Invoice, Project
 
 DEFAULT_PAGE = 100
 DEFAULT_WORKTAGS = {"cost_center": "Cost_Center_Reference_ID", "project": "Project_ID"}
@@ -414,6 +415,17 @@ class WorkdayLedger:
     def _result(h: HeldInvoice) -> InvoiceResult:
         return InvoiceResult(key=h.key, number=h.number, status=h.status, target_ref=f"WID:{h.wid}",
                              books_ledger=True)
+
+    # ------------------------------------------------------------------ master data
+
+    def push_customers(self, customers: Iterable[Customer]) -> dict[str, str]:
+        """``Put_Customer`` per customer: an upsert on ``Customer_Reference_ID`` = our id, so a repeat changes
+        nothing new. Returns our id -> Workday reference ID (the same id)."""
+        out: dict[str, str] = {}
+        for c in customers:
+            answer = self.client.call("Revenue_Management", put_customer_request(c, self.version))
+            out[c.id] = ref_id(answer.find("wd:Customer_Reference", NS), "Customer_Reference_ID") or c.id
+        return out
 
     # ------------------------------------------------------------------ projects (incremental)
 

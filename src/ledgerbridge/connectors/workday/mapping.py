@@ -28,7 +28,7 @@ from ledgerbridge.errors import (
     RecordValidationError,
     TransientError,
 )
-from ledgerbridge.model.entities import Invoice, JournalEntry, Project
+from ledgerbridge.model.entities import Customer, Invoice, JournalEntry, Project
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -416,6 +416,24 @@ def held_invoices(response: etree._Element) -> list[HeldInvoice]:
                                amount(text(data, "wd:Total_Invoice_Amount_Before_Tax")),
                                amount(text(data, "wd:Tax_Amount")), amount(text(data, "wd:Total_Invoice_Amount"))))
     return out
+
+
+# ------------------------------------------------------------------------------------------------ customers
+
+
+def put_customer_request(customer: Customer, version: str) -> etree._Element:
+    """``Put_Customer_Request``: an upsert on ``Customer_Reference_ID`` = our customer id (``Add_Only`` false)."""
+    req = WD.Put_Customer_Request(
+        ref("Customer_Reference_ID", customer.id, "Customer_Reference"),
+        WD.Customer_Data(
+            WD.Customer_Reference_ID(customer.id),
+            WD.Customer_Name(customer.name[:255]),
+            ref("Currency_ID", customer.currency, "Default_Currency_Reference"),
+            ref("Payment_Terms_ID", f"NET_{customer.credit_terms_days}", "Payment_Terms_Reference"),
+            ref("Tax_Code_ID", customer.tax_code, "Default_Tax_Code_Reference"),
+            WD.Inactive("false" if customer.active else "true")))
+    req.set(f"{{{WD_NS}}}Add_Only", "false")
+    return versioned(req, version)
 
 
 # ------------------------------------------------------------------------------------------------ projects

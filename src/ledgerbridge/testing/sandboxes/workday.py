@@ -5,8 +5,8 @@ custom reports, as the public WWS directory describes them (vendor facts: docs/c
   UsernameToken (``<user>@<tenant>`` + password); anything else is a ``Client.authenticationError`` fault.
   Operations: ``Submit_Accounting_Journal``, ``Import_Accounting_Journal`` (a background process applied
   ``import_delay`` seconds later; ``Integrations``/``Get_Import_Process_Messages`` reports its status and the
-  journals it refused), ``Get_Journals``, ``Submit_Customer_Invoice``, ``Get_Customer_Invoices``, ``Get_Projects``.
-  Faults are SOAP ``Fault`` elements with HTTP 500
+  journals it refused), ``Get_Journals``, ``Put_Customer``, ``Submit_Customer_Invoice``,
+  ``Get_Customer_Invoices``, ``Get_Projects``. Faults are SOAP ``Fault`` elements with HTTP 500
   (``Validation_Fault`` / ``Validation_Error`` with ``Message``, ``Detail_Message``, ``Xpath``;
   ``Processing_Fault``). ``Response_Filter`` ``Page``/``Count`` (Count <= 999) pages ``Get_*`` answers,
   ``Response_Results`` gives ``Total_Results``/``Total_Pages``/``Page``; ``Transaction_Log_Criteria_Data`` filters
@@ -56,7 +56,7 @@ OPERATIONS = {
     "Financial_Management": {"Submit_Accounting_Journal", "Import_Accounting_Journal", "Get_Journals"},
     "Integrations": {"Get_Import_Process_Messages"},
     "Resource_Management": {"Get_Projects"},
-    "Revenue_Management": {"Submit_Customer_Invoice", "Get_Customer_Invoices"},
+    "Revenue_Management": {"Put_Customer", "Submit_Customer_Invoice", "Get_Customer_Invoices"},
 }
 DEFAULT_ACCOUNTS = ("1000", "1100", "1200", "2000", "2100", "2200", "2300", "3000", "4000", "4100", "4200", "4300",
                     "5000", "5100", "5200", "6000", "7000")
@@ -150,7 +150,8 @@ class Store:
     companies: dict[str, str] = field(default_factory=lambda: {"C-US01": "USD"})
     accounts: set[str] = field(default_factory=lambda: set(DEFAULT_ACCOUNTS))
     periods: dict[tuple[str, str], str] = field(default_factory=dict)  # (company, YYYY-MM) -> Open/Closed/Locked
-    customers: set[str] | None = None  # None: any customer id accepted
+    customers: set[str] | None = None  # None: any customer id accepted; a set: only these (Put_Customer adds)
+    customer_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     projects: dict[str, dict[str, Any]] = field(default_factory=dict)
     journals: dict[str, dict[str, Any]] = field(default_factory=dict)  # WID -> journal
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # WID -> import background process
@@ -404,6 +405,25 @@ class Tenant:
             "currency": ref_value(data, "wd:Currency_Reference", "Currency_ID"),
             "status": "Approved" if auto else "Draft", "payment": "Unpaid"})
 
+    def put_customer(self, req: etree._Element, version: str) -> etree._Element:
+        """Upsert on ``Customer_Reference_ID``; ``Add_Only="true"`` refuses an existing customer."""
+        s = self.store
+        data = req.find("wd:Customer_Data", NS)
+        cid = txt(data, "wd:Customer_Reference_ID") if data is not None else None
+        if not cid or not txt(data, "wd:Customer_Name"):
+            raise Fault("validation", "Customer_Reference_ID and Customer_Name are required", xpath="Customer_Data")
+        with s.lock:
+            if req.get(f"{{{WD_NS}}}Add_Only") == "true" and cid in s.customer_records:
+                raise Fault("validation", f"The ID value '{cid}' is already in use by another instance of Customer",
+                            xpath="Customer_Data/Customer_Reference_ID")
+            s.customer_records[cid] = {"name": txt(data, "wd:Customer_Name"), "updates": [s.clock()],
+                                       "currency": ref_value(data, "wd:Default_Currency_Reference", "Currency_ID")}
+            if s.customers is not None:
+                s.customers.add(cid)
+        resp = WD.Put_Customer_Response(ref("Customer_Reference", ("Customer_Reference_ID", cid)))
+        resp.set(f"{{{WD_NS}}}version", version)
+        return resp
+
     def get_customer_invoices(self, req: etree._Element, version: str) -> etree._Element:
         s = self.store
         page, count = _paging(req)
@@ -491,6 +511,7 @@ def create_app(*, tenant: str = "acme", user: str = "ISU_ledgerbridge", password
                 "Get_Journals": tenant_api.get_journals,
                 "Import_Accounting_Journal": tenant_api.import_accounting_journal,
                 "Get_Import_Process_Messages": tenant_api.get_import_process_messages,
+                "Put_Customer": tenant_api.put_customer,
                 "Submit_Customer_Invoice": tenant_api.submit_customer_invoice,
                 "Get_Customer_Invoices": tenant_api.get_customer_invoices,
                 "Get_Projects": tenant_api.get_projects}
