@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dynamics365_support import COMPANIES, SYSTEM, cutoff, d365_ctx, serve
+from ledgerbridge.connectors.base import InvoiceTarget, LedgerTarget
 from ledgerbridge.flows import posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.flows.periods import close_period
@@ -58,6 +59,7 @@ def test_a_month_posted_reads_back_to_the_cent(tmp_path: Path, export: Path,
         assert all(o.status == "posted" and o.target == SYSTEM and o.dead_lettered == 0 for o in outs.values()), outs
         assert sum(o.journals for o in outs.values()) == len(app.state.store.journals())
         target = ctx.connector(SYSTEM)
+        assert isinstance(target, LedgerTarget) and isinstance(target, InvoiceTarget)
         foreign = 0
         for entity, co in COMPANIES.items():
             functional, by_currency = engine_totals(ctx, entity)
