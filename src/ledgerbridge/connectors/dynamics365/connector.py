@@ -185,7 +185,9 @@ class D365Connector:
                    project_key=str(options.get("project_key", "msdyn_externalid")),
                    resource_key=str(options.get("resource_key", "msdyn_externalid")),
                    customer_group=str(options.get("customer_group", "30")),
-                   limits=Limits(requests_per_second=(rate or 6000) / window, concurrency=conc))
+                   # lookup-before-create is not atomic: one writer per F&O environment (the client's own
+                   # threads are capped by options.concurrency, F&O's 52 concurrent requests)
+                   limits=Limits(requests_per_second=(rate or 6000) / window, concurrency=1))
 
     def capabilities(self) -> Capabilities:
         return self._caps
