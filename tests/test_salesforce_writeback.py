@@ -6,6 +6,13 @@ writes the project status back onto the Opportunity through the connector (real 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -85,6 +92,44 @@ def test_invoice_write_back_is_idempotent_by_external_id_and_refused_items_fail_
         assert (inv["KimbleOne__InvoiceReference__c"], inv["KimbleOne__DeliveryGroup__c"]) == ("SI-9",
                                                                                              "a1D000000000001AAA")
         assert kimble.invoice_records(["INV-K-1"])["INV-K-1"]["ERP_Invoice_Status__c"] == "posted"
+
+
+CHILD = """
+import datetime as dt, json, os, sys
+from decimal import Decimal
+from ledgerbridge.connectors.base import InvoiceStatusUpdate
+from ledgerbridge.connectors.salesforce import SalesforceSource
+src = SalesforceSource.from_options("sf", json.loads(sys.argv[1]), private_key=os.environ["LB_TEST_SF_KEY"])
+src.write_invoice_status([InvoiceStatusUpdate(
+    key=f"INV-K-{n:05d}", project_id="a0P000000000001AAA", legal_entity_id="US01", invoice_date=dt.date(2026, 9, 30),
+    currency="USD", total=Decimal("10.00"), erp_system="erp", erp_number=f"SI-{n}", status="posted")
+    for n in range(int(sys.argv[2]))])
+"""
+
+
+def test_write_back_killed_mid_run_and_rerun_leaves_each_invoice_once(monkeypatch: Any) -> None:
+    app = create_app(seed=False)
+    app.state.faults["collection_delay"] = 0.3
+    with serve_in_thread(app) as base:
+        options = connector_options(app, base, "certinia")
+        env = {**os.environ, "LB_TEST_SF_KEY": app.state.private_key_pem}
+        child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(options), "600"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 45
+        while patches(app) < 1 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
+        time.sleep(0.4)  # a collection call already sent when the client died still completes on the server
+        held = app.state.store.count(BE)
+        assert 200 <= held < 600  # killed part-way through the three collection calls
+        app.state.faults["collection_delay"] = 0
+        src = SalesforceSource.from_options("sf", options, private_key=app.state.private_key_pem)
+        ups = [update(f"INV-K-{n:05d}", f"SI-{n}") for n in range(600)]
+        assert src.write_invoice_status(ups) == 600 - held  # the rerun writes only what the killed run had not
+        keys = Counter(r["ERP_Invoice_Id__c"] for r in app.state.store.objects[BE].values())
+        assert len(keys) == 600 and set(keys.values()) == {1}
 
 
 def test_closed_won_opportunity_runs_the_project_chain_and_status_is_written_back(tmp_path: Path,

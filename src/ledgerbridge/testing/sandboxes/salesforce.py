@@ -26,12 +26,13 @@ Test hooks on ``app.state``: ``store`` (:class:`Store`: insert/update/delete wit
 (requests of the org's other integrations, sharing the allocation), ``faults`` (``expire_tokens_at_call``: every
 live token expires when the API call with that number arrives; ``lock_rows``: that many collection calls answer
 ``UNABLE_TO_LOCK_ROW`` for every item; ``expire_locators``: that many ``nextRecordsUrl`` fetches find their query
-locator expired), ``private_key_pem`` / ``public_key_pem`` (the demo
-connected app's key pair), ``client_id``, ``client_secret``, ``username``.
+locator expired; ``collection_delay``: seconds each collection call takes), ``private_key_pem`` /
+``public_key_pem`` (the demo connected app's key pair), ``client_id``, ``client_secret``, ``username``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -756,6 +757,9 @@ def create_app(
                             "into this call")
         all_or_none = bool((data or {}).get("allOrNone", False))
         results: list[dict[str, Any]] = []
+        delay = float(app.state.faults.get("collection_delay", 0))
+        if delay:  # heavy PSA triggers: each collection call takes this long (kill-mid-run tests)
+            await asyncio.sleep(delay)
         if app.state.faults.get("lock_rows", 0) > 0:  # a PSA trigger holds the rows: every item refused
             app.state.faults["lock_rows"] -= 1
             return Response(_json([{"success": False, "errors": [{
