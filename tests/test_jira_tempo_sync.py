@@ -182,3 +182,15 @@ def test_invoice_write_back_is_idempotent_and_makes_no_version(env) -> None:
     env.clock.advance(120)
     after = src.sync(first.cursor)  # the property write bumped Jira's updated time, not the business content
     assert after.events == [] and after.stats["fetched"] == 2
+
+
+def test_a_hidden_issue_makes_its_worklog_unmappable_not_the_sync(env) -> None:
+    b = seed_basics(env)
+    day = day_ago(env)
+    ok = env.log(b["issues"][0], b["accounts"][0], day, 3600)
+    hidden = env.log(b["issues"][1], b["accounts"][0], day, 3600)
+    env.jira.issues.pop(b["issues"][1])  # issue security: the issue answers 404 to this account
+    env.clock.advance(120)
+    r = env.source(with_tempo=False).sync(None)
+    assert ids(r) == [ok]
+    assert [(e.details["entry_id"], e.details["rule"]) for e in r.errors] == [(hidden, "jira.project")]

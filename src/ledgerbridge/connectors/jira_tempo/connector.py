@@ -343,8 +343,12 @@ class JiraTempoSource:
 
         for wid in sorted(fetched, key=int):
             run.compare(fetched[wid])
+            if wid in updated and wid in state.entries:
+                state.entries[wid][2] = updated[wid]  # the feed's own time: an overlap re-read then skips it
         for wid in sorted(deleted, key=int):
             run.delete(wid)
+        if deleted:
+            state.tempo_ids = {t: j for t, j in state.tempo_ids.items() if j not in deleted}
 
         state.updated_since = _advance(state.updated_since, frontier, now_ms, lag, overlap)
         state.deleted_since = _advance(state.deleted_since, del_frontier, now_ms, lag, overlap)
@@ -399,8 +403,13 @@ class JiraTempoSource:
         if self.fields.project_from == "account":
             return
         for issue_id in sorted({str(w["issueId"]) for w in worklogs if str(w.get("issueId")) not in state.issues}):
-            state.issues[issue_id] = issue_info(self.jira.issue(issue_id, self.fields.issue_fields()),
-                                                self.fields).dump()
+            try:
+                raw = self.jira.issue(issue_id, self.fields.issue_fields())
+            except LedgerbridgeError as err:
+                if err.details.get("status") in (403, 404):  # hidden by issue security, or gone: the worklog
+                    continue  # is reported unmappable (jira.project) instead of failing the whole sync
+                raise
+            state.issues[issue_id] = issue_info(raw, self.fields).dump()
 
     def _read_approvals(self, state: _State, worklogs: Iterable[Mapping[str, Any]], now_s: float) -> set[str]:
         """Read the approval of every (author, period) of interest; return the keys whose approval changed."""
@@ -411,8 +420,12 @@ class JiraTempoSource:
         pairs: set[tuple[str, str]] = set()
         for w in worklogs:
             account = (w.get("author") or {}).get("accountId")
-            if account and w.get("started"):
+            if not account:
+                continue
+            try:
                 pairs.add((str(account), work_date(w).isoformat()))
+            except (KeyError, ValueError):
+                continue  # no author or start: reported by the mapping
         pairs |= {(row[3]["account_id"], row[3]["work_date"]) for row in state.entries.values()
                   if row[3]["work_date"] >= floor}
         if not pairs:
@@ -509,8 +522,11 @@ class _Run:
         issue = st.issues.get(str(raw.get("issueId")))
         account = str((raw.get("author") or {}).get("accountId", ""))
         approval = None
-        if src.tempo is not None and raw.get("started"):
-            approval = self.approval_of(account, work_date(raw).isoformat())
+        if src.tempo is not None:
+            try:
+                approval = self.approval_of(account, work_date(raw).isoformat())
+            except (KeyError, ValueError):
+                approval = None  # a bad start: the mapping reports it
         return Context(IssueInfo.load(issue) if issue else None, TempoFacts.load(st.tempo.get(wid)), approval,
                        src.tempo is not None)
 
