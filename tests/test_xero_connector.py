@@ -449,6 +449,8 @@ def test_invoice_target_contract(env: Env) -> None:
     res = led.create_invoices([bad, good])
     assert isinstance(res[bad.id], RecordValidationError) and "TaxType" in str(res[bad.id])
     assert isinstance(res[good.id], base.InvoiceResult) and res[good.id].number == "INV-0003"
+    (credit,) = led.create_invoices([invoice("CN-INV-US01-2026-09-0001-1", "C-1", [("-2", "150")])]).values()
+    assert isinstance(credit, RecordValidationError) and "credit note" in str(credit)
     # the GL feed holds the receivable of every authorised invoice
     totals = led.trial_balance(dt.date(2026, 9, 1), SEP)
     assert totals["1100"][0] == sum((Decimal(str(i["Total"])) for i in env.store.invoices.values()), Decimal(0))

@@ -397,8 +397,9 @@ class XeroLedger:
         return {k: (v[0], v[1]) for k, v in sorted(out.items())}
 
     def report_trial_balance(self, date: dt.date) -> dict[str, tuple[Decimal, Decimal]]:
-        """Xero's own Trial Balance report as at ``date`` (``GET /Reports/TrialBalance``): year-to-date debit and
-        credit per Xero account code (the account rows' last two cells)."""
+        """Xero's own Trial Balance report as at ``date`` (``GET /Reports/TrialBalance``): the year-to-date balance
+        per Xero account code as ``(debit, credit)`` — the report shows each account's net on one side (the
+        account rows' last two cells; account title ``Name (Code)``)."""
         body = self.client.get("Reports/TrialBalance", params={"date": date.isoformat()})
         out: dict[str, tuple[Decimal, Decimal]] = {}
         for section in body["Reports"][0].get("Rows") or []:
@@ -408,7 +409,7 @@ class XeroLedger:
                     continue
                 title = str(cells[0].get("Value", ""))
                 code = title.rsplit("(", 1)[-1].rstrip(")") if title.endswith(")") else title
-                out[code] = (Decimal(str(cells[3].get("Value") or 0)), Decimal(str(cells[4].get("Value") or 0)))
+                out[code] = (money(cells[3].get("Value") or 0), money(cells[4].get("Value") or 0))
         return out
 
     # ------------------------------------------------------------------ master data

@@ -266,6 +266,9 @@ def revenue_code(ln: Any, chart: XeroChart, default_revenue: str) -> str | None:
 def invoice_problems(inv: Invoice, chart: XeroChart, contacts: Mapping[str, str], default_revenue: str
                      ) -> list[str]:
     problems: list[str] = []
+    if inv.total < 0 or any(ln.net_amount < 0 for ln in inv.lines):
+        problems.append("negative amounts: a credit note is an ACCRECCREDIT document (CreditNotes), which this "
+                        "connector does not write yet — credit it in Xero by hand")
     if inv.customer_id not in contacts:
         problems.append(f"customer {inv.customer_id} is not a Xero contact — push the customers first")
     for ln in inv.lines:

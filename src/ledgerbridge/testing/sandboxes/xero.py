@@ -455,33 +455,48 @@ def create_app(*, calls_per_minute: int = 60, window: float = 60.0, concurrency:
                     number=404)
 
     def trial_balance(date: dt.date) -> dict[str, Any]:
-        start = dt.date(date.year, 1, 1)
-        month = date.replace(day=1)
-        sums: dict[str, list[Decimal]] = {}
+        """Xero's Trial Balance report: one section per account class, each account's net movement of the month
+        and net year-to-date balance shown on its debit or its credit side (as the report does)."""
+        start, month = dt.date(date.year, 1, 1), date.replace(day=1)
+        net: dict[str, list[Decimal]] = {}  # code -> [month net, ytd net]
         for j in store.gl:
             jd = parse_date(j["JournalDate"])
             if jd is None or not start <= jd <= date:
                 continue
             for ln in j["JournalLines"]:
-                cell = sums.setdefault(ln["AccountCode"], [Decimal(0)] * 4)
+                cell = net.setdefault(ln["AccountCode"], [Decimal(0), Decimal(0)])
                 amt = Decimal(str(ln["NetAmount"]))
-                side = 0 if amt > 0 else 1
-                cell[2 + side] += abs(amt)
+                cell[1] += amt
                 if jd >= month:
-                    cell[side] += abs(amt)
-        rows = []
-        for code, (d, c, yd, yc) in sorted(sums.items()):
-            acct = store.accounts[code]
-            attr = [{"Value": acct["AccountID"], "Id": "account"}]
-            rows.append({"RowType": "Row", "Cells": [{"Value": f"{acct['Name']} ({code})", "Attributes": attr}] + [
-                {"Value": format(v, "f"), "Attributes": attr} for v in (d, c, yd, yc)]})
+                    cell[0] += amt
+
+        def sides(v: Decimal) -> list[str]:
+            return [format(v, "f") if v > 0 else "", format(-v, "f") if v < 0 else ""]
+
+        sections = []
+        for klass, title in (("REVENUE", "Revenue"), ("EXPENSE", "Expenses"), ("ASSET", "Assets"),
+                             ("LIABILITY", "Liabilities"), ("EQUITY", "Equity")):
+            rows = []
+            for code, (m, y) in sorted(net.items()):
+                acct = store.accounts[code]
+                if acct["Class"] != klass:
+                    continue
+                attr = [{"Value": acct["AccountID"], "Id": "account"}]
+                rows.append({"RowType": "Row", "Cells": [{"Value": f"{acct['Name']} ({code})", "Attributes": attr}]
+                             + [{"Value": v, "Attributes": attr} for v in sides(m) + sides(y)]})
+            if rows:
+                sections.append({"RowType": "Section", "Title": title, "Rows": rows})
+        total_d = sum((v[1] for v in net.values() if v[1] > 0), Decimal(0))
+        sections.append({"RowType": "Section", "Title": "", "Rows": [{"RowType": "SummaryRow", "Cells": [
+            {"Value": "Total"}, {"Value": ""}, {"Value": ""}, {"Value": format(total_d, "f")},
+            {"Value": format(total_d, "f")}]}]})
         title = ["Account", "Debit", "Credit", "YTD Debit", "YTD Credit"]
         return envelope("Reports", [{"ReportID": "TrialBalance", "ReportName": "Trial Balance",
                                      "ReportType": "TrialBalance", "ReportTitles": ["Trial Balance", store.name,
                                                                                     f"As at {date:%d %B %Y}"],
                                      "ReportDate": f"{date:%d %B %Y}", "UpdatedDateUTC": ms(now_utc()),
                                      "Rows": [{"RowType": "Header", "Cells": [{"Value": t} for t in title]},
-                                              {"RowType": "Section", "Title": "Accounts", "Rows": rows}]}])
+                                              *sections]}])
 
     # ----------------------------------------------------------------- writes
 
