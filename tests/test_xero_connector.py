@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -362,13 +363,20 @@ def test_token_expiry_mid_run_is_renewed(env: Env) -> None:
     assert len(env.store.manual_journals) == 6
 
 
-def test_refresh_token_grant_rotates_the_refresh_token(env: Env) -> None:
+def test_refresh_token_grant_rotates_the_refresh_token(env: Env, tmp_path: Path) -> None:
     seen: list[str] = []
+    token_file = tmp_path / "xero-refresh-token"
     led = XeroLedger.from_options(options(env.base), client_secret=sandbox.CLIENT_SECRET,
                                   refresh_token="sandbox-refresh-0", transport=env.checker,
-                                  on_refresh_token=seen.append)
+                                  on_refresh_token=seen.append, token_file=token_file)
     assert led.organisation()["BaseCurrency"] == "USD"
     assert seen and seen[-1] != "sandbox-refresh-0" and led.client.refresh_token == seen[-1]
+    assert token_file.read_text() == seen[-1] and token_file.stat().st_mode & 0o777 == 0o600
+    # a restart configured with the (now spent) original token starts from the rotated one in the file
+    restarted = XeroLedger.from_options(options(env.base), client_secret=sandbox.CLIENT_SECRET,
+                                        refresh_token="sandbox-refresh-0", transport=env.checker,
+                                        token_file=token_file)
+    assert restarted.organisation()["BaseCurrency"] == "USD" and token_file.read_text() != seen[-1]
     stale = XeroLedger.from_options(options(env.base), client_secret=sandbox.CLIENT_SECRET,
                                     refresh_token="sandbox-refresh-0", transport=env.checker)
     with pytest.raises(PermanentError, match="invalid_grant"):  # the spent refresh token is refused

@@ -1,9 +1,10 @@
 """HTTP client of the Xero Accounting API: OAuth 2.0 tokens, the tenant header, pacing, paging, errors.
 
 - **Tokens**: ``client_credentials`` (a custom connection, one organisation) or ``refresh_token`` (a standard app;
-  Xero rotates the refresh token on every use — the new one is kept and handed to ``on_refresh_token`` so the
-  caller can persist it). A token is renewed ahead of its expiry (``expires_in`` minus 60 s) and once more when an
-  answer is 401 (expired early or revoked).
+  Xero rotates the refresh token on every use — the new one is kept, written to ``token_file`` when given (read
+  back at the next start, so a restart does not present a spent token) and handed to ``on_refresh_token``). A
+  token is renewed ahead of its expiry (``expires_in`` minus 10%, at most 60 s) and once more when an answer is
+  401 (expired early or revoked).
 - **Tenant**: every Accounting call carries ``xero-tenant-id``; when none is configured, ``GET /connections`` must
   list exactly one organisation.
 - **Limits** (per organisation and app): 60 calls per minute, 5 in flight, 5,000 per day. :class:`~ledgerbridge.
@@ -22,10 +23,12 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ledgerbridge.connectors.base import atomic_write_bytes
 from ledgerbridge.connectors.http import Pacer, send
 from ledgerbridge.connectors.xero.mapping import dumps, loads, parse_xero_datetime
 from ledgerbridge.errors import ConflictError, PermanentError, RateLimitedError, RecordValidationError
@@ -61,10 +64,13 @@ class XeroClient:
                  calls_per_minute: int = 60, window: float = 60.0, concurrency: int = 5, headroom: float = 1.0,
                  day_reserve: int = 0, timeout: float = 60.0, transport: httpx.BaseTransport | None = None,
                  event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
-                 on_refresh_token: Callable[[str], None] | None = None) -> None:
+                 on_refresh_token: Callable[[str], None] | None = None, token_file: Path | None = None) -> None:
         if not client_id or not client_secret:
             raise PermanentError(f"{system}: client_id and client_secret are required", code="LB-P001")
         self.client_id, self.client_secret = client_id, client_secret
+        self.token_file = Path(token_file) if token_file is not None else None
+        if self.token_file is not None and self.token_file.exists() and self.token_file.read_text().strip():
+            refresh_token = self.token_file.read_text().strip()  # the latest rotation wins over the configured one
         self.refresh_token = refresh_token
         self.tenant_id = tenant_id
         self.api_url = api_url.rstrip("/")
@@ -129,6 +135,9 @@ class XeroClient:
         self._expires_at = time.monotonic() + lifetime - min(60.0, lifetime / 10)  # renew ahead of expiry
         if body.get("refresh_token") and self.refresh_token:
             self.refresh_token = str(body["refresh_token"])  # Xero rotates it: the old one is spent
+            if self.token_file is not None:
+                atomic_write_bytes(self.token_file, self.refresh_token.encode())
+                self.token_file.chmod(0o600)
             if self.on_refresh_token is not None:
                 self.on_refresh_token(self.refresh_token)
         self.token_refreshes += 1
