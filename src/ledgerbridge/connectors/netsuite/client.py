@@ -303,6 +303,7 @@ class PoolPacer(Pacer):
     def __init__(self, concurrency: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.concurrency = concurrency
+        self.ceiling = concurrency
         self.share = concurrency
         self.peak = 0
         self.decreases = 0
@@ -324,7 +325,7 @@ class PoolPacer(Pacer):
             with self._cond:
                 self._in_flight -= 1
                 self._clean += 1
-                if self._clean >= self.share and self.share < self.concurrency:
+                if self._clean >= self.share and self.share < self.ceiling:
                     self.share += 1
                     self._clean = 0
                 self._cond.notify_all()

@@ -214,7 +214,9 @@ class NetSuiteLedger:
             elif mode == "tba":
                 vals = {n: need(n) for n in ("consumer_key", "consumer_secret", "token_id", "token_secret")}
                 if not problems:
-                    auth = TokenBasedAuth(account_id=str(account), system=system, **vals)
+                    auth = TokenBasedAuth(account_id=str(account), system=system, consumer_key=vals["consumer_key"],
+                                          consumer_secret=vals["consumer_secret"], token_id=vals["token_id"],
+                                          token_secret=vals["token_secret"])
             else:
                 problems.append(f"options.auth must be oauth2 or tba, not {mode!r}")
         except LedgerbridgeError as exc:
@@ -266,11 +268,11 @@ class NetSuiteLedger:
         by_id = {str(r["id"]): r for r in rows}
         accounts: dict[str, Ref] = {}
         unknown: dict[str, Any] = {}
-        for code, r in by_number.items():
+        for code, row in by_number.items():
             if code and code not in self.account_map:
-                accounts[code] = self._account_ref(r)
+                accounts[code] = self._account_ref(row)
         for code, target in self.account_map.items():
-            r = by_id.get(str(target)) if isinstance(target, int) else by_number.get(str(target))
+            r: dict[str, Any] | None = by_id.get(str(target)) if isinstance(target, int) else by_number.get(str(target))
             if r is None:
                 unknown[str(code)] = target
             else:

@@ -72,7 +72,7 @@ class DimensionRule:
 
     dimension: str
     record: str  # department | classification | location | job | customer
-    field: str
+    line_field: str
     required: bool = False
     values: Mapping[str, str] = field(default_factory=dict)
 
@@ -233,9 +233,9 @@ def line_dimensions(dimensions: Mapping[str, str], setup: Setup, subsidiary: str
                             + (" — push the projects first" if rule.record == "job" else ""))
             continue
         problems += ref_problems(ref, f"{where}: NetSuite {rule.record} {code} (id {ref.id})", subsidiary)
-        if rule.field in out and out[rule.field] != ref.id:
-            problems.append(f"{where}: two dimensions map to the NetSuite field {rule.field}")
-        out[rule.field] = ref.id
+        if rule.line_field in out and out[rule.line_field] != ref.id:
+            problems.append(f"{where}: two dimensions map to the NetSuite field {rule.line_field}")
+        out[rule.line_field] = ref.id
     return tuple(sorted(out.items())), problems
 
 

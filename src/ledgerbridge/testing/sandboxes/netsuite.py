@@ -897,15 +897,16 @@ def create_app(*, account_id: str = "TSTDRV2100000", client_id: str = "lb-sandbo
     @app.middleware("http")
     async def governance(request: Request, call_next: Any) -> Response:
         path = request.url.path
+        resp: Response
         if not path.startswith("/services/rest/") or path == TOKEN:
             resp = await call_next(request)
             calls.add(request.method, path, resp.status_code)
             return resp
         try:
             auth.check(request)
-        except Problem as p:
-            calls.add(request.method, path, p.status)
-            return p.response()
+        except Problem as refused:
+            calls.add(request.method, path, refused.status)
+            return refused.response()
         if limits.try_acquire() is not None:
             p = (Problem(429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded. Request blocked.")
                  if limit_style == "429" else
