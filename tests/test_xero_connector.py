@@ -231,6 +231,17 @@ def test_if_modified_since_and_paging(env: Env) -> None:
     gets = env.app.state.calls.count(method="GET", path_prefix="/api.xro/2.0/Manual")
     led.journals.refresh()  # incremental: one page of what changed since the last read
     assert env.app.state.calls.count(method="GET", path_prefix="/api.xro/2.0/Manual") == gets + 1
+    # lookup_since (go-live date): the history before it is never read, not even on the first lookup
+    recent = XeroLedger.from_options(options(env.base, lookup_since="2026-06-01"),
+                                     client_secret=sandbox.CLIENT_SECRET, transport=env.checker)
+    recent.journals.refresh()
+    assert list(recent.journals.by_key) == ["US01-2026-09-d-1"] and len(recent.journals.rows) == 1
+    # the GL feed is append-only: a second read asks only for journals after the last JournalNumber
+    first = led.trial_balance(dt.date(2026, 9, 1), SEP)
+    feed = env.app.state.calls.count(path_prefix="/api.xro/2.0/Journals")
+    assert led.trial_balance(dt.date(2026, 9, 1), SEP) == first == {"1200": (Decimal("1.00"), Decimal(0)),
+                                                                    "4000": (Decimal(0), Decimal("1.00"))}
+    assert env.app.state.calls.count(path_prefix="/api.xro/2.0/Journals") == feed + 1
 
 
 # --------------------------------------------------------------------------------------------------- limits

@@ -90,11 +90,11 @@ class _Index:
     """Records of one Xero resource held by our key, kept current with ``If-Modified-Since`` reads."""
 
     def __init__(self, client: XeroClient, resource: str, key_of: Callable[[Mapping[str, Any]], str | None],
-                 params: Mapping[str, Any] | None = None) -> None:
+                 params: Mapping[str, Any] | None = None, since: dt.datetime | None = None) -> None:
         self.client, self.resource, self.key_of, self.params = client, resource, key_of, dict(params or {})
         self.rows: dict[str, dict[str, Any]] = {}  # Xero id -> row
         self.by_key: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # our key -> Xero id -> row
-        self.since: dt.datetime | None = None
+        self.since: dt.datetime | None = since  # lookup_since: history before it is never read
         self.id_field = f"{resource[:-1]}ID"
 
     def refresh(self) -> None:
@@ -126,7 +126,8 @@ class XeroLedger:
 
     def __init__(self, client: XeroClient, *, legal_entity_id: str, account_map: Mapping[str, str] | None = None,
                  tracking_map: Mapping[str, str] | None = None, tax_map: Mapping[str, str] | None = None,
-                 revenue_account: str = "4000", batch_size: int = WRITE_BATCH) -> None:
+                 revenue_account: str = "4000", batch_size: int = WRITE_BATCH,
+                 lookup_since: dt.date | None = None) -> None:
         if not 1 <= batch_size <= WRITE_BATCH:
             raise ValueError(f"batch_size must be 1..{WRITE_BATCH}")
         if tracking_map and len(tracking_map) > 2:
@@ -140,9 +141,11 @@ class XeroLedger:
         self.revenue_account = revenue_account
         self.batch_size = batch_size
         self._chart: XeroChart | None = None
-        self.journals = _Index(client, "ManualJournals", lambda r: journal_id_of(r.get("Narration")))
+        since = dt.datetime.combine(lookup_since, dt.time(), dt.UTC) if lookup_since else None
+        self.journals = _Index(client, "ManualJournals", lambda r: journal_id_of(r.get("Narration")), since=since)
         self.invoices = _Index(client, "Invoices", lambda r: str(r["Reference"])
-                               if r.get("Type") == "ACCREC" and r.get("Reference") else None)
+                               if r.get("Type") == "ACCREC" and r.get("Reference") else None, since=since)
+        self._gl: list[dict[str, Any]] = []  # Xero's GL journal feed read so far (append-only, by JournalNumber)
         self.contacts = _Index(client, "Contacts", lambda r: str(r["AccountNumber"]) if r.get("AccountNumber")
                                else None)
 
@@ -178,10 +181,12 @@ class XeroLedger:
             day_reserve=int(ints.get("day_reserve") or 0), timeout=float(options.get("timeout", 60)), **client_kw)
         if options.get("scopes"):
             client.scopes = str(options["scopes"])
+        since = options.get("lookup_since")
         return cls(client, legal_entity_id=str(options["legal_entity_id"]),
                    account_map=options.get("account_map"), tracking_map=options.get("tracking_map"),
                    tax_map=options.get("tax_map"), revenue_account=str(options.get("revenue_account", "4000")),
-                   batch_size=int(ints.get("batch_size") or WRITE_BATCH))
+                   batch_size=int(ints.get("batch_size") or WRITE_BATCH),
+                   lookup_since=dt.date.fromisoformat(str(since)) if since else None)
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
@@ -358,14 +363,15 @@ class XeroLedger:
     # ------------------------------------------------------------------ reconciliation
 
     def gl_journals(self) -> list[dict[str, Any]]:
-        """Xero's general-ledger journal feed (``GET /Journals?offset=<JournalNumber>``, 100 per call)."""
-        out: list[dict[str, Any]] = []
-        offset = 0
+        """Xero's general-ledger journal feed (``GET /Journals?offset=<JournalNumber>``, 100 per call). The feed
+        is append-only (a voided document adds reversing journals), so only what was added since the last read is
+        fetched."""
+        offset = max((int(r["JournalNumber"]) for r in self._gl), default=0)
         while True:
             rows = self.client.get("Journals", params={"offset": offset}).get("Journals") or []
-            out += rows
+            self._gl += rows
             if len(rows) < 100:
-                return out
+                return list(self._gl)
             offset = max(int(r["JournalNumber"]) for r in rows)
 
     def account_totals(self, entity: str) -> dict[tuple[str, str, str], tuple[Decimal, Decimal]]:
