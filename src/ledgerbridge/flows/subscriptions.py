@@ -584,6 +584,11 @@ def key_of(event: Mapping[str, Any], path: str) -> Any:
     return cur
 
 
+def matching(cfg: LedgerbridgeConfig, event_type: str) -> list[SubscriptionConfig]:
+    """The configured subscriptions listening to ``event_type`` (webhook ingress starts their chains too)."""
+    return [s for s in cfg.subscriptions if s.event == event_type]
+
+
 def ensure_queue(concurrency: int = DEFAULT_CONCURRENCY) -> None:
     """Register the partitioned subscriptions queue (one chain at a time per key) if this process has not."""
     if QUEUE not in rt.Runtime.current().queues:
@@ -618,7 +623,7 @@ def publish(ctx: FlowContext, events: Iterable[Any], *, concurrency: int = DEFAU
             letters.append(_contract_letter(raw, exc))
             continue
         data = ev.model_dump(mode="json")
-        subs = [s for s in ctx.config.subscriptions if s.event == data["event_type"]]
+        subs = matching(ctx.config, data["event_type"])
         if not subs:
             res.unmatched += 1
         for sub in subs:
@@ -760,6 +765,7 @@ __all__ = [
     "demo_subscription",
     "ensure_queue",
     "key_of",
+    "matching",
     "project_approved_events",
     "publish",
     "register_action",

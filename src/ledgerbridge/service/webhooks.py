@@ -7,17 +7,25 @@ A delivery carries two headers::
 
 The secret is the system's ``secrets.webhook`` reference in the configuration (``${env:..}`` / ``${file:..}``);
 ``secrets.webhook_previous``, when set, is accepted too (rotation). The body is one business event
-(:data:`ledgerbridge.model.events.AnyEvent`, discriminated by ``event_type``).
+(:data:`ledgerbridge.model.events.AnyEvent`, discriminated by ``event_type``): a time-entry or expense event (it
+lands in the inbox), or any event type a configured subscription listens to (``project.approved``...).
+
+Subscriptions: an accepted event that matches configured subscriptions (``subscriptions:``, docs/sync-events.md)
+starts their chains through :func:`ledgerbridge.flows.subscriptions.publish` after the inbox commit (workflow id
+``sub:<subscription>:<event idempotency key>``: a duplicate delivery starts nothing twice); the answer lists the
+chains' workflow ids in ``chains``. Chains need the durable runtime in this process: without it (``--api-only``)
+such an event is refused with ``503`` before anything is stored.
 
 Answers:
 
-- ``202`` ``{"event_id", "idempotency_key", "duplicate", "trace_id"}`` — the record is in the inbox (committed)
-  before the answer; a delivery of a version already received answers ``duplicate: true`` and has no effect;
+- ``202`` ``{"event_id", "idempotency_key", "duplicate", "chains", "trace_id"}`` — the record is in the inbox
+  (committed) and the matching chains are enqueued before the answer; a delivery of a version already received
+  answers ``duplicate: true`` and has no effect;
 - ``401`` missing/bad signature or a timestamp outside the tolerance (stale); ``409`` the *identical* signed
   request was already accepted within the tolerance (a replay: nothing to do, it was stored the first time);
 - ``403`` the system has no webhook secret configured; ``404`` no such system; ``413`` body too large;
 - ``422`` the body is not a valid event: ``errors`` lists each field (``loc``) with the rule broken; nothing is
-  stored.
+  stored and no chain starts; ``503`` the event has subscriptions but the runtime does not run in this process.
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ import threading
 import time
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ledgerbridge import runtime as rt
+from ledgerbridge.flows import subscriptions as subs
 from ledgerbridge.model.entities import ApprovalStatus
 from ledgerbridge.model.events import (
     AnyEvent,
@@ -104,6 +115,7 @@ class WebhookAccepted(BaseModel):
     idempotency_key: str
     duplicate: bool
     held: bool = False  # the intake's drift gate parked it in the operational dead-letter queue
+    chains: list[str] = []  # workflow ids of the subscription chains for this event (new or already there)
     trace_id: str | None
 
 
@@ -127,13 +139,19 @@ def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
                        + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""), errors=errors)
 
 
-def _check_event(system: str, event: Any) -> list[dict[str, Any]]:
-    """Business checks beyond the contract: the event must feed the transactional flow and agree with itself."""
+def _check_event(system: str, event: Any, subscribed: bool) -> list[dict[str, Any]]:
+    """Business checks beyond the contract: the event must feed the transactional flow or a subscription, and agree
+    with itself."""
     want = _STATUS_OF.get(type(event))
     if type(event) not in _STATUS_OF:
+        if subscribed:
+            return [] if event.source_system == system else [{
+                "loc": ["body", "source_system"], "type": "system_mismatch",
+                "msg": f"source_system {event.source_system!r} differs from the URL's system {system!r}"}]
         return [{"loc": ["body", "event_type"], "type": "not_accepted",
                  "msg": f"event type {event.event_type!r} is not taken by webhook ingress: it accepts time_entry.* "
-                        "and expense.* events (they feed the transactional flow)"}]
+                        "and expense.* events (they feed the transactional flow) and the event types a configured "
+                        "subscription listens to"}]
     errs = []
     field = "entry" if hasattr(event, "entry") else "expense"
     item = getattr(event, field)
@@ -228,27 +246,42 @@ def make_router() -> APIRouter:
                       for e in exc.errors(include_url=False, include_input=False)]
             metrics.webhooks.labels(system=system, outcome="invalid").inc()
             return _invalid(errors)
-        errs = _check_event(system, event)
+        subscribed = bool(subs.matching(state.ctx.config, event.event_type))
+        errs = _check_event(system, event, subscribed)
         if errs:
             metrics.webhooks.labels(system=system, outcome="invalid").inc()
             return _invalid(errs)
-        record = event_to_record(event)
+        if subscribed and not rt.Runtime.is_launched():
+            return refuse(503, "no_runtime", f"subscriptions listen to {event.event_type} but the durable runtime "
+                                             "does not run in this process (--api-only): send it to a process "
+                                             "running the worker; nothing was stored")
         trace_id = trace_id_hex()
         with state.tracer.start_as_current_span("intake.accept") as span:
             span.set_attribute("ledgerbridge.system", system)
             span.set_attribute("ledgerbridge.event_id", event.event_id)
-            out = await asyncio.wrap_future(state.committer.submit(system, record))
-            span.set_attribute("ledgerbridge.duplicate", not out.new)
-            span.set_attribute("ledgerbridge.inbox_batch", out.batch_id)
+            if type(event) in _STATUS_OF:
+                out = await asyncio.wrap_future(state.committer.submit(system, event_to_record(event)))
+                key, new, held, batch = out.key, out.new, out.held, out.batch_id
+                span.set_attribute("ledgerbridge.inbox_batch", batch)
+            else:  # subscription-only event: the chains are the whole effect
+                key, new, held, batch = event.idempotency_key, False, False, ""
+            chains: list[str] = []
+            if subscribed:  # also after an inbox duplicate: a start lost to a crash is made up (idempotent)
+                published = await anyio.to_thread.run_sync(subs.publish, state.ctx, [event])
+                chains = published.workflow_ids
+                new = new or published.enqueued > 0
+                span.set_attribute("ledgerbridge.chains_started", published.enqueued)
+            span.set_attribute("ledgerbridge.duplicate", not new)
         guard.remember(sig, ts)
-        duplicate = not out.new and not out.held
-        outcome = "held" if out.held else "duplicate" if duplicate else "accepted"
+        duplicate = not new and not held
+        outcome = "held" if held else "duplicate" if duplicate else "accepted"
         metrics.webhooks.labels(system=system, outcome=outcome).inc()
         metrics.accept_seconds.labels(system=system).observe(time.perf_counter() - started)
-        log.info("webhook.accepted", system=system, event_id=event.event_id, idempotency_key=out.key,
-                 duplicate=duplicate, held=out.held, inbox_batch=out.batch_id)
-        return JSONResponse(WebhookAccepted(event_id=event.event_id, idempotency_key=out.key, duplicate=duplicate,
-                                            held=out.held, trace_id=trace_id).model_dump(), status_code=202)
+        log.info("webhook.accepted", system=system, event_id=event.event_id, idempotency_key=key,
+                 duplicate=duplicate, held=held, inbox_batch=batch, chains=chains)
+        return JSONResponse(WebhookAccepted(event_id=event.event_id, idempotency_key=key, duplicate=duplicate,
+                                            held=held, chains=chains, trace_id=trace_id).model_dump(),
+                            status_code=202)
 
     return router
 
