@@ -64,7 +64,7 @@ def test_sigkill_mid_run_then_rerun_posts_each_journal_once(tmp_path: Path,
         held_before = len(store.journals("usmf"))
         assert held_before == 2
 
-        ctx = d365_ctx(workdir, export, base, monkeypatch, batch_journals=1)
+        ctx.reset_connectors()
         out = posting.post_period(ctx, "US01", "2026-09")  # picks the killed run up again
         assert out.status == "posted" and out.run_id == "US01-2026-09-erp_d365-r01", out
         refs = Counter(h["Description"] for h in store.journals("usmf"))
