@@ -262,7 +262,7 @@ def test_concurrency_pool_held_without_storms(style: str) -> None:
             app.state.limits.accepted = app.state.limits.refused = app.state.limits.peak_in_flight = 0
             led = ledger(app, base, concurrency=conc)
             led.setup()
-            journals = [journal(i + (1000 if conc > pool else 0)) for i in range(60)]
+            journals = [journal(i + (1000 if conc > pool else 0)) for i in range(40)]
             res = led.post_journals(batch(journals, run=f"run-{conc}"))
             assert all(r.status is PostStatus.POSTED for r in res)
             s = app.state.limits.stats()
@@ -273,9 +273,9 @@ def test_concurrency_pool_held_without_storms(style: str) -> None:
                   f"{led.client.pacer.share}")
         assert figures["own share"]["refused"] == 0  # a client inside its share is never refused
         assert figures["own share"]["peak_in_flight"] <= pool
-        assert figures["over the pool"]["refused_share"] < 0.5  # one refusal pauses every caller: no storm
+        assert figures["over the pool"]["refused_share"] < 0.35  # a refusal pauses all and halves the share
         eids = app.state.store.external_ids("journalentry")
-        assert len(eids) == 120 and max(Counter(eids).values()) == 1
+        assert len(eids) == 80 and max(Counter(eids).values()) == 1
 
 
 def test_class_and_location_rules_checked_per_subsidiary() -> None:
