@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import itertools
 import json
 import re
@@ -459,6 +460,12 @@ def _keypair() -> tuple[str, str]:
     return private, public
 
 
+@functools.lru_cache(maxsize=1)
+def demo_keypair() -> tuple[str, str]:
+    """The demo connected app's key pair, generated once per process (RSA generation costs ~0.4 s)."""
+    return _keypair()
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, default=lambda o: float(o) if isinstance(o, Decimal) else _out(o))
 
@@ -487,7 +494,7 @@ def create_app(
         with open(public_key_file) as fh:
             public_pem = fh.read()
     else:
-        private_pem, public_pem = _keypair()
+        private_pem, public_pem = demo_keypair()
     calls = CallLog()
     limits = RateWindow(limit=int(daily_limit), window=float(limit_window_seconds))
     usage: deque[float] = deque()
