@@ -238,3 +238,45 @@ def test_format_drift_is_refused_per_journal() -> None:
         assert good.status is PostStatus.POSTED and bad.status is PostStatus.REJECTED
         assert "does not match the account structure" in bad.error.message  # type: ignore[union-attr]
         assert [h["Description"] for h in app.state.store.journals()] == ["lb:DRIFT-OK"]
+
+
+def certificate() -> tuple[str, str, str]:
+    """A self-signed certificate: (private key PEM, SHA-1 thumbprint hex, x5t) as Entra shows and uses them."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ledgerbridge-d365")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    sha1 = hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return pem, sha1.hex().upper(), base64.urlsafe_b64encode(sha1).decode().rstrip("=")
+
+
+def test_certificate_credentials() -> None:
+    pem, thumbprint, x5t = certificate()
+    other_pem, _, _ = certificate()
+    with serve() as (app, base):
+        from cryptography.hazmat.primitives import serialization
+
+        public = serialization.load_pem_private_key(pem.encode(), None).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        app.state.store.certificates[x5t] = public  # uploaded under Certificates & secrets
+        opts = connector_options(base, certificate_thumbprint=thumbprint)
+        conn = D365Connector.from_options("erp_d365", opts, certificate_key=pem)
+        (res,) = conn.post_journals(batch("r-cert", [journal("CERT-1", dt.date(2026, 9, 5), "9.99")]))
+        assert res.status is PostStatus.POSTED and conn.client.tokens_fetched == 1
+        forged = D365Connector.from_options("erp_d365", opts, certificate_key=other_pem)  # same thumbprint
+        with pytest.raises(PermanentError, match="AADSTS700027"):
+            forged.period_status("US01", "2026-09")
+        with pytest.raises(PermanentError, match="certificate_thumbprint"):
+            D365Connector.from_options("erp_d365", connector_options(base), certificate_key=pem)

@@ -11,7 +11,10 @@ from ledgerbridge.connectors.dynamics365.mapping import D365Mapping
 
 
 def build(name: str, cfg: Any, ctx: Any) -> D365Connector:
-    """The registry's entry point (``connector: dynamics365``): options + the ``client_secret`` secret."""
+    """The registry's entry point (``connector: dynamics365``): options + the ``client_secret`` secret, or the
+    ``certificate_key`` secret with ``options.certificate_thumbprint``."""
+    if "certificate_key" in cfg.secrets:
+        return D365Connector.from_options(name, cfg.options, certificate_key=cfg.secret("certificate_key"))
     return D365Connector.from_options(name, cfg.options, client_secret=cfg.secret("client_secret"))
 
 

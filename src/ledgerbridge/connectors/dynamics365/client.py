@@ -1,10 +1,11 @@
 """HTTP client of Dynamics 365 Finance (F&O OData) and Project Operations (Dataverse Web API): the only place the
 Dynamics 365 connector does I/O.
 
-- **Tokens**: Microsoft Entra client credentials, ``POST <authority>/<tenant>/oauth2/v2.0/token`` with
-  ``scope=<resource>/.default``, one cached token per resource (F&O environment, Dataverse org). A token is renewed
-  ``refresh_skew`` seconds before ``expires_in`` runs out, and at once when a call answers 401 (revoked, clock skew):
-  the token is put on each request by an ``httpx.Auth`` flow, so the shared retry re-sends with the new one.
+- **Tokens**: Microsoft Entra client credentials (a secret, or a certificate: RS256 client assertion),
+  ``POST <authority>/<tenant>/oauth2/v2.0/token`` with ``scope=<resource>/.default``, one cached token per
+  resource (F&O environment, Dataverse org). A token is renewed ``refresh_skew`` seconds before ``expires_in``
+  runs out, and at once when a call answers 401 (revoked, clock skew): the token is put on each request by an
+  ``httpx.Auth`` flow, so the shared retry re-sends with the new one.
 - **Reads** (:meth:`D365Client.fo_get`): every F&O read carries ``cross-company=true`` — without it F&O silently
   answers only the app user's default legal entity — and follows ``@odata.nextLink`` to the end. ``$filter`` with
   ``in`` is not supported by F&O, so key lists become ``or`` chains (:func:`any_of`) of ``lookup_chunk`` values.
@@ -19,6 +20,7 @@ Dynamics 365 connector does I/O.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -121,13 +123,15 @@ class D365Client:
     ``pacer`` paces F&O calls, ``dv_pacer`` Dataverse calls (separate services, separate limits). ``clock`` is the
     token clock (injectable for tests); ``transport`` an optional ``httpx`` transport."""
 
-    def __init__(self, *, fo_url: str, tenant_id: str, client_id: str, client_secret: str,
+    def __init__(self, *, fo_url: str, tenant_id: str, client_id: str, client_secret: str = "",
+                 certificate_key: str = "", certificate_thumbprint: str = "",
                  authority: str = "https://login.microsoftonline.com", dataverse_url: str | None = None,
                  system: str = SYSTEM, pacer: Pacer | None = None, dv_pacer: Pacer | None = None,
                  timeout: float = 60.0, refresh_skew: float = 60.0, max_wait: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, transport: httpx.BaseTransport | None = None) -> None:
         problems = [name for name, v in (("fo_url", fo_url), ("tenant_id", tenant_id), ("client_id", client_id),
-                                         ("client_secret", client_secret)) if not v]
+                                         ("client_secret or certificate_key + certificate_thumbprint",
+                                          client_secret or (certificate_key and certificate_thumbprint))) if not v]
         if problems:
             raise PermanentError(f"{system}: missing {problems} — see docs/connectors/dynamics365.md (app "
                                  "registration in Microsoft Entra)", code="LB-P001", details={"missing": problems})
@@ -136,6 +140,7 @@ class D365Client:
         self.dataverse_url = dataverse_url.rstrip("/") if dataverse_url else None
         self.token_url = f"{authority.rstrip('/')}/{tenant_id}/oauth2/v2.0/token"
         self.client_id, self._secret = client_id, client_secret
+        self._cert_key, self._thumbprint = certificate_key, certificate_thumbprint
         self.pacer, self.dv_pacer = pacer, dv_pacer
         self.refresh_skew, self.max_wait, self.clock = refresh_skew, max_wait, clock
         self._tokens: dict[str, _Token] = {}
@@ -166,7 +171,7 @@ class D365Client:
             if held is not None and self.clock() < held.expires_at - self.refresh_skew:
                 return held.value
             form = {"grant_type": "client_credentials", "client_id": self.client_id,
-                    "client_secret": self._secret, "scope": f"{resource}/.default"}
+                    "scope": f"{resource}/.default", **self._credential()}
             self.requests += 1
             resp = send(self._auth_http, "POST", self.token_url, system=self.system, data=form, attempts=3,
                         max_wait=self.max_wait)
@@ -178,6 +183,21 @@ class D365Client:
                                             self.clock() + float(body.get("expires_in", 3599)))
             self.tokens_fetched += 1
             return self._tokens[resource].value
+
+    def _credential(self) -> dict[str, str]:
+        """The secret, or — with a certificate — a client assertion: a JWT signed with the certificate's private
+        key (RS256, ``x5t`` = base64url SHA-1 thumbprint), audience the token endpoint, valid 10 minutes."""
+        if not self._cert_key:
+            return {"client_secret": self._secret}
+        import jwt  # pyjwt[crypto]
+
+        now = int(time.time())
+        thumb = base64.urlsafe_b64encode(bytes.fromhex(self._thumbprint.replace(":", ""))).decode().rstrip("=")
+        assertion = jwt.encode({"aud": self.token_url, "iss": self.client_id, "sub": self.client_id,
+                                "jti": str(uuid.uuid4()), "nbf": now, "iat": now, "exp": now + 600},
+                               self._cert_key, algorithm="RS256", headers={"x5t": thumb})
+        return {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion}
 
     def _invalidate(self, resource: str) -> Callable[[], None]:
         def drop() -> None:

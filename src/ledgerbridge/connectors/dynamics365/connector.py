@@ -136,8 +136,10 @@ class D365Connector:
             supports_read_back=True, failure_mode=FailureMode.LINE_LEVEL)
 
     @classmethod
-    def from_options(cls, name: str, options: Mapping[str, Any], *, client_secret: str) -> D365Connector:
-        """Build from a system's ``options`` (docs/connectors/dynamics365.md) and the ``client_secret`` secret.
+    def from_options(cls, name: str, options: Mapping[str, Any], *, client_secret: str = "",
+                     certificate_key: str = "") -> D365Connector:
+        """Build from a system's ``options`` (docs/connectors/dynamics365.md) and the ``client_secret`` secret or
+        the ``certificate_key`` secret (PEM private key; ``options.certificate_thumbprint`` names the certificate).
         Every missing or malformed option is reported at once, by key."""
         problems: list[str] = []
         for key in ("fo_url", "tenant_id", "client_id"):
@@ -159,15 +161,18 @@ class D365Connector:
         rate = _opt_int(options, "rate_limit", 6000, problems)
         conc = _opt_int(options, "concurrency", 52, problems)
         window = float(options.get("rate_window", 300))
-        if not client_secret:
-            problems.append("secrets.client_secret is empty — reference it with ${env:...} or ${file:...}")
+        if not client_secret and not (certificate_key and options.get("certificate_thumbprint")):
+            problems.append("secrets.client_secret is empty (or give secrets.certificate_key with "
+                            "options.certificate_thumbprint) — reference it with ${env:...} or ${file:...}")
         if problems:
             raise PermanentError(f"{SYSTEM} system {name!r}: " + "; ".join(problems), code="LB-P001",
                                  details={"system": name, "problems": problems})
         headroom = float(options.get("headroom", 0.8))
         client = D365Client(
             fo_url=str(options["fo_url"]), tenant_id=str(options["tenant_id"]), client_id=str(options["client_id"]),
-            client_secret=client_secret, authority=str(options.get("authority", "https://login.microsoftonline.com")),
+            client_secret=client_secret, certificate_key=certificate_key,
+            certificate_thumbprint=str(options.get("certificate_thumbprint", "")),
+            authority=str(options.get("authority", "https://login.microsoftonline.com")),
             dataverse_url=options.get("dataverse_url"), system=name,
             pacer=Pacer(rate, window, concurrency=conc, headroom=headroom),
             dv_pacer=Pacer(rate, window, concurrency=conc, headroom=headroom),

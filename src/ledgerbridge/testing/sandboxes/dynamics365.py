@@ -205,6 +205,7 @@ class Store:
     ar_account: str = "1100"
     tax_account: str = "2300"
     fo_apps: set[str] = field(default_factory=set)
+    certificates: dict[str, str] = field(default_factory=dict)  # x5t (base64url SHA-1) -> public key PEM
     reads_without_cross_company: list[str] = field(default_factory=list)
     dataverse: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # set -> id -> row
     dv_keys: dict[str, str] = field(default_factory=dict)  # set -> alternate key column
@@ -547,7 +548,11 @@ def create_app(**options: Any) -> FastAPI:
         if form.get("client_id") != client_id:
             return refuse(400, "unauthorized_client", 700016, f"Application with identifier "
                           f"'{form.get('client_id')}' was not found in the directory '{tenant}'.")
-        if form.get("client_secret") != client_secret:
+        if form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            problem = check_assertion(form.get("client_assertion", ""), str(request.url))
+            if problem is not None:
+                return refuse(401, "invalid_client", *problem)
+        elif form.get("client_secret") != client_secret:
             return refuse(401, "invalid_client", 7000215, "Invalid client secret provided.")
         scope = form.get("scope", "")
         if not scope.endswith("/.default"):
@@ -557,6 +562,28 @@ def create_app(**options: Any) -> FastAPI:
         tokens[tok] = (clock[0]() + lifetime, scope, client_id)
         return answer("POST", request.url.path, 200, {"token_type": "Bearer", "expires_in": int(lifetime),
                                                       "ext_expires_in": int(lifetime), "access_token": tok})
+
+    def check_assertion(assertion: str, audience: str) -> tuple[int, str] | None:
+        """A certificate credential: RS256 JWT whose ``x5t`` names a certificate registered on the app
+        (``store.certificates``: x5t -> public key PEM), audience the token endpoint, iss = sub = client id."""
+        import jwt
+
+        try:
+            key = store.certificates.get(str(jwt.get_unverified_header(assertion).get("x5t", "")))
+        except jwt.PyJWTError:
+            return 50027, "Invalid JWT token. The token is malformed."
+        if key is None:
+            return 700027, ("Client assertion failed signature validation: no certificate with this thumbprint "
+                            "is registered on the application.")
+        try:
+            claims = jwt.decode(assertion, key, algorithms=["RS256"], audience=audience)
+        except jwt.ExpiredSignatureError:
+            return 700024, "Client assertion is not within its valid time range."
+        except jwt.PyJWTError as exc:
+            return 700027, f"Client assertion failed signature validation: {exc}."
+        if claims.get("iss") != client_id or claims.get("sub") != client_id:
+            return 700021, "Client assertion application identifier doesn't match 'client_id' parameter."
+        return None
 
     def authorize(request: Request) -> str | Response:
         auth = request.headers.get("authorization", "")
