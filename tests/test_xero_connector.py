@@ -356,22 +356,22 @@ def test_daily_limit_stops_the_run_for_the_runtime_to_reschedule(env: Env) -> No
 # --------------------------------------------------------------------------------------------------- tokens
 
 
-@pytest.mark.parametrize("env", [{"token_lifetime": 0.4}], indirect=True)
+@pytest.mark.parametrize("env", [{"token_lifetime": 0.3}], indirect=True)
 def test_token_expiry_mid_run_is_renewed(env: Env) -> None:
     led = env.ledger
     led.push_customers([Customer(id="C-1", name="Acme", legal_entity_id="US01", currency="USD",
                                  tax_jurisdiction="US", tax_code="US-EXEMPT")])
     first = led.client.token_refreshes
-    for i in range(6):  # ~0.6 s of posting across token lifetimes of 0.4 s
+    for i in range(4):  # ~0.5 s of posting across token lifetimes of 0.3 s
         (res,) = led.post_journals(batch(journal(f"US01-2026-09-t-{i}", f"{i + 1}.00")))
         assert res.status is PostStatus.POSTED
-        threading.Event().wait(0.1)
+        threading.Event().wait(0.12)
     assert led.client.token_refreshes > first
     led.client.token(force=True)
     env.app.state.revoke_tokens()  # revoked / expired early: the 401 renews the token once and retries
     assert led.client.get("Organisation")["Organisations"][0]["BaseCurrency"] == "USD"
     assert env.app.state.calls.count(path_prefix="/api.xro/2.0/Organisation", status=401) == 1
-    assert len(env.store.manual_journals) == 6
+    assert len(env.store.manual_journals) == 4
 
 
 def test_refresh_token_grant_rotates_the_refresh_token(env: Env, tmp_path: Path) -> None:
