@@ -297,3 +297,21 @@ def test_class_and_location_rules_checked_per_subsidiary() -> None:
         cls = store.one("SELECT id FROM classification WHERE externalid = 'DEP-DEL'")["id"]
         assert {(r["location"], r["class"], r["department"]) for r in lines} == {(loc, cls, 1)}
         assert store.external_ids("journalentry") == [good.id]
+
+
+def test_lost_answers_are_retried_without_duplicates() -> None:
+    with sandbox(lost_answer_every=3) as (app, base):
+        led = ledger(app, base)
+        led.push_customers([Customer(id=f"C-{i}", name=f"Customer {i}", legal_entity_id="US01", currency=USD,
+                                     tax_jurisdiction="US", tax_code="US-EXEMPT") for i in range(4)])
+        js = [journal(i) for i in range(12)]
+        res = led.post_journals(batch(js))
+        assert all(r.status is PostStatus.POSTED for r in res)
+        puts = app.state.calls.count(method="PUT", path_prefix="/services/rest/record/v1/journalentry")
+        lost = app.state.calls.count(method="PUT", status=504)
+        assert lost >= 4 and puts == 12 + app.state.calls.count(
+            method="PUT", path_prefix="/services/rest/record/v1/journalentry", status=504)  # each lost one retried
+        eids = app.state.store.external_ids("journalentry")
+        assert sorted(eids) == sorted(j.id for j in js)  # applied twice, held once
+        assert app.state.store.count("customer") == 4
+        assert all(led.read_back([j.id])[j.id].matches(j) for j in js[:3])

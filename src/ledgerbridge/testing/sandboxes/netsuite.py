@@ -23,7 +23,8 @@
   Retry-After. ``latency`` seconds per request make the pool matter.
 - Test hooks on ``app.state``: ``store`` (seeding, period flags, invoice payment, counts), ``calls`` (CallLog),
   ``limits`` (RateWindow), ``release_hold()`` for ``hold_after=N`` (journal PUTs after the N-th wait until
-  released: a client can be killed mid-run).
+  released: a client can be killed mid-run); ``lost_answer_every=N`` applies every N-th record PUT and answers 504
+  (the lost-answer case a retry must not duplicate).
 """
 
 from __future__ import annotations
@@ -858,7 +859,8 @@ def create_app(*, account_id: str = "TSTDRV2100000", client_id: str = "lb-sandbo
                consumer_secret: str = "lb-consumer-secret", token_id: str = "lb-token-id",
                token_secret: str = "lb-token-secret", token_lifetime: float = 3600.0, concurrency: int = 5,
                limit_style: str = "429", latency: float = 0.0, suiteql_cap: int = 100_000,
-               hold_after: int | None = None, seed: bool = True, tz_offset_hours: float = -8.0) -> FastAPI:
+               hold_after: int | None = None, lost_answer_every: int = 0, seed: bool = True,
+               tz_offset_hours: float = -8.0) -> FastAPI:
     """The sandbox app (options: see the module doc). ``public_key``: PEM text or a file path; without it a demo
     ES256 key pair is generated and the private key written to a temp file named in the banner."""
     if limit_style not in ("429", "sss"):
@@ -935,6 +937,9 @@ def create_app(*, account_id: str = "TSTDRV2100000", client_id: str = "lb-sandbo
         if record not in RECORDS:
             raise Problem(404, "INVALID_RCRD_TYPE", f"Record type {record} is not supported by this sandbox.")
 
+    puts = [0]
+    lost_lock = threading.Lock()
+
     @app.put("/services/rest/record/v1/{record}/{key}")
     async def put(record: str, key: str, request: Request) -> Response:
         raw = await request.body()
@@ -954,6 +959,11 @@ def create_app(*, account_id: str = "TSTDRV2100000", client_id: str = "lb-sandbo
         if not eid or "|" in eid:
             raise Problem(400, "INVALID_CONTENT", "Invalid external id.", "externalId")
         rid = store.upsert(record, eid, body)
+        with lost_lock:
+            puts[0] += 1
+            lost = bool(lost_answer_every) and puts[0] % int(lost_answer_every) == 0
+        if lost:  # applied, but the answer is lost on the way (a gateway timeout): the client cannot know
+            return JSONResponse({"title": "Gateway Timeout", "status": 504}, status_code=504)
         return Response(status_code=204, headers={"Location": f"/services/rest/record/v1/{record}/{rid}"})
 
     @app.get("/services/rest/record/v1/{record}/{key}")
