@@ -218,30 +218,24 @@ class XeroLedger:
 
     def ensure_tracking(self, category: str, options: Iterable[str]) -> dict[str, str]:
         """The tracking category ``category`` (created when missing) with an ACTIVE option per name (created when
-        missing, one PUT per option as the API has it). Returns option name -> TrackingOptionID."""
+        missing, one PUT per option as the API has it). Returns option name -> TrackingOptionID. Costs no call
+        when every option is already known."""
         chart = self.chart()
-        cats = self._load_tracking() if category not in chart.tracking else None
         wanted = sorted(set(options))
-        if category not in chart.tracking:
-            cats = cats or {}
+        if category not in chart.tracking or any(n not in chart.tracking[category] for n in wanted):
+            cats = self._load_tracking()  # read again: another run or a person may have added them meanwhile
             if category not in cats:
                 body = self.client.write("PUT", "TrackingCategories", {"Name": category},
                                          key=idempotency_key("tc", category))
                 cats[category] = body["TrackingCategories"][0]
-            chart.tracking[category] = {}
+                chart.tracking[category] = {}
             cat_id = str(cats[category]["TrackingCategoryID"])
-        else:
-            cat_id = self._category_id(category)
-        for name in wanted:
-            if name not in chart.tracking[category]:
-                body = self.client.write("PUT", f"TrackingCategories/{cat_id}/Options", {"Name": name},
-                                         key=idempotency_key("to", category, name))
-                chart.tracking[category][name] = str(body["Options"][0]["TrackingOptionID"])
+            for name in wanted:
+                if name not in chart.tracking[category]:
+                    body = self.client.write("PUT", f"TrackingCategories/{cat_id}/Options", {"Name": name},
+                                             key=idempotency_key("to", category, name))
+                    chart.tracking[category][name] = str(body["Options"][0]["TrackingOptionID"])
         return {n: chart.tracking[category][n] for n in wanted}
-
-    def _category_id(self, category: str) -> str:
-        cats = self._load_tracking()
-        return str(cats[category]["TrackingCategoryID"])
 
     # ------------------------------------------------------------------ posting
 
