@@ -17,7 +17,7 @@ from ledgerbridge.config.schema import SystemConfig
 from ledgerbridge.config.secrets import SecretRef
 from ledgerbridge.connectors.dynamics365 import D365Connector
 from ledgerbridge.connectors.dynamics365.mapping import BILLING_CHARGEABLE, CLASS_TIME, TYPE_COST
-from ledgerbridge.errors import ConflictError
+from ledgerbridge.errors import ConflictError, PermanentError
 from ledgerbridge.flows import posting, sources, transactions
 from ledgerbridge.model.entities import ContractType, Project, TimeEntry
 from ledgerbridge.store import journals
@@ -94,6 +94,8 @@ def test_actuals_read_with_delta_links() -> None:
         unknown, reversing = second.errors
         assert unknown.details["actual"] == "a-8" and "r-unknown" in unknown.message
         assert reversing.details["actual"] == "a-9" and "reversing actual" in reversing.message
+        with pytest.raises(PermanentError, match="Track changes"):  # not enabled on that table
+            conn.client.dv_changes("bookableresources", select=["bookableresourceid"])
         third = conn.sync(second.cursor)
         assert (third.entries, third.deleted, third.errors) == ([], [], [])
         full = conn.sync(third.cursor, full=True)

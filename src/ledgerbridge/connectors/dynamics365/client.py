@@ -311,23 +311,33 @@ class D365Client:
         resp = self._call("PATCH", url, dataverse=True, content=encode(body), headers=headers)
         return resp.headers.get("OData-EntityId")
 
+    def _dv_pages(self, url: str, prefer: str) -> Iterable[dict[str, Any]]:
+        next_url: str | None = url
+        while next_url:
+            body = decode(self._call("GET", next_url, dataverse=True, headers={"Prefer": prefer}).content) or {}
+            yield body
+            next_url = body.get("@odata.nextLink")
+
+    def dv_get(self, entity_set: str, *, select: Sequence[str], page_size: int = 5000) -> list[dict[str, Any]]:
+        """Every row of a Dataverse table (``$select``ed), all pages."""
+        url = f"{self.dataverse_url}{DV_PATH}/{entity_set}?$select={','.join(select)}"
+        return [row for body in self._dv_pages(url, f"odata.maxpagesize={page_size}")
+                for row in body.get("value") or []]
+
     def dv_changes(self, entity_set: str, *, select: Sequence[str], delta_link: str | None = None,
                    page_size: int = 5000) -> tuple[list[dict[str, Any]], list[str], str]:
         """Change-tracked read: ``(rows, deleted ids, next delta link)``. Without ``delta_link`` it is the initial
         full read; with it, only rows changed and deleted since that link was issued."""
-        headers = {"Prefer": f"odata.track-changes,odata.maxpagesize={page_size}"}
-        url: str | None = delta_link or f"{self.dataverse_url}{DV_PATH}/{entity_set}?$select={','.join(select)}"
+        url = delta_link or f"{self.dataverse_url}{DV_PATH}/{entity_set}?$select={','.join(select)}"
         rows: list[dict[str, Any]] = []
         deleted: list[str] = []
         link: str | None = None
-        while url:
-            body = decode(self._call("GET", url, dataverse=True, headers=headers).content) or {}
+        for body in self._dv_pages(url, f"odata.track-changes,odata.maxpagesize={page_size}"):
             for item in body.get("value") or []:
                 if str(item.get("@odata.context", "")).endswith("$deletedEntity"):
                     deleted.append(str(item["id"]))
                 else:
                     rows.append(item)
-            url = body.get("@odata.nextLink")
             link = body.get("@odata.deltaLink") or link
         if link is None:
             raise PermanentError(f"{self.system}: {entity_set} answered without @odata.deltaLink — enable "

@@ -554,7 +554,7 @@ class D365Connector:
 
     def _external_ids(self, entity_set: str, key: str) -> dict[str, str]:
         idf = f"{entity_set[:-1]}id"
-        rows, _, _ = self.client.dv_changes(entity_set, select=[idf, key])
+        rows = self.client.dv_get(entity_set, select=[idf, key])
         return {str(r[idf]): str(r[key]) for r in rows if r.get(key)}
 
     def sync(self, cursor: Mapping[str, Any] | None, *, full: bool | None = None) -> ActualsRead:

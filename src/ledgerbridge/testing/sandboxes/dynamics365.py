@@ -209,6 +209,7 @@ class Store:
     reads_without_cross_company: list[str] = field(default_factory=list)
     dataverse: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # set -> id -> row
     dv_keys: dict[str, str] = field(default_factory=dict)  # set -> alternate key column
+    dv_tracked: set[str] = field(default_factory=lambda: {"msdyn_actuals"})  # tables with "Track changes" on
     dv_version: int = 1000
     dv_versions: dict[tuple[str, str], int] = field(default_factory=dict)
     dv_deleted: list[tuple[str, str, int]] = field(default_factory=list)
@@ -930,7 +931,8 @@ def create_app(**options: Any) -> FastAPI:
         skip = int(params.get("$skiptoken", 0) or 0)
         page = items[skip:skip + size]
         out: dict[str, Any] = {"@odata.context": f"{base}/$metadata#{entity_set}", "value": page}
-        track = "odata.track-changes" in prefer or since is not None
+        # Dataverse ignores the preference on a table without "Track changes" enabled: no delta link
+        track = entity_set in store.dv_tracked and ("odata.track-changes" in prefer or since is not None)
         if skip + len(page) < len(items):
             out["@odata.nextLink"] = f"{base}/{entity_set}?" + urlencode(
                 {**params, "$skiptoken": str(skip + len(page)), "$trackfrom": str(frozen)})
