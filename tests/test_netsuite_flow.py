@@ -127,3 +127,31 @@ def test_period_closed_only_in_netsuite_is_refused_before_sending(tmp_path: Path
             letters = dead_letters.list_letters(conn, flow="posting")
         assert letters and {lt.queue for lt in letters} == {"financial"}
         assert all("locked for all transactions" in lt.error_text for lt in letters)
+
+
+def test_three_subsidiaries_and_foreign_currency_lines(tmp_path: Path, firm: Path) -> None:
+    """US01, UK01 and DE01 into their own subsidiaries of one account; a UK01 project billed in USD gives USD
+    journals in the GBP subsidiary, sent with our FX rate; each subsidiary's GL = the engine's."""
+    entities = ("US01", "UK01", "DE01")
+    with sandbox() as (app, base):
+        ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level")
+        wire(ctx, app.state.demo_private_key, base, entities=entities)
+        target = ctx.connector("erp_ns")
+        for e in entities:
+            _push_master(ctx, target, e)
+        transactions.land(ctx, SOURCE, records(ctx, until=_cutoff("2026-09")))
+        transactions.process_pending(ctx)
+        for e in entities:
+            out = posting.post_period(ctx, e, "2026-09")
+            assert out.status == "posted" and out.dead_lettered == 0, out
+            assert target.trial_balance(e) == _engine_totals(ctx, e), e
+        foreign = app.state.store.rows(
+            "SELECT t.externalid, t.exchangerate FROM \"transaction\" t JOIN currency c ON c.id = t.currency "
+            "WHERE t.externalid LIKE 'UK01-%' AND c.symbol = 'USD'")
+        assert foreign, "the sample firm's UK01 has a USD customer: USD journals in the GBP subsidiary"
+        assert all(Decimal(r["exchangerate"]) not in (0, 1) for r in foreign)
+        subs = {r["externalid"]: r["subsidiary"] for r in app.state.store.rows(
+            "SELECT t.externalid, MIN(tl.subsidiary) AS subsidiary FROM \"transaction\" t JOIN transactionline tl "
+            "ON tl.\"transaction\" = t.id GROUP BY t.externalid")}
+        assert {subs[x] for x in subs if x.startswith("UK01-")} == {2}
+        assert {subs[x] for x in subs if x.startswith("DE01-")} == {3}
