@@ -92,4 +92,8 @@ def test_master_data_then_a_month_billed(tmp_path: Path, export: Path, monkeypat
         assert again["draft"]["drafted"] == [] and again["create"]["created"] == []
         assert len(store.rows("FreeTextInvoiceHeaders")) == len(drafted)
         assert target.invoice_status(drafted) == {k: target.invoice_status([k])[k] for k in drafted}
+        # the customer pays one invoice in F&O (settled): the status poll records it, the PSA hears of it
+        headers[drafted[0]]["IsSettled"] = "Yes"
+        assert billing.sync_status(ctx) == {drafted[0]: "paid"}
+        assert billing.write_back(ctx) == 1
         assert store.reads_without_cross_company == []
