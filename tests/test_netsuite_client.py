@@ -216,6 +216,13 @@ def test_multi_currency_journal_becomes_one_document_per_currency() -> None:
                                   "\"transaction\" t ON t.id = tal.\"transaction\" WHERE t.externalid = ?",
                                   f"{j.id}~EUR")
         assert sorted((r["debit"] or "", r["credit"] or "") for r in gl) == [("", "55.00"), ("55.00", "")]
+        # a run that died between the two documents: the rerun writes only the missing one
+        app.state.store.delete("journalentry", f"eid:{j.id}~EUR")
+        puts = app.state.calls.count(method="PUT")
+        (again,) = led.post_journals(batch([j], run="run-2"))
+        assert again.status is PostStatus.POSTED and len((again.target_ref or "").split(",")) == 2
+        assert app.state.calls.count(method="PUT") == puts + 1
+        assert sorted(app.state.store.external_ids("journalentry")) == [f"{j.id}~EUR", f"{j.id}~USD"]
 
 
 # --------------------------------------------------------------------------------------------------- invoices

@@ -416,7 +416,7 @@ class NetSuiteLedger:
                 err.details.update({"journal_id": jid, "run_id": run.run_id})
                 results[jid] = PostResult(jid, PostStatus.REJECTED, None, err)
                 continue
-            got = [now.get(d.external_id) for d in docs[jid]]
+            got = [now.get(d.external_id) or held.get(d.external_id) for d in docs[jid]]  # + held before
             if all(got):
                 results[jid] = PostResult(jid, PostStatus.POSTED, ",".join(h.tranid for h in got if h))
             else:  # written but not visible yet: the flow's read-back decides
