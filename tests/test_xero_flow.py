@@ -1,6 +1,7 @@
 """Xero as a configured target of the real flows (config only), against the Xero sandbox with every exchange the
 engine makes validated against Xero's official OpenAPI: the sample firm's US01 months posted and Xero's own
-trial balance equal to what the engine recorded, to the cent per account; September locked in Xero and closed in
+trial balance equal to what the engine recorded, to the cent per account; journals Xero refuses in a
+summarizeErrors=false batch dead-lettered alone and replayed after the fix; September locked in Xero and closed in
 ledgerbridge, late changes redated into October; a posting run SIGKILLed mid-run and rerun without duplicates;
 master data pushed and invoices billed into Xero with their numbers and statuses read back."""
 
@@ -23,10 +24,10 @@ from typing import Any
 import pytest
 
 from ledgerbridge.connectors.xero.mapping import journal_id_of
-from ledgerbridge.flows import billing, masterdata, posting, transactions
+from ledgerbridge.flows import billing, dlq, masterdata, posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.flows.periods import close_period
-from ledgerbridge.store import journals
+from ledgerbridge.store import dead_letters, journals
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes import xero as sandbox
 from xero_support import SpecCheckingTransport, check_builds, seed_chart, wire
@@ -78,8 +79,20 @@ def test_months_posted_by_config_trial_balance_and_locked_period(tmp_path: Path,
 
     transactions.land(ctx, SOURCE, records(ctx, until=_cutoff(SEP)))
     transactions.process_pending(ctx)
+    target.chart()  # cached; then the accountant archives 2200 in Xero: only Xero can refuse those journals
+    app.state.store.accounts["2200"]["Status"] = "ARCHIVED"
     sep = posting.post_period(ctx, "US01", SEP)
-    assert sep.status == "posted" and sep.target == "erp_us" and sep.journals > 0, sep
+    assert sep.status == "posted" and sep.target == "erp_us" and sep.journals > 0 and sep.dead_lettered > 0, sep
+    assert app.state.calls.count(method="PUT", path_prefix="/api.xro/2.0/ManualJournals") == 1  # one batch
+    with ctx.engine.connect() as conn:
+        letters = dead_letters.list_letters(conn, flow="posting")
+    assert letters and all("archived" in lt.error_text for lt in letters)  # Xero's element message, per line
+    assert {lt.queue for lt in letters} == {"financial"}
+    app.state.store.accounts["2200"]["Status"] = "ACTIVE"  # fixed in Xero: the letters are replayed
+    replayed = dlq.replay(ctx, letters)
+    assert replayed.replayed == len(letters), replayed.details
+    again = posting.post_period(ctx, "US01", SEP)
+    assert again.status in ("posted", "nothing_to_post"), again
     # the accountant locks September in Xero; ledgerbridge closes it too
     app.state.store.set_lock_dates(period=dt.date(2026, 9, 30))
     assert target.period_status("US01", SEP) == "closed" and target.period_status("US01", OCT) == "open"
