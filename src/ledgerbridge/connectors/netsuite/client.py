@@ -284,7 +284,8 @@ def refine(err: LedgerbridgeError, what: str) -> LedgerbridgeError:
         cls, code = PermanentError, "LB-P004"
     if cls is type(err) and code == err.code and what in err.message:
         return err
-    out = cls(f"{what}: {err.message}", code=code, retry_after=err.retry_after, details=err.details)
+    text = err.message.removeprefix(what.split(":", 1)[0] + ": ")  # the system is named once
+    out = cls(f"{what}: {text}", code=code, retry_after=err.retry_after, details=err.details)
     out.__cause__ = err
     return out
 
