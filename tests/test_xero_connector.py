@@ -335,6 +335,17 @@ def test_429_minute_and_concurrent_are_waited_out(env: Env) -> None:
                       and r.headers["X-AppMinLimit-Remaining"].isdigit() for r in ok)
 
 
+@pytest.mark.parametrize("env", [{"app_limit": 3, "window": 0.3}], indirect=True)
+def test_app_wide_minute_limit_is_named_and_waited_out(env: Env) -> None:
+    client = env.ledger.client
+    client.tenant()
+    for _ in range(5):  # the app's limit across all organisations (10,000/min at Xero) also answers 429
+        assert client.get("Organisation")["Organisations"]
+    refused = [c for c in env.app.state.calls.calls if c[2] == 429]
+    assert refused and client.pacer.pauses == len(refused)
+    assert env.app.state.limits["appminute"].refused >= len(refused)
+
+
 @pytest.mark.parametrize("env", [{"day_limit": 6}], indirect=True)
 def test_daily_limit_stops_the_run_for_the_runtime_to_reschedule(env: Env) -> None:
     client = env.ledger.client
