@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ledgerbridge.flows import posting, transactions
+from ledgerbridge.flows import posting, reconcile, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.flows.periods import close_period
 from ledgerbridge.store import dead_letters, journals
@@ -130,8 +130,9 @@ def test_period_closed_only_in_netsuite_is_refused_before_sending(tmp_path: Path
 
 
 def test_three_subsidiaries_and_foreign_currency_lines(tmp_path: Path, firm: Path) -> None:
-    """US01, UK01 and DE01 into their own subsidiaries of one account; a UK01 project billed in USD gives USD
-    journals in the GBP subsidiary, sent with our FX rate; each subsidiary's GL = the engine's."""
+    """US01, UK01 and DE01 into their own subsidiaries of one account, two months; a UK01 project billed in USD
+    gives USD journals in the GBP subsidiary, sent with our FX rate; each subsidiary's GL = the engine's, and the
+    reconciliation (PSA export vs NetSuite's account totals) is fully explained."""
     entities = ("US01", "UK01", "DE01")
     with sandbox() as (app, base):
         ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level")
@@ -139,12 +140,17 @@ def test_three_subsidiaries_and_foreign_currency_lines(tmp_path: Path, firm: Pat
         target = ctx.connector("erp_ns")
         for e in entities:
             _push_master(ctx, target, e)
-        transactions.land(ctx, SOURCE, records(ctx, until=_cutoff("2026-09")))
+        transactions.land(ctx, SOURCE, records(ctx))
         transactions.process_pending(ctx)
         for e in entities:
-            out = posting.post_period(ctx, e, "2026-09")
-            assert out.status == "posted" and out.dead_lettered == 0, out
+            for period in ("2026-09", "2026-10"):
+                out = posting.post_period(ctx, e, period)
+                assert out.status == "posted" and out.dead_lettered == 0, out
             assert target.trial_balance(e) == _engine_totals(ctx, e), e
+        # the reconciliation reads the ledger side from NetSuite (account_totals): PSA = NetSuite, all explained
+        recon = reconcile.reconcile(ctx, ctx.workdir / "psa-export")
+        assert recon.sources["ledger_entities"] == sorted(entities) and recon.ok, recon.findings[:5]
+        assert any(c.ledger for c in recon.cells if c.measure != "hours")
         foreign = app.state.store.rows(
             "SELECT t.externalid, t.exchangerate FROM \"transaction\" t JOIN currency c ON c.id = t.currency "
             "WHERE t.externalid LIKE 'UK01-%' AND c.symbol = 'USD'")
