@@ -15,7 +15,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ledgerbridge.connectors.base import PostingBatch, PostStatus
+from ledgerbridge.connectors.base import (
+    IdempotencyMechanism,
+    InvoiceTarget,
+    LedgerTarget,
+    PostingBatch,
+    PostStatus,
+)
 from ledgerbridge.connectors.netsuite import NetSuiteLedger
 from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
 from ledgerbridge.model.entities import (
@@ -59,7 +65,11 @@ def batch(journals: list[JournalEntry], run: str = "run-1") -> PostingBatch:
 def test_oauth2_assertion_is_verified_and_bad_credentials_are_permanent() -> None:
     with sandbox() as (app, base):
         good = ledger(app, base)
-        assert good.period_status("US01", "2026-09") == "open"
+        assert isinstance(good, LedgerTarget) and isinstance(good, InvoiceTarget)
+        caps = good.capabilities()
+        assert caps.idempotency is IdempotencyMechanism.UPSERT_EXTERNAL_ID and caps.limits.concurrency == 4
+        assert {"journal_entry", "invoice", "customer", "project", "resource"} <= caps.writes
+        assert good.period_status("US01", "2026-09") == "open" and good.period_status("XX01", "2026-09") is None
         assert good.client.auth.token_requests == 1 and app.state.auth.issued == 1
         other = pem(ec.generate_private_key(ec.SECP256R1()))
         bad = NetSuiteLedger.from_options("erp_ns", options(base), {"private_key": other}.__getitem__)
