@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from decimal import Decimal
@@ -161,6 +162,18 @@ def test_interrupted_import_is_finished_not_repeated(sandbox: Sandbox, tmp_path:
     assert [r.status for r in fresh.post_journals(run)] == [PostStatus.POSTED] * 2
     assert sandbox.imports() == 1 and sorted(sandbox.store.batch_names()) == ["J-1", "J-2"]
     assert fresh._inflight() == {}
+
+    # killed while sending importBulkData: no request id was recorded, Oracle has the import anyway
+    run2 = batch("r2", journal("J-3", "3.00"))
+    assert [r.status for r in sandbox.ledger(state_dir=tmp_path, job_wait=0.0).post_journals(run2)] == [
+        PostStatus.PENDING]
+    state = json.loads((tmp_path / "inflight.json").read_text())
+    (group,) = state
+    state[group]["request_id"] = None
+    (tmp_path / "inflight.json").write_text(json.dumps(state))
+    again = sandbox.ledger(state_dir=tmp_path, uncertain_wait=5.0).post_journals(run2)
+    assert [r.status for r in again] == [PostStatus.POSTED] and sandbox.imports() == 2
+    assert sandbox.store.batch_names().count("J-3") == 1
 
 
 def test_period_status_from_ledger_periods(sandbox: Sandbox) -> None:

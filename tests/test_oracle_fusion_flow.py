@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -60,9 +61,7 @@ def test_month_imported_reconciled_and_interface_errors_dead_lettered(tmp_path: 
         octo = posting.post_period(ctx, "US01", "2026-10")
         assert octo.status == "posted" and octo.dead_lettered > 0 and octo.journals > 0, octo
         assert target.last_report["status"] == "SUCCEEDED"
-        with ctx.engine.connect() as conn:
-            letters = conn.execute(sa.select(dead_letters.c.error_text).where(
-                dead_letters.c.flow == "posting")).scalars().all()
+        letters = _letters(ctx)
         assert letters and all("EF04" in t and "GL_INTERFACE" in t for t in letters)
         assert {r["STATUS"] for r in store.interface} == {"EF04"}
 
@@ -71,6 +70,12 @@ def test_month_imported_reconciled_and_interface_errors_dead_lettered(tmp_path: 
         assert cells and all(c.unexplained == 0 for c in cells), [c.to_json(items=False) for c in cells]
         oct_rev = [c for c in cells if c.period == "2026-10" and c.measure == "revenue"]
         assert oct_rev and any(e.kind == "dead_letter" for c in oct_rev for e in c.explanations)
+
+
+def _letters(ctx: Any) -> list[str]:
+    with ctx.engine.connect() as conn:
+        return list(conn.execute(sa.select(dead_letters.c.error_text).where(
+            dead_letters.c.flow == "posting")).scalars())
 
 
 def _posted(ctx: object) -> list[journals.PostedJournal]:
@@ -84,7 +89,7 @@ def test_sigkilled_run_during_import_is_rerun_without_duplicates(tmp_path: Path,
     app = create_app(polls_to_finish=10**6, job_seconds=1.0)  # the import runs ~1 s whatever the polling
     store = app.state.store
     with serve_in_thread(app) as url:
-        opts = options(url)
+        opts = options(url, uncertain_wait=10.0)
         ctx = erp_ctx(tmp_path, "ora_us", "oracle_fusion", opts, SECRETS)
         transactions.land(ctx, SOURCE, records(ctx))
         transactions.process_pending(ctx)
@@ -98,7 +103,7 @@ def test_sigkilled_run_during_import_is_rerun_without_duplicates(tmp_path: Path,
         assert len(store.jobs) == 1 and not store.batches  # submitted, not finished, outcome never seen
 
         out = posting.post_period(ctx, "US01", "2026-09")
-        assert out.status == "posted" and out.journals > 0, out
+        assert out.status == "posted" and out.journals > 0, (out, _letters(ctx)[:3])
         assert len(store.jobs) == 1  # the rerun finished the killed run's import instead of importing again
         names = store.batch_names()
         assert len(names) == len(set(names)) == out.journals

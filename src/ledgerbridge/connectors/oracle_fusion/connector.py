@@ -107,7 +107,7 @@ class OracleFusionLedger:
                  data_access_set: str, source: str = "Ledgerbridge", category: str = "Adjustment",
                  categories: Mapping[str, str] | None = None, separator: str = "-",
                  period_name_format: str = "%b-%y", state_dir: Path | None = None, batch_size: int = 500,
-                 poll_interval: float = 5.0, job_wait: float = 900.0) -> None:
+                 poll_interval: float = 5.0, job_wait: float = 900.0, uncertain_wait: float = 600.0) -> None:
         self.client = client
         self.legal_entity_id = legal_entity_id
         self.ledger_id = ledger_id
@@ -122,6 +122,7 @@ class OracleFusionLedger:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.job_wait = job_wait
+        self.uncertain_wait = uncertain_wait
         self._memory: dict[str, dict[str, Any]] = {}  # in-flight imports when no state_dir is given
         self.last_report: dict[str, Any] = {}
 
@@ -156,7 +157,8 @@ class OracleFusionLedger:
             raise PermanentError(f"{SYSTEM} system {system!r}: " + "; ".join(problems), code="LB-P001",
                                  details={"system": system, "problems": problems})
         rate = options.get("rate_limit")
-        pacer = Pacer(int(rate), 1.0, concurrency=options.get("concurrency")) if rate else None
+        pacer = Pacer(int(rate), float(options.get("rate_window", 1.0)), concurrency=options.get("concurrency"),
+                      headroom=float(options.get("headroom", 0.8))) if rate else None
         client = OracleFusionClient(str(options["url"]), pacer=pacer, timeout=float(options.get("timeout", 120)),
                                     system=system, **creds)
         chart = ChartSpec(str(options["company_segment"]), {str(k): str(v) for k, v in dict(amap).items()},  # type: ignore[arg-type]
@@ -169,7 +171,8 @@ class OracleFusionLedger:
                    period_name_format=str(options.get("period_name_format", "%b-%y")), state_dir=state_dir,
                    batch_size=int(options.get("batch_size", 500)),
                    poll_interval=float(options.get("poll_interval", 5.0)),
-                   job_wait=float(options.get("job_wait", 900.0)))
+                   job_wait=float(options.get("job_wait", 900.0)),
+                   uncertain_wait=float(options.get("uncertain_wait", 600.0)))
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
@@ -196,7 +199,9 @@ class OracleFusionLedger:
 
     def _settle_inflight(self, journal_ids: set[str]) -> None:
         """Wait for imports an interrupted run started for any of these journals; their result is then found
-        by the batch lookup like any other."""
+        by the batch lookup like any other. A run killed *while* sending ``importBulkData`` left no request id:
+        Oracle may or may not have the import, so its batches are awaited for up to ``uncertain_wait`` seconds
+        before the journals are imported again."""
         for group, rec in self._inflight().items():
             if not journal_ids & set(rec["journals"]):
                 continue
@@ -206,6 +211,10 @@ class OracleFusionLedger:
                 except PermanentError as exc:
                     if exc.code != "LB-P004":
                         raise
+            else:
+                deadline = time.monotonic() + self.uncertain_wait
+                while len(self._batches(rec["journals"])) < len(rec["journals"]) and time.monotonic() < deadline:
+                    time.sleep(self.poll_interval)
             self._inflight(lambda s, g=group: s.pop(g, None))
 
     # ------------------------------------------------------------------ posting

@@ -25,7 +25,7 @@ from urllib.parse import urljoin
 import httpx
 
 from ledgerbridge.connectors.http import Pacer, send
-from ledgerbridge.errors import LedgerbridgeError, PermanentError
+from ledgerbridge.errors import LedgerbridgeError, PermanentError, RateLimitedError
 
 SYSTEM = "sap_s4"
 ODATA = "/sap/opu/odata/sap/"
@@ -181,9 +181,17 @@ class SapS4Client:
 
     # ------------------------------------------------------------------ SOAP
 
-    def soap(self, path: str, envelope: bytes, action: str) -> httpx.Response:
-        return self._send("POST", path, content=envelope, attempts=1,
-                          headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action})
+    def soap(self, path: str, envelope: bytes, action: str, *, throttled_attempts: int = 5) -> httpx.Response:
+        """POST a SOAP message. A timeout or 5xx is not retried here (SAP may have posted it); a 429 is — SAP
+        refused it before any processing, and ``send`` has already waited as told."""
+        for attempt in range(1, throttled_attempts + 1):
+            try:
+                return self._send("POST", path, content=envelope, attempts=1,
+                                  headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action})
+            except RateLimitedError:
+                if attempt == throttled_attempts:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def confirmation(self, message_id: str) -> bytes | None:
         """The bulk confirmation of an asynchronous message from the confirmation inbox (where the arrangement's

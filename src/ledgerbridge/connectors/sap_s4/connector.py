@@ -173,7 +173,8 @@ class SapS4Ledger:
             raise PermanentError(f"{SYSTEM} system {system!r}: " + "; ".join(problems), code="LB-P001",
                                  details={"system": system, "problems": problems})
         rate = options.get("rate_limit")
-        pacer = Pacer(int(rate), 1.0, concurrency=options.get("concurrency")) if rate else None
+        pacer = Pacer(int(rate), float(options.get("rate_window", 1.0)), concurrency=options.get("concurrency"),
+                      headroom=float(options.get("headroom", 0.8))) if rate else None
         client = SapS4Client(str(options["url"]), pacer=pacer, timeout=float(options.get("timeout", 60)),
                              confirmation_url=options.get("confirmation_url"), system=system, **creds)
         ts = options.get("timesheet") or {}

@@ -130,6 +130,18 @@ def _cmp(op: str, got: Any, want: Any) -> bool:
             ">=": got >= want, "<=": got <= want}[op]
 
 
+_NAME_EQ = re.compile(r"BatchName = '((?:[^']|'')*)'")
+
+
+def _narrow(rows: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """Rows that can match a ``q`` whose only alternatives are ``BatchName = '...'`` (set lookup first; the
+    predicate still decides)."""
+    names = {v.replace("''", "'") for v in _NAME_EQ.findall(text)}
+    if not names or " or " in re.sub(_NAME_EQ.pattern + r"(\s+or\s+)?", "", text):
+        return rows
+    return [r for r in rows if r.get("BatchName") in names]
+
+
 def parse_q(text: str, version: int) -> Pred:
     """A REST ``q``: SQL-like (``A = 'x' and (B > 3 or C != 'y')``) from framework version 2, else the version-1
     ``A=x;B>3`` form. Raises :class:`QError` for what the framework would refuse."""
@@ -358,7 +370,7 @@ def create_app(*, user: str = "LB_INTEGRATION", password: str = "Welcome1!", cli
         except (QError, ValueError) as exc:
             return Response(str(exc), status_code=400, media_type="text/plain")
         with store.lock:
-            hits = [r for r in rows if pred(r)]
+            hits = [r for r in _narrow(rows, q.get("q", "")) if pred(r)]
         page = hits[offset:offset + limit]
         body: dict[str, Any] = {"items": [shape(r) for r in page], "count": len(page),
                                 "hasMore": offset + len(page) < len(hits), "limit": limit, "offset": offset,
