@@ -177,6 +177,23 @@ def api_statuses(app: Any) -> list[int]:
     return [s for _, p, s in app.state.calls.calls if p.startswith("/services/data")]
 
 
+def test_a_full_read_spread_over_several_syncs_still_sweeps_what_is_gone() -> None:
+    with org(page_size=5) as (app, base):
+        st = app.state.store
+        ids = kimble_entries(st, 20, stamp=T)
+        src = source(app, base, "kimble", max_records=8)
+        _, cursor, runs = drain(src)
+        assert runs == 3
+        st.empty_recycle_bin()  # the delete feed cannot say what went: a full read over 3 syncs must
+        for rid in (ids[3], ids[17]):
+            st.delete(KTE, rid)
+        st.deleted.clear()
+        events, _, runs = drain(src, cursor)
+        assert runs == 3
+        assert [(e.entry.id, e.entry.approval_status) for e in events] == [
+            (ids[3], ApprovalStatus.RECALLED), (ids[17], ApprovalStatus.RECALLED)]
+
+
 def test_request_limit_exceeded_stops_the_sync_without_a_storm() -> None:
     with org(page_size=5, daily_limit=10) as (app, base):
         kimble_entries(app.state.store, 40, stamp=T)

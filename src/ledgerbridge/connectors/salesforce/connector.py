@@ -19,8 +19,9 @@ milestones for completion events; CRM: opportunities):
    rejected after approval give a ``recalled``/``rejected`` version, which the transactional flow reverses.
 4. **Deletes.** ``GET /sobjects/<obj>/deleted/?start&end`` (recycle bin, ~15 days) from the last covered date minus
    the overlap; every known id it names is withdrawn. When the feed no longer reaches back to the last covered
-   date (``earliestDateAvailable`` later), or on ``full=True``, a full read runs and known ids not listed are
-   withdrawn (reconciliation sweep).
+   date (``earliestDateAvailable`` not earlier, and no full read started since), or on ``full=True``, a full read
+   runs and known ids it did not list are withdrawn when it completes (reconciliation sweep; records are marked
+   with the read's generation, so a full read spread over several syncs sweeps too).
 
 The cursor is JSON (store it with the events in one transaction; ``flows.sources.sync_source`` does). Replaying a
 sync from the same cursor against the same org data gives the same versions and idempotency keys.
@@ -365,7 +366,7 @@ def _plain(value: Any) -> Any:
 
 
 #: one known sObject: [SystemModstamp in epoch milliseconds, fingerprint, shared part of its entries (mapping.state_of),
-#: {canonical id: [version, status, date, hours or amount]}]
+#: {canonical id: [version, status, date, hours or amount]}, generation of the last full read that listed it]
 Known = list[Any]
 
 
@@ -427,15 +428,19 @@ class _Run:
             cond = f"SystemModstamp >= {soql_datetime(since)}"
         else:
             cond = ""
-        listed: set[str] = set()
+        if full:  # a full read (re)starts: every record it lists is marked with its generation
+            pos["full_gen"], pos["in_full"] = int(pos.get("full_gen", 0)) + 1, True
+            pos["deleted_to"] = pos["full_at"] = sf_datetime(self.now)  # what goes from now on, the feed says
+        gen = int(pos["full_gen"]) if pos.get("in_full") else None
         read = restarts = 0
-        started_full = full and not pos.get("resume")
         while True:
             try:
                 for page in src.client.query(src._soql(om, cond, order=True, limit=opts.max_records - read)):
                     for raw in page:
-                        listed.add(str(raw["Id"]))
                         self.row(role, om, raw, items)
+                        if gen is not None:
+                            known = items[str(raw["Id"])]
+                            known[4:] = [gen]
                         pos["ts"], pos["id"] = str(raw["SystemModstamp"]), str(raw["Id"])
                         pos["lit"] = _literal(raw["SystemModstamp"])
                     read += len(page)
@@ -454,19 +459,23 @@ class _Run:
         self.rows += read
         self.restarts += restarts
         pos["resume"] = read >= opts.max_records
-        if started_full and not pos["resume"]:
-            for sf_id in sorted(set(items) - listed):  # not in a complete full read: gone
+        if gen is not None and not pos["resume"]:  # a full read is complete (in this sync or over several)
+            for sf_id in sorted(i for i, known in items.items() if known[4:] != [gen]):  # not listed: gone
                 self._withdraw(role, sf_id, items, None, "not found in a full read")
-        if full:
-            pos["deleted_to"] = sf_datetime(self.now)
+            pos["in_full"] = False
 
     def _deletes(self, role: str, om: ObjectMap, pos: dict[str, Any], items: dict[str, Known]) -> bool:
         """Withdraw what the delete feed names; True when the feed no longer covers our window (a gap)."""
-        start = parse_stamp(pos["deleted_to"]) - dt.timedelta(seconds=self.src.sync_options.overlap_seconds)
+        covered = parse_stamp(pos["deleted_to"])
+        start = covered - dt.timedelta(seconds=self.src.sync_options.overlap_seconds)
         floor = self.now - dt.timedelta(days=self.src.sync_options.deleted_days)
         feed = self.src.client.deleted(om.sobject, sf_datetime(max(start, floor)), sf_datetime(self.now))
-        earliest = feed.get("earliestDateAvailable")
-        gap = start < floor or (earliest is not None and parse_stamp(earliest) > start)
+        # a full read started at ``full_at`` accounts for every delete before it (it sweeps what it does not list)
+        full_at = parse_stamp(pos["full_at"]) if pos.get("full_at") else None
+        effective = max(covered, full_at) if full_at else covered
+        earliest = parse_stamp(feed["earliestDateAvailable"]) if feed.get("earliestDateAvailable") else None
+        purged = earliest is not None and earliest >= effective and not (full_at and full_at >= earliest)
+        gap = effective < floor or purged
         for rec in feed.get("deletedRecords") or []:
             sf_id = str(rec.get("id"))
             if sf_id in items:

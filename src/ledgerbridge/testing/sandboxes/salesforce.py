@@ -214,7 +214,8 @@ class Store:
     def empty_recycle_bin(self) -> None:
         """Deletes older than now leave the recycle bin: the delete feed no longer reaches back before now."""
         with self.lock:
-            self.purged_before = self.clock()
+            now = dt.datetime.now(dt.UTC)
+            self.purged_before = max(self.clock(), now.replace(microsecond=now.microsecond // 1000 * 1000))
             self.deleted.clear()
 
     def get(self, sobject: str, rid: str) -> dict[str, Any] | None:
