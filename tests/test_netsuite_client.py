@@ -332,3 +332,24 @@ def test_lost_answers_are_retried_without_duplicates() -> None:
         assert sorted(eids) == sorted(j.id for j in js)  # applied twice, held once
         assert app.state.store.count("customer") == 4
         assert all(led.read_back([j.id])[j.id].matches(j) for j in js[:3])
+
+
+def test_preflight_check_names_what_would_stop_a_run() -> None:
+    with sandbox() as (app, base):
+        store = app.state.store
+        chart = ["1100", "1200", "2100", "4000", "4900", "5000"]
+        assert ledger(app, base).check(chart, ["2026-09", "2026-10"]) == []
+        store.add_account("6000", "Travel", "Expense", [2, 3])  # not available to US01
+        store.set_period("2026-09", closed=True)
+        problems = ledger(app, base, item_map={"4900": "NO-SUCH-ITEM"}, tax_map={"US-EXEMPT": 99}).check(
+            [*chart, "6000", "8000"], ["2026-09", "2028-01"])
+        text = "\n".join(problems)
+        assert len(problems) == 6, text
+        for needle in ("account 6000", "not available to US01", "account 8000: not in NetSuite", "NO-SUCH-ITEM",
+                       "tax code US-EXEMPT", "period 2026-09: NetSuite period Sep 2026 is closed",
+                       "period 2028-01: NetSuite has no posting period"):
+            assert needle in text, (needle, text)
+        bad = NetSuiteLedger.from_options("erp_ns", options(base, certificate_id="wrong"),
+                                          {"private_key": app.state.demo_private_key}.__getitem__)
+        (auth_problem,) = bad.check(chart)
+        assert "LB-P002" in auth_problem

@@ -610,6 +610,48 @@ class NetSuiteLedger:
             items.append((r.id, body))
         return self._push("employee", items)
 
+    # ------------------------------------------------------------------ pre-flight
+
+    def check(self, account_codes: Iterable[str] = (), periods: Iterable[str] = ()) -> list[str]:
+        """What would stop a run, found before one starts (empty = ready): authentication, the subsidiaries, our
+        ``account_codes`` (the chart we post to) against NetSuite's accounts per subsidiary, the invoice items
+        and tax codes of the maps, and a posting period for each ``periods`` month ("YYYY-MM") — one line each,
+        naming the fix. Reads only (a handful of SuiteQL queries)."""
+        try:
+            setup = self.setup()
+        except LedgerbridgeError as exc:
+            return [str(exc)]
+        out: list[str] = []
+        for code in sorted(set(account_codes)):
+            acct = setup.accounts.get(code)
+            if acct is None:
+                out.append(f"account {code}: not in NetSuite — create it or map it (options.account_map)")
+                continue
+            if acct.inactive:
+                out.append(f"account {code}: NetSuite account {acct.name} is inactive")
+            closed = sorted(e for e, s in self.subsidiaries.items() if not acct.allowed_for(s))
+            if closed:
+                out.append(f"account {code}: NetSuite account {acct.name} is not available to {', '.join(closed)}")
+        try:
+            self._item_ids()
+        except LedgerbridgeError as exc:
+            out.append(exc.message)
+        numeric = sorted({v for v in self.tax_map.values() if v.isdigit()}, key=int)
+        found: set[str] = set()
+        if numeric:
+            found = {str(r["id"]) for r in self.client.suiteql(
+                f"SELECT id FROM salestaxitem WHERE id IN ({', '.join(numeric)}) AND isinactive = 'F' ORDER BY id")}
+        out += [f"tax code {k}: NetSuite tax code {v} not found or inactive (options.tax_map takes internal ids)"
+                for k, v in sorted(self.tax_map.items()) if v not in found]
+        known = {p.start.strftime("%Y-%m"): p for p in self.periods()}
+        for month in sorted(set(periods)):
+            p = known.get(month)
+            if p is None:
+                out.append(f"period {month}: NetSuite has no posting period — create it")
+            elif p.state() in ("closed", "locked"):
+                out.append(f"period {month}: {p.refuses('journal')}")
+        return out
+
     # ------------------------------------------------------------------ invoices
 
     def _item_ids(self) -> dict[str, str]:
