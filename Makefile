@@ -44,16 +44,16 @@ chaos: $(STAMP)
 
 # fault injection: 30% of target calls fail (5xx, 429, resets, stalls, lost answers), several seeds, bigger firm
 fault: $(STAMP)
-	LB_FAULT_SEEDS=1,2,3,4,5,6,7,8,9,10 LB_FAULT_EMPLOYEES=12 $(BIN)/pytest -q -s -p no:warnings tests/test_fault_injection.py tests/test_faultproxy.py
+	LB_FAULT_SEEDS=1,2,3,4,5,6,7,8,9,10 LB_FAULT_EMPLOYEES=12 $(BIN)/pytest -q -s tests/test_fault_injection.py tests/test_faultproxy.py
 
 # fuzzing: 15,000 cases per parser target (>100k in all) + schemathesis with its coverage phase on every operation
 fuzz: $(STAMP)
-	LB_FUZZ_EXAMPLES=15000 LB_FUZZ_RANDOM=1 $(BIN)/pytest -q -p no:warnings --hypothesis-show-statistics tests/test_fuzz_parsers.py
-	LBT_SCHEMA_EXAMPLES=200 LBT_SCHEMA_COVERAGE=1 $(BIN)/pytest -q -p no:warnings tests/test_service_openapi.py
+	LB_FUZZ_EXAMPLES=15000 LB_FUZZ_RANDOM=1 $(BIN)/pytest -q --hypothesis-show-statistics tests/test_fuzz_parsers.py
+	LBT_SCHEMA_EXAMPLES=200 LBT_SCHEMA_COVERAGE=1 $(BIN)/pytest -q tests/test_service_openapi.py
 
 # security: signatures (replay, stale, forged), scope matrix, secrets in logs, audit chain tampering; dependency audit
 security: $(STAMP)
-	$(BIN)/pytest -q -p no:warnings tests/test_service_webhooks.py tests/test_service_auth.py tests/test_service_redaction.py tests/test_store_audit.py tests/test_service_admin.py
+	$(BIN)/pytest -q tests/test_service_webhooks.py tests/test_service_auth.py tests/test_service_redaction.py tests/test_store_audit.py tests/test_service_admin.py
 	$(BIN)/python scripts/audit-deps
 
 audit: $(STAMP)

@@ -24,7 +24,7 @@ from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes import jira as jira_sandbox
 from ledgerbridge.testing.sandboxes import tempo as tempo_sandbox
 
-SPEC = Path("/work/shared/specs/jira/platform-swagger.v3.json")
+SPEC = Path(__file__).parent / "specs" / "jira" / "platform-swagger.v3.json"
 SPEC_SERVER = "https://your-domain.atlassian.net"  # the spec's server; sandbox URLs are presented as it
 EMAIL, TOKEN, TEMPO_TOKEN = "ada@example.com", "jira-api-token", "tempo-api-token"
 

@@ -1,5 +1,5 @@
 """The Jira sandbox and the connector against Atlassian's published Jira Cloud platform REST v3 OpenAPI description
-(/work/shared/specs/jira/platform-swagger.v3.json, loaded once per process): every request the connector sends
+(tests/specs/jira/platform-swagger.v3.json, loaded once per process): every request the connector sends
 and every answer the sandbox gives is validated with openapi-core (``jira_tempo_support.ValidatingTransport``), and
 a drifted shape is caught, so the validation cannot pass silently."""
 

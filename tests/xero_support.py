@@ -2,7 +2,7 @@
 
 :class:`SpecCheckingTransport` wraps httpx's transport: each request the connector sends to the Accounting API or
 ``/connections`` is validated (path, method, parameters, headers, body) against
-/work/shared/specs/xero/xero_accounting.yaml / xero-identity.yaml, then its response (status, body) — loaded once
+tests/specs/xero/xero_accounting.yaml / xero-identity.yaml (copied from the official repository), then its response (status, body) — loaded once
 per process. The sandbox's URLs are mapped onto the spec's server (``https://api.xero.com/api.xro/2.0``;
 ``/connections`` is ``/Connections`` in the identity spec). The token endpoint is not in either spec and is not
 validated. Every failure is recorded in ``.problems`` and raised at once, so validation cannot pass silently.
@@ -27,7 +27,7 @@ from ledgerbridge.config.schema import SystemConfig
 from ledgerbridge.config.secrets import SecretRef
 from ledgerbridge.testing.sandboxes import xero as sandbox
 
-SPECS = Path("/work/shared/specs/xero")
+SPECS = Path(__file__).parent / "specs" / "xero"
 ACCOUNTING = "/api.xro/2.0"
 #: statuses Xero documents for every endpoint outside the OpenAPI (auth, tenant, limits): requests are validated,
 #: these answers are counted in ``undescribed`` instead
