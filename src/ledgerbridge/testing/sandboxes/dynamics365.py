@@ -157,19 +157,19 @@ def parse_filter(text: str) -> Callable[[dict[str, Any]], bool]:
         value = _literal(take())
         return lambda r, f=tok, o=op, v=value: _compare(r.get(f), o, v)
 
-    def conjunction() -> Callable[[dict[str, Any]], bool]:
-        parts = [primary()]
-        while (peek() or "").lower() == "and":
+    def chain(word: str, operand: Callable[[], Callable[[dict[str, Any]], bool]],
+              combine: Callable[[Iterable[bool]], bool]) -> Callable[[dict[str, Any]], bool]:
+        parts = [operand()]
+        while (peek() or "").lower() == word:
             take()
-            parts.append(primary())
-        return lambda r: all(p(r) for p in parts)
+            parts.append(operand())
+        return lambda r: combine(p(r) for p in parts)
+
+    def conjunction() -> Callable[[dict[str, Any]], bool]:
+        return chain("and", primary, all)
 
     def disjunction() -> Callable[[dict[str, Any]], bool]:
-        parts = [conjunction()]
-        while (peek() or "").lower() == "or":
-            take()
-            parts.append(conjunction())
-        return lambda r: any(p(r) for p in parts)
+        return chain("or", conjunction, any)
 
     pred = disjunction()
     if pos != len(toks):
