@@ -223,3 +223,22 @@ def test_refused_before_sending_and_options(sandbox: Sandbox) -> None:
     problems = info.value.details["problems"]
     assert any("ledger_id" in p for p in problems) and any("segments" in p for p in problems)
     assert any("token_url" in p for p in problems)
+
+
+def test_foreign_currency_lines_carry_accounted_amounts(sandbox: Sandbox) -> None:
+    led = sandbox.ledger()
+    eur = JournalEntry(id="J-EUR", legal_entity_id="US01", period="2026-09", entry_date=dt.date(2026, 9, 5),
+                       journal_type=JournalType.REVENUE_ACCRUAL, lines=tuple(
+                           JournalLine(line_no=n, account=a, currency="EUR", functional_currency="USD",
+                                       fx_rate=Decimal("1.1"), fx_rate_date=dt.date(2026, 9, 5),
+                                       **{side: Decimal("100.00"), f"functional_{side}": Decimal("110.00")})
+                           for n, a, side in ((1, "1200", "debit"), (2, "4000", "credit"))))
+    (res,) = led.post_journals(batch("r1", eur))
+    assert res.status is PostStatus.POSTED, res.error
+    row = uploaded_rows(sandbox)[0]
+    col = {c: i for i, c in enumerate(GL_INTERFACE_COLUMNS)}
+    assert (row[col["ACCOUNTED_DR"]], row[col["USER_CURRENCY_CONVERSION_TYPE"]],
+            row[col["CURRENCY_CONVERSION_RATE"]]) == ("110.00", "User", "1.1")
+    assert led.read_back(["J-EUR"])["J-EUR"].matches(eur)
+    tb = led.trial_balance("2026-09", "2026-09")
+    assert tb["1200"] == (Decimal("110.00"), 0) and tb["4000"] == (0, Decimal("110.00"))

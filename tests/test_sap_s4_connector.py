@@ -256,3 +256,36 @@ def test_from_options_reports_every_problem() -> None:
     problems = info.value.details["problems"]
     assert any("url" in p for p in problems) and any("account_map" in p for p in problems)
     assert any("client_id" in p for p in problems) and any("mode" in p for p in problems)
+
+
+@pytest.mark.parametrize("sandbox", [{"rate_limit": 3, "rate_window": 0.3}], indirect=True)
+def test_throttled_creates_are_resent_once_and_never_doubled(sandbox: Sandbox) -> None:
+    led = sandbox.ledger(batch_size=1)  # no client pacing: the sandbox's 429s must be absorbed
+    run = batch("r1", *(journal(f"J-T{i}", f"{i + 1}.00") for i in range(6)))
+    assert [r.status for r in led.post_journals(run)] == [PostStatus.POSTED] * 6
+    assert sandbox.calls.count(status=429) > 0
+    assert all(len(sandbox.store.documents(document_reference(j.id))) == 1 for j in run.journals)
+
+
+def test_soap_client_fault_refuses_the_message_without_retrying(sandbox: Sandbox) -> None:
+    led = sandbox.ledger()
+    with pytest.raises(RecordValidationError) as info:
+        led.client.soap(SYNC, b"<not-soap/>", "x")
+    assert info.value.details["rule"] == "sap.soap_client_fault"
+    assert sandbox.calls.count(method="POST", path_prefix=SYNC) == 1
+
+
+def test_foreign_currency_lines_carry_the_company_code_amount(sandbox: Sandbox) -> None:
+    led = sandbox.ledger()
+    eur = JournalEntry(id="J-EUR", legal_entity_id="US01", period="2026-09", entry_date=dt.date(2026, 9, 5),
+                       journal_type=JournalType.REVENUE_ACCRUAL, lines=tuple(
+                           JournalLine(line_no=n, account=a, currency="EUR", functional_currency="USD",
+                                       fx_rate=Decimal("1.1"), fx_rate_date=dt.date(2026, 9, 5),
+                                       **{side: Decimal("100.00"), f"functional_{side}": Decimal("110.00")})
+                           for n, a, side in ((1, "1200", "debit"), (2, "4000", "credit"))))
+    (res,) = led.post_journals(batch("r1", eur))
+    assert res.status is PostStatus.POSTED, res.error
+    assert led.read_back(["J-EUR"])["J-EUR"].matches(eur)  # entered EUR
+    tb = led.trial_balance(dt.date(2026, 9, 1), dt.date(2026, 9, 30))
+    assert tb["1200"] == (Decimal("110.00"), 0) and tb["4000"] == (0, Decimal("110.00"))  # company code USD
+    assert led.account_totals("US01")[("2026-09", "1200", "EUR")] == (Decimal("100.00"), 0)

@@ -25,7 +25,13 @@ from urllib.parse import urljoin
 import httpx
 
 from ledgerbridge.connectors.http import Pacer, send
-from ledgerbridge.errors import LedgerbridgeError, PermanentError, RateLimitedError
+from ledgerbridge.errors import (
+    LedgerbridgeError,
+    PermanentError,
+    RateLimitedError,
+    RecordValidationError,
+    TransientError,
+)
 
 SYSTEM = "sap_s4"
 ODATA = "/sap/opu/odata/sap/"
@@ -191,6 +197,13 @@ class SapS4Client:
             except RateLimitedError:
                 if attempt == throttled_attempts:
                     raise
+            except TransientError as exc:
+                if "soap-env:Client" in exc.message or "<faultcode>soap:Client" in exc.message:
+                    # a SOAP client fault comes as HTTP 500 but will fail again: the message itself is refused
+                    raise RecordValidationError(f"{self.system}: SAP refused the SOAP message as a whole: "
+                                                f"{exc.message}", code="LB-V001",
+                                                details={"rule": "sap.soap_client_fault"}) from exc
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def confirmation(self, message_id: str) -> bytes | None:
