@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ import pytest
 
 from ledgerbridge.config.schema import RouteTargets, SystemConfig
 from ledgerbridge.config.secrets import SecretRef
-from ledgerbridge.flows import billing, posting, transactions
+from ledgerbridge.flows import billing, masterdata, posting, transactions
 from ledgerbridge.flows.main_job import SOURCE
 from ledgerbridge.store import dead_letters, journals
 from ledgerbridge.store import invoices as invoices_repo
 from ledgerbridge.testing.faultproxy import create_app as fault_proxy
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes import workday as workday_sandbox
+from ledgerbridge.testing.sandboxes import xero as xero_sandbox
 
 from flows_support import make_ctx, records, tiny_firm
 
@@ -37,7 +39,7 @@ CUTOFF = dt.datetime(2026, 10, 5, 23, 59, 59, tzinfo=dt.UTC)
 ATTEMPTS = 12  # whole-run attempts: a run that gives up on a transient failure is simply run again
 
 
-def _workday(ctx: Any, app: Any, url: str) -> tuple[SystemConfig, Any]:
+def _workday(ctx: Any, app: Any, url: str) -> tuple[SystemConfig, Any, Any]:
     os.environ["LB_WORKDAY_PASSWORD"] = "lb-workday-demo"
     accounts = sorted({a.code for a in ctx.reference.accounts})
     app.state.store.accounts = {f"WD-{a}" for a in accounts}
@@ -51,10 +53,54 @@ def _workday(ctx: Any, app: Any, url: str) -> tuple[SystemConfig, Any]:
         return (Counter(j["key"] for j in store.journals.values()),
                 Counter(i.get("key") or i.get("Customer_Invoice_ID") for i in store.invoices.values()))
 
-    return system, held
+    return system, held, None
 
 
-TARGETS = {"workday": (workday_sandbox.create_app, _workday)}
+XERO_TYPES = {"asset": "CURRENT", "liability": "CURRLIAB", "equity": "EQUITY", "revenue": "REVENUE",
+              "expense": "EXPENSE"}
+_LB_TAG = re.compile(r"\[lb:([^\]]+)\]")
+
+
+def _xero(ctx: Any, app: Any, url: str) -> tuple[SystemConfig, Any, Any]:
+    os.environ["LB_XERO_CLIENT_SECRET"] = xero_sandbox.CLIENT_SECRET
+    store = app.state.store
+    for a in ctx.reference.accounts:
+        if a.code not in store.accounts:
+            store.add_account(a.code, a.name, XERO_TYPES.get(str(getattr(a.type, "value", a.type)), "EXPENSE"))
+    system = SystemConfig(
+        connector="xero", role="erp", secrets={"client_secret": SecretRef("${env:LB_XERO_CLIENT_SECRET}")},
+        options={"client_id": xero_sandbox.CLIENT_ID, "legal_entity_id": "US01", "tenant_id": None,
+                 "api_url": f"{url}/api.xro/2.0", "token_url": f"{url}/connect/token",
+                 "connections_url": f"{url}/connections", "tax_map": {"US-EXEMPT": "NONE"},
+                 "tracking_map": {"project": "Project", "cost_center": "Cost centre"}, "timeout": 0.5})
+
+    def held(store: Any) -> tuple[Counter[str], Counter[str]]:
+        tags = [m.group(1) for j in store.manual_journals.values()
+                for m in [_LB_TAG.search(str(j.get("Narration") or ""))] if m]
+        return Counter(tags), Counter(i["Reference"] for i in store.invoices.values())
+
+    def prepare(ctx: Any) -> None:  # customers and projects reach Xero through the master-data flow, faults on
+        data = ctx.config.model_dump(mode="json", exclude_none=True).get("master_data") or {}
+        ents = dict(data.get("entities") or {})
+        for etype in ("customer", "project"):
+            ents[etype] = {**ents.get(etype, {}), "propagate_to": ["erp"]}
+        ctx.config = ctx.config.model_copy(update={
+            "master_data": type(ctx.config.master_data).model_validate({**data, "entities": ents})})
+        ctx.reset_connectors()
+        wanted = [*(c for c in ctx.reference.customers.values() if c.legal_entity_id == "US01"),
+                  *(p for p in ctx.reference.projects.values() if p.legal_entity_id == "US01")]
+        masterdata.sync_master(ctx, SOURCE, wanted)
+        for etype in ("customer", "project"):
+            _until_done(lambda e=etype: masterdata.push_pending(ctx, e), lambda r: r.push_failed == 0)
+        with ctx.engine.begin() as conn:  # failed pushes were dead-lettered on the way: replayed above, closed here
+            open_ = [lt.id for lt in dead_letters.list_letters(conn, flow="masterdata.push")]
+            dead_letters.mark(conn, open_, "replayed", "pushed again by push_pending")
+
+    return system, held, prepare
+
+
+TARGETS = {"workday": (workday_sandbox.create_app, _workday),
+           "xero": (lambda: xero_sandbox.create_app(window=1.0, calls_per_minute=600), _xero)}
 
 
 def _until_done(step: Any, done: Any) -> list[Any]:
@@ -83,12 +129,14 @@ def test_everything_posted_exactly_once_through_faults(tmp_path: Path, target: s
         proxy = fault_proxy(upstream=upstream, share=SHARE, seed=seed, stall=0.8)
         with serve_in_thread(proxy) as url:
             ctx = make_ctx(tmp_path / "w", export_from=export, failure_mode="line_level")
-            system, held = wire(ctx, sandbox, url)
+            system, held, prepare = wire(ctx, sandbox, url)
             routing = ctx.config.routing.model_copy(update={"by_entity": {
                 "US01": RouteTargets(ledger="erp", invoices="erp")}})
             ctx.config = ctx.config.model_copy(update={"systems": {**ctx.config.systems, "erp": system},
                                                        "routing": routing})
             ctx.reset_connectors()
+            if prepare is not None:
+                prepare(ctx)
             transactions.land(ctx, SOURCE, records(ctx, until=CUTOFF))
             transactions.process_pending(ctx)
 
