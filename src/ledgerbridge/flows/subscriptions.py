@@ -184,12 +184,27 @@ def _remove_erp_project(call: ActionCall) -> dict[str, Any]:
     return {"removed": n, "system": fwd["system"], "external_id": fwd["external_id"], "note": note}
 
 
+_HTTP_CLIENT: httpx.Client | None = None
+_HTTP_CLIENT_LOCK = threading.Lock()
+
+
+def _http_client() -> httpx.Client:
+    """One pooled client for every action call of the process: ``httpx.request`` would build a client, and with
+    it a TLS context (loading the CA bundle: several ms of CPU), per call and open a new connection each time —
+    the largest cost of a near-real-time chain (bench/bench_latency.py). httpx clients are thread-safe."""
+    global _HTTP_CLIENT
+    with _HTTP_CLIENT_LOCK:
+        if _HTTP_CLIENT is None:
+            _HTTP_CLIENT = httpx.Client()
+        return _HTTP_CLIENT
+
+
 def _http(call: ActionCall, method: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
     headers = {"Idempotency-Key": call.idempotency_key, "traceparent": call.traceparent,
                **{str(k): str(v) for k, v in (call.options.get("headers") or {}).items()}}
     timeout = float(call.options.get("timeout_seconds", 10))
     system = str(call.options.get("system_label", "webhook"))
-    resp = httpx.request(method, url, json=body, headers=headers, timeout=timeout)
+    resp = _http_client().request(method, url, json=body, headers=headers, timeout=timeout)
     err = classify_http(resp.status_code, dict(resp.headers), resp.content, system=system)
     if err is not None:
         err.details.setdefault("url", url)
