@@ -2,7 +2,9 @@
 sample firm's US01 ledger posted through SuiteTalk REST; NetSuite's own GL (SuiteQL over transaction lines) equals
 what the engine recorded as posted, to the cent per account and currency; after September is closed (in NetSuite
 and in the store) late changes are redated into October and NetSuite never receives a journal for September again;
-a period closed only in NetSuite is refused before sending and dead-lettered; a re-run posts nothing twice."""
+a period closed only in NetSuite is refused before sending and dead-lettered; a re-run posts nothing twice. Tokens
+expire several times during a run (renewed, nothing fails); three subsidiaries are posted through a pool smaller
+than the client's concurrency (refusals held, everything posted once, reconciliation explained)."""
 
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def _push_master(ctx, target, entity: str) -> None:
 
 @pytest.mark.parametrize("late", ["next_open_period", "reject"])
 def test_month_posted_trial_balance_closed_period_and_rerun(tmp_path: Path, firm: Path, late: str) -> None:
-    with sandbox() as (app, base):
+    with sandbox(token_lifetime=0.25) as (app, base):  # tokens expire many times during the run
         store = app.state.store
         ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level", late=late)
         wire(ctx, app.state.demo_private_key, base)
@@ -106,6 +108,7 @@ def test_month_posted_trial_balance_closed_period_and_rerun(tmp_path: Path, firm
         assert target.trial_balance("US01") == _engine_totals(ctx, "US01")
         eids = store.external_ids("journalentry")
         assert eids and max(Counter(eids).values()) == 1
+        assert target.client.auth.token_requests >= 2 and app.state.auth.issued == target.client.auth.token_requests
         print(f"\nNetSuite: {len(eids)} journal entries for {sep.journals + octo.journals} journals, "
               f"{target.client.calls} API calls, {target.client.auth.token_requests} token(s)")
 
@@ -134,9 +137,9 @@ def test_three_subsidiaries_and_foreign_currency_lines(tmp_path: Path, firm: Pat
     gives USD journals in the GBP subsidiary, sent with our FX rate; each subsidiary's GL = the engine's, and the
     reconciliation (PSA export vs NetSuite's account totals) is fully explained."""
     entities = ("US01", "UK01", "DE01")
-    with sandbox() as (app, base):
+    with sandbox(concurrency=2, latency=0.01) as (app, base):  # a pool of 2 (others hold the rest), we ask for 4
         ctx = make_ctx(tmp_path / "w", export_from=firm, failure_mode="line_level")
-        wire(ctx, app.state.demo_private_key, base, entities=entities)
+        wire(ctx, app.state.demo_private_key, base, entities=entities, concurrency=4)
         target = ctx.connector("erp_ns")
         for e in entities:
             _push_master(ctx, target, e)
@@ -161,3 +164,6 @@ def test_three_subsidiaries_and_foreign_currency_lines(tmp_path: Path, firm: Pat
             "ON tl.\"transaction\" = t.id GROUP BY t.externalid")}
         assert {subs[x] for x in subs if x.startswith("UK01-")} == {2}
         assert {subs[x] for x in subs if x.startswith("DE01-")} == {3}
+        st = app.state.limits.stats()
+        print(f"\npool 2, client 4: {st['accepted']} accepted, {st['refused']} refused ({st['refused_share']:.1%}), "
+              f"client settled at {target.client.pacer.share}")
