@@ -5,6 +5,7 @@ OAuth token refresh, OData paging, the asynchronous bulk service, enterprise pro
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -289,3 +290,18 @@ def test_foreign_currency_lines_carry_the_company_code_amount(sandbox: Sandbox) 
     tb = led.trial_balance(dt.date(2026, 9, 1), dt.date(2026, 9, 30))
     assert tb["1200"] == (Decimal("110.00"), 0) and tb["4000"] == (0, Decimal("110.00"))  # company code USD
     assert led.account_totals("US01")[("2026-09", "1200", "EUR")] == (Decimal("100.00"), 0)
+
+
+@pytest.mark.parametrize("sandbox", [{"token_ttl": 0.5, "session_ttl": 0.4}], indirect=True)
+def test_token_and_session_expiry_mid_run(sandbox: Sandbox) -> None:
+    led = sandbox.ledger(oauth=True)
+    mk = [Project(id=f"PX-{i}", name="x", customer_id="C", legal_entity_id="US01", currency="USD",
+                  contract_type=ContractType.TIME_AND_MATERIALS, cost_center="CC", start_date=dt.date(2026, 1, 1))
+          for i in range(2)]
+    led.push_projects(mk[:1])
+    time.sleep(0.6)  # token and CSRF session both expired
+    led.push_projects(mk[1:])
+    assert led.client.auth.fetched == 2 and sandbox.calls.count(status=401) == 0  # renewed before expiry
+    assert led.client.csrf_fetches == 2  # the expired session's token failed once (403), fetched again
+    assert sandbox.calls.count(method="POST", path_prefix="/sap/opu/", status=403) == 1
+    assert len(sandbox.store.projects) == 2

@@ -120,7 +120,8 @@ class SapS4Ledger:
                  batch_size: int = 50, mode: str = "sync", created_by: str = "",
                  project_profile: str = "YP02", profit_center: str | None = None,
                  persons: Mapping[str, str] | None = None, activity_type: str = "T001",
-                 controlling_area: str = "A000", confirmation_wait: float = 10.0, poll_interval: float = 0.2) -> None:
+                 controlling_area: str = "A000", confirmation_wait: float = 10.0, poll_interval: float = 0.2,
+                 company_codes: Mapping[str, str] | None = None) -> None:
         if mode not in ("sync", "async"):
             raise PermanentError(f"{SYSTEM}: mode must be sync or async, not {mode!r}", code="LB-P001")
         if batch_size < 1:
@@ -140,6 +141,7 @@ class SapS4Ledger:
         self.controlling_area = controlling_area
         self.confirmation_wait = confirmation_wait
         self.poll_interval = poll_interval
+        self.company_codes = {str(k): str(v) for k, v in (company_codes or {}).items()}
         self._codes = {v: k for k, v in sorted(self.account_map.items(), reverse=True)}  # GL -> first of our codes
 
     @classmethod
@@ -186,7 +188,8 @@ class SapS4Ledger:
                    profit_center=options.get("profit_center"), persons=ts.get("persons"),
                    activity_type=str(ts.get("activity_type", "T001")),
                    controlling_area=str(ts.get("controlling_area", "A000")),
-                   confirmation_wait=float(options.get("confirmation_wait", 10.0)))
+                   confirmation_wait=float(options.get("confirmation_wait", 10.0)),
+                   company_codes=options.get("company_codes"))
 
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
@@ -358,9 +361,16 @@ class SapS4Ledger:
     # ------------------------------------------------------------------ projects
 
     def push_projects(self, projects: Iterable[Project]) -> dict[str, str]:
-        """One enterprise project per project (``Project`` = our project id, looked up before create). Returns
-        project id -> SAP ``ProjectUUID``."""
+        """One enterprise project per project (``Project`` = our project id, looked up before create), in the
+        company code of its legal entity (``company_codes``; this target's own for its entity). Returns project id
+        -> SAP ``ProjectUUID``."""
         projs = list(projects)
+        codes = {p.id: self.company_codes.get(p.legal_entity_id) or (
+            self.company_code if p.legal_entity_id == self.legal_entity_id else None) for p in projs}
+        if foreign := sorted(pid for pid, cc in codes.items() if cc is None):
+            raise RecordValidationError(f"{SYSTEM}: projects {foreign[:10]} belong to legal entities without a "
+                                        "company code — add them to options.company_codes", code="LB-V001",
+                                        details={"rule": "sap.company_code_unmapped", "projects": foreign})
         out: dict[str, str] = {}
         path = PROJECT_SRV + "A_EnterpriseProject"
         for start in range(0, len(projs), LOOKUP_CHUNK):
@@ -372,7 +382,7 @@ class SapS4Ledger:
             if p.id in out:
                 continue
             created = self.client.write("POST", PROJECT_SRV, "A_EnterpriseProject", project_payload(
-                p, company_code=self.company_code, profile=self.project_profile, profit_center=self.profit_center))
+                p, company_code=str(codes[p.id]), profile=self.project_profile, profit_center=self.profit_center))
             if not isinstance(created, Mapping) or not created.get("ProjectUUID"):
                 raise PermanentError(f"{SYSTEM}: creating project {p.id} answered without a ProjectUUID",
                                      code="LB-P006", details={"project": p.id})
