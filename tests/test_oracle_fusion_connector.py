@@ -25,7 +25,7 @@ from ledgerbridge.connectors.oracle_fusion import (
     OracleFusionClient,
     OracleFusionLedger,
 )
-from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
+from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError, TransientError, classify_http
 from ledgerbridge.model.entities import JournalEntry, JournalLine, JournalType
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes.oracle_fusion import DEMO_ACCOUNT_MAP, create_app
@@ -242,3 +242,29 @@ def test_foreign_currency_lines_carry_accounted_amounts(sandbox: Sandbox) -> Non
     assert led.read_back(["J-EUR"])["J-EUR"].matches(eur)
     tb = led.trial_balance("2026-09", "2026-09")
     assert tb["1200"] == (Decimal("110.00"), 0) and tb["4000"] == (0, Decimal("110.00"))
+
+
+def test_refused_or_unsent_import_leaves_nothing_in_flight(sandbox: Sandbox, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    led = sandbox.ledger(state_dir=tmp_path)
+    refused = classify_http(400, {}, b"JBO-27014: Attribute JobName in erpintegrations is required",
+                            system="oracle_fusion")
+    assert refused is not None
+
+    def refuse(*a: Any, **k: Any) -> str:
+        raise refused
+
+    monkeypatch.setattr(led.client, "import_bulk_data", refuse)
+    with pytest.raises(RecordValidationError):
+        led.post_journals(batch("r1", journal("J-R", "1.00")))
+    assert json.loads((tmp_path / "inflight.json").read_text()) == {}  # Oracle answered: nothing started
+    timeout = TransientError("read timeout", code="LB-T002", details={"exception": "ReadTimeout"})
+
+    def hang(*a: Any, **k: Any) -> str:
+        raise timeout
+
+    monkeypatch.setattr(led.client, "import_bulk_data", hang)
+    with pytest.raises(TransientError):
+        led.post_journals(batch("r1", journal("J-R", "1.00")))
+    (rec,) = json.loads((tmp_path / "inflight.json").read_text()).values()
+    assert rec["journals"] == ["J-R"] and rec["request_id"] is None  # may have started: kept for the re-run

@@ -62,7 +62,7 @@ from ledgerbridge.connectors.oracle_fusion.mapping import (
     to_decimal,
     unzip,
 )
-from ledgerbridge.errors import ConflictError, PermanentError, RecordValidationError
+from ledgerbridge.errors import ConflictError, LedgerbridgeError, PermanentError, RecordValidationError
 from ledgerbridge.model.entities import JournalEntry
 
 CAPABILITIES = Capabilities(
@@ -277,9 +277,16 @@ class OracleFusionLedger:
             period_name=self.period_name(j.period))]
         ids = [j.id for j in journals]
         self._inflight(lambda s: s.__setitem__(group, {"run_id": run.run_id, "journals": ids, "request_id": None}))
-        request_id = self.client.import_bulk_data(
-            fbdi_zip(rows), file_name=f"LB_{group}.zip", job_name=JOB_NAME,
-            parameters=f"{self.data_access_set},{self.source},{self.ledger_id},{group},N,N,N")
+        try:
+            request_id = self.client.import_bulk_data(
+                fbdi_zip(rows), file_name=f"LB_{group}.zip", job_name=JOB_NAME,
+                parameters=f"{self.data_access_set},{self.source},{self.ledger_id},{group},N,N,N")
+        except LedgerbridgeError as exc:
+            status = exc.details.get("status")
+            if exc.details.get("exception") in ("ConnectError", "ConnectTimeout") or (
+                    isinstance(status, int) and 400 <= status < 500):
+                self._inflight(lambda s: s.pop(group, None))  # never reached Oracle, or Oracle refused it
+            raise  # otherwise it may have started: the re-run settles it (uncertain_wait)
         self._inflight(lambda s: s[group].__setitem__("request_id", request_id))
         status = self._wait(request_id)
         if status not in TERMINAL:
