@@ -90,11 +90,9 @@ def _xero(ctx: Any, app: Any, url: str) -> tuple[SystemConfig, Any, Any]:
         wanted = [*(c for c in ctx.reference.customers.values() if c.legal_entity_id == "US01"),
                   *(p for p in ctx.reference.projects.values() if p.legal_entity_id == "US01")]
         masterdata.sync_master(ctx, SOURCE, wanted)
-        for etype in ("customer", "project"):
-            _until_done(lambda e=etype: masterdata.push_pending(ctx, e), lambda r: r.push_failed == 0)
-        with ctx.engine.begin() as conn:  # failed pushes were dead-lettered on the way: replayed above, closed here
-            open_ = [lt.id for lt in dead_letters.list_letters(conn, flow="masterdata.push")]
-            dead_letters.mark(conn, open_, "replayed", "pushed again by push_pending")
+        for etype in ("customer", "project"):  # a transient push failure is retried by the next push
+            _until_done(lambda e=etype: masterdata.push_pending(ctx, e),
+                        lambda r: r.push_failed == 0 and r.push_retry_later == 0)
 
     return system, held, prepare
 

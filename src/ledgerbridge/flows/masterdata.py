@@ -55,6 +55,7 @@ from ledgerbridge.domain.masterdata import (
     merge,
     validate_record,
 )
+from ledgerbridge.errors import ErrorKind
 from ledgerbridge.flows.context import FlowContext, Reference
 from ledgerbridge.model import Account, Contract, Customer, DimensionValue, LegalEntity, Project, Resource, TaxCode
 from ledgerbridge.store import audit, dead_letters, stewardship, xref
@@ -94,6 +95,7 @@ class SyncResult:
     deactivation_proposals: int = 0
     pushed: dict[str, int] = field(default_factory=dict)  # target system -> records pushed
     push_failed: int = 0
+    push_retry_later: int = 0  # records whose push failed transiently: not dead-lettered, the next push retries
     batches: int = 0
     changed_ids: dict[str, list[str]] = field(default_factory=dict)  # entity type -> canonical ids changed
 
@@ -375,6 +377,10 @@ def push_pending(ctx: FlowContext, etype: str, ids: Sequence[str] | None = None,
         try:
             ext = _push(connector, etype, models)
         except Exception as exc:  # the target refused or failed: each record waits in the operational queue
+            if getattr(exc, "kind", None) in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED):
+                # not a dead letter: the xref keeps the old version hash, so the next push sends these again
+                out.push_retry_later += len(todo)
+                continue
             with ctx.engine.begin() as conn:
                 dead_letters.add(conn, [NewDeadLetter(
                     queue="operational", flow=f"{FLOW}.push", system=target, entity=etype, item_key=cid,

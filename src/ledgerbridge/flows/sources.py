@@ -7,6 +7,12 @@ record and the fix). A crash before the commit re-reads the same changes next ti
 The transactional flow then decides the versions (``transactions.process_pending``): an edit or un-approval after
 posting becomes a reversal + re-post, a deletion a reversal.
 
+Business events a source reports beside its records (``result.business_events``: e.g. a CRM opportunity closed-won
+as ``project.approved``) start the matching subscription chains (:func:`ledgerbridge.flows.subscriptions.publish`)
+*before* the cursor is stored: a crash in between re-reads them next time and the duplicate publish runs nothing
+(chains are keyed by the event's idempotency key). They need the durable runtime launched; with no subscription
+configured they are counted and audited, not dropped silently.
+
 ``load_source_master`` merges the source's projects and resources (mapped with the system's configured defaults
 and overrides) into the flow context's reference data.
 """
@@ -32,6 +38,8 @@ class SyncOutcome:
     duplicates: int
     errors: int
     stats: dict[str, Any]
+    business_events: int = 0  # reported by the source
+    chains_started: int = 0  # subscription chains those events started (duplicates start none)
 
 
 def sync_source(ctx: FlowContext, system: str, *, full: bool | None = None) -> SyncOutcome:
@@ -45,6 +53,12 @@ def sync_source(ctx: FlowContext, system: str, *, full: bool | None = None) -> S
                              str(err.details.get("entry_id") or err.details.get("id") or err.code),
                              {"details": err.details}, err.kind.value, err.code, str(err))
                for err in result.errors]
+    business = list(getattr(result, "business_events", None) or [])
+    started = 0
+    if business and ctx.config.subscriptions:
+        from ledgerbridge.flows import subscriptions
+
+        started = subscriptions.publish(ctx, business).enqueued
     with ctx.engine.begin() as conn:
         new, dup = inbox.add_batch(conn, items, batch_id=f"{system}:sync")
         cursors.set_cursor(conn, system, STREAM, result.cursor)
@@ -52,8 +66,9 @@ def sync_source(ctx: FlowContext, system: str, *, full: bool | None = None) -> S
             dead_letters.add(conn, letters)
         audit.append(conn, "ledgerbridge", "source.synced", f"system:{system}",
                      {"events": len(items), "new": new, "duplicates": dup, "errors": len(letters),
+                      "business_events": len(business), "chains_started": started,
                       "stats": {k: v for k, v in result.stats.items() if isinstance(v, int | str | bool)}})
-    return SyncOutcome(system, len(items), new, dup, len(letters), dict(result.stats))
+    return SyncOutcome(system, len(items), new, dup, len(letters), dict(result.stats), len(business), started)
 
 
 def load_source_master(ctx: FlowContext, system: str) -> dict[str, int]:
