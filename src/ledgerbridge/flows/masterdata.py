@@ -356,8 +356,9 @@ def apply_to_reference(ctx: FlowContext, etype: str, changed: Mapping[str, Mappi
 def push_pending(ctx: FlowContext, etype: str, ids: Sequence[str] | None = None, *,
                  rules: MasterRules | None = None) -> SyncResult:
     """Send canonical records to the propagation targets of ``etype`` whose connector writes it, skipping those a
-    target already holds at the same content (xref ``version_synced`` = record hash). A failed push becomes an
-    operational dead letter per record; calling again retries what is still pending."""
+    target already holds at the same content (xref ``version_synced`` = record hash). A refused push becomes an
+    operational dead letter per record; a transient failure leaves the records pending (``push_retry_later``):
+    calling again retries what is still pending."""
     rules = rules or rules_of(ctx)
     out = SyncResult()
     with ctx.engine.connect() as conn:
