@@ -30,6 +30,15 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "runtime": (["--no-postgres"], ["--events", "50", "--records", "2000", "--sample", "200", "--no-postgres"]),
     "connector_posting": ([], ["--seed-journals", "2000", "--seed-periods", "2", "--run-journals", "200"]),
     "reconcile": ([], ["--rows", "100000"]),
+    # SaaS connectors against their sandboxes (loopback HTTP, limits on): throughput, API calls per 10k approved
+    # entries, rate-limit utilization and 429 share; about 25-60 s each
+    "salesforce": ([], []),
+    "kantata": ([], []),
+    "jira_tempo": ([], []),
+    "netsuite": ([], []),
+    "dynamics365": ([], []),
+    "xero": ([], []),
+    "workday_powerbi": ([], []),
 }
 LIVE = ("tryton", "redmine", "webhooks", "distributed")
 
