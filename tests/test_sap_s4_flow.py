@@ -30,11 +30,13 @@ def options(url: str, **extra: object) -> dict[str, object]:
             "account_map": dict(DEMO_ACCOUNT_MAP), **extra}
 
 
-def test_month_posted_read_back_and_reconciled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_month_posted_read_back_and_reconciled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     monkeypatch.setenv("LB_SAP_PASSWORD", "Welcome1!")
     app = create_app(csrf_rotate_after=1)
     with serve_in_thread(app) as url:
-        ctx = erp_ctx(tmp_path, "sap_us", "sap_s4", options(url, batch_size=2), {"password": "LB_SAP_PASSWORD"})
+        opts = options(url, batch_size=2, mode=mode, confirmation_url=f"{url}/confirmation-inbox")
+        ctx = erp_ctx(tmp_path, "sap_us", "sap_s4", opts, {"password": "LB_SAP_PASSWORD"})
         transactions.land(ctx, SOURCE, records(ctx))
         transactions.process_pending(ctx)
         out = posting.post_period(ctx, "US01", "2026-09")
@@ -44,6 +46,9 @@ def test_month_posted_read_back_and_reconciled(tmp_path: Path, monkeypatch: pyte
             posted = journals.list_journals(conn, legal_entity_id="US01")
         assert len(app.state.store.documents()) == len(posted) == out.journals
         assert all(j.target_ref and j.target_ref.startswith("1710/") for j in posted)
+        soap = "/sap/bc/srt/scs_ext/sap/journalentry" + (
+            "bulkcreationrequest_in" if mode == "async" else "createrequestconfirmation_in")
+        assert app.state.calls.count(method="POST", path_prefix=soap) == (out.journals + 1) // 2
 
         target = ctx.connector("sap_us")
         tb = target.trial_balance(dt.date(2026, 9, 1), dt.date(2026, 9, 30))
