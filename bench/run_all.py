@@ -39,8 +39,9 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "dynamics365": ([], []),
     "xero": ([], []),
     "workday_powerbi": ([], []),
+    "sap_oracle": ([], []),
 }
-LIVE = ("tryton", "redmine", "webhooks", "distributed")
+LIVE = ("tryton", "tryton_flow", "redmine", "webhooks", "distributed", "latency", "dlt_peer")
 
 
 def main() -> int:
