@@ -1,9 +1,9 @@
 """Helpers for the Xero tests: every exchange with the sandbox checked against Xero's official OpenAPI.
 
 :class:`SpecCheckingTransport` wraps httpx's transport: each request the connector sends to the Accounting API or
-``/connections`` is validated (path, method, parameters, headers, body) against
-tests/specs/xero/xero_accounting.yaml / xero-identity.yaml (copied from the official repository), then its response (status, body) — loaded once
-per process. The sandbox's URLs are mapped onto the spec's server (``https://api.xero.com/api.xro/2.0``;
+``/connections`` is validated (path, method, parameters, headers, body) against tests/specs/xero/xero_accounting.yaml
+/ xero-identity.yaml (copied from the official repository), then its response (status, body) — loaded once per
+process. The sandbox's URLs are mapped onto the spec's server (``https://api.xero.com/api.xro/2.0``;
 ``/connections`` is ``/Connections`` in the identity spec). The token endpoint is not in either spec and is not
 validated. Every failure is recorded in ``.problems`` and raised at once, so validation cannot pass silently.
 """
