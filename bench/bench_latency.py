@@ -185,13 +185,19 @@ class _Pool:
         self.opened = 0
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
-        if self.idle:
+        reused = bool(self.idle)
+        if reused:
             reader, writer = self.idle.pop()
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             self.opened += 1
         writer.write(raw)
         status_line = await reader.readline()
+        if not status_line:  # the server closed an idle keep-alive connection: nothing was read, send again
+            writer.close()
+            if reused:
+                return await self.request(raw)
+            raise ConnectionResetError("connection closed before an answer")
         length = 0
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
