@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from statistics import median
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -88,13 +89,6 @@ def ensure_venv(path: Path) -> tuple[Path, float | None]:
 
 
 # --------------------------------------------------------------------------------------------------- data
-
-
-def hours_of(minutes: int) -> Decimal:
-    """Kantata minutes -> hours exactly as the connector maps them (ledgerbridge.connectors.kantata.mapping)."""
-    from ledgerbridge.connectors.kantata.mapping import minutes_to_hours
-
-    return minutes_to_hours(minutes, "bench", {})
 
 
 def seed_kantata(n: int) -> Any:
@@ -149,12 +143,12 @@ def kantata_pages(store: Any) -> list[bytes]:
 def plain_rows(store: Any) -> list[dict[str, Any]]:
     """The same entries in the reporting table's shape (what the connector makes of them), plus the billable
     amount at the entry's bill rate; decimals and dates as text."""
-    from ledgerbridge.connectors.kantata.mapping import parse_ts
+    from ledgerbridge.connectors.kantata.mapping import minutes_to_hours, parse_ts
 
     out = []
     subs = store.tables["timesheet_submissions"]
     for r in sorted(store.tables["time_entries"].values(), key=lambda r: int(r["id"])):
-        hours = hours_of(r["time_in_minutes"])
+        hours = minutes_to_hours(r["time_in_minutes"], "bench", {})  # exactly as the connector maps them
         sub = subs.get(r.get("timesheet_submission_id") or "")
         amount = (hours * Decimal(r["rate_in_cents"]) / 100).quantize(Decimal("0.01"), ROUND_HALF_UP) \
             if r["billable"] else Decimal("0.00")
@@ -551,6 +545,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--variants", default="kantata,plain", help="comma list of kantata, plain")
     ap.add_argument("--dlt-modes", default="rest_api,resource", help="comma list of rest_api, resource")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tool, interleaved; medians are reported")
     ap.add_argument("--venv", type=Path, default=VENV)
     ap.add_argument("--worker", nargs=4, metavar=("VARIANT", "BASE", "DB", "TOKEN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -580,7 +575,7 @@ def main() -> int:
     token = secrets.token_urlsafe(16)
     routes = {"kantata": kantata_routes(pages, expenses, feed), "plain": plain_routes(plain)}
     env = {"RUNTIME__DLTHUB_TELEMETRY": "false", "DATA_WRITER__FILE_MAX_ITEMS": "100000"}
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
     ok = True
     with tempfile.TemporaryDirectory(prefix="lb-dlt-peer-") as td:
         tmp = Path(td)
@@ -590,19 +585,23 @@ def main() -> int:
             with serve_in_thread(replay_app(routes[variant], token)) as base:
                 print(f"\n[{variant}] {n:,} rows, "
                       + ("Kantata pages of 200" if variant == "kantata" else "plain pages of 1,000"), flush=True)
-                lb_db = str(tmp / f"lb_{variant}.duckdb")
-                r = run_child([sys.executable, __file__, "--worker", variant, base, lb_db, token], {})
-                results[f"ledgerbridge/{variant}"] = r
-                show("ledgerbridge", r, n)
-                for mode in [m for m in args.dlt_modes.split(",") if m]:
-                    pdir = tmp / f"pipelines_{variant}_{mode}"
-                    r = run_child([str(python), str(script), variant, mode, base, token,
-                                   str(tmp / f"dlt_{variant}_{mode}.duckdb"), str(pdir), SYSTEM], env)
-                    shutil.rmtree(pdir, ignore_errors=True)
-                    results[f"dlt {mode}/{variant}"] = r
-                    show(f"dlt {mode}", r, n)
+                for rep in range(args.repeat):  # interleaved, so a change in the machine's load hits every tool
+                    tag = f" #{rep + 1}" if args.repeat > 1 else ""
+                    db = tmp / f"lb_{variant}.duckdb"
+                    r = run_child([sys.executable, __file__, "--worker", variant, base, str(db), token], {})
+                    db.unlink()
+                    results.setdefault(f"ledgerbridge/{variant}", []).append(r)
+                    show("ledgerbridge" + tag, r, n)
+                    for mode in [m for m in args.dlt_modes.split(",") if m]:
+                        pdir, db = tmp / f"pipelines_{variant}_{mode}", tmp / f"dlt_{variant}_{mode}.duckdb"
+                        r = run_child([str(python), str(script), variant, mode, base, token, str(db), str(pdir),
+                                       SYSTEM], env)
+                        shutil.rmtree(pdir, ignore_errors=True)
+                        db.unlink()
+                        results.setdefault(f"dlt {mode}/{variant}", []).append(r)
+                        show(f"dlt {mode}{tag}", r, n)
             ok &= report_variant(variant, results, n)
-        versions = next((r["versions"] for r in results.values() if "versions" in r), None)
+        versions = next((r[0]["versions"] for r in results.values() if "versions" in r[0]), None)
     import duckdb
 
     print(f"\nversions: ledgerbridge side duckdb {duckdb.__version__}; dlt side {versions}; "
@@ -610,28 +609,36 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def report_variant(variant: str, results: Mapping[str, Mapping[str, Any]], n: int) -> bool:
-    lb = results[f"ledgerbridge/{variant}"]
-    ok = True
-    for key, r in results.items():
-        if not key.endswith("/" + variant) or key.startswith("ledgerbridge"):
+def report_variant(variant: str, results: Mapping[str, list[dict[str, Any]]], n: int) -> bool:
+    """Medians over the repeats; ratios are the median of the per-repeat (paired) ratios."""
+    mine = {k: v for k, v in results.items() if k.endswith("/" + variant)}
+    lb = mine[f"ledgerbridge/{variant}"]
+    print(f"  summary (median of {len(lb)} run(s); wall min-max):")
+    for key, runs in mine.items():
+        walls = [r["seconds"] for r in runs]
+        print(f"    {key.split('/')[0]:<24} {median(walls):7.2f} s  {n / median(walls):9,.0f} rows/s  "
+              f"({min(walls):.1f}-{max(walls):.1f} s)  peak RSS {median(r['rss_mb'] for r in runs):5.0f} MB")
+    for key, runs in mine.items():
+        if key.startswith("ledgerbridge"):
             continue
-        print(f"  ratio ledgerbridge / {key.split('/')[0]}: {lb['seconds'] / r['seconds']:.2f}x wall "
-              f"({lb['process_seconds'] / r['process_seconds']:.2f}x whole process), "
-              f"{lb['rss_mb'] / r['rss_mb']:.2f}x peak RSS")
+        pairs = list(zip(lb, runs, strict=True))
+        print(f"  ratio ledgerbridge / {key.split('/')[0]}: "
+              f"{median(a['seconds'] / b['seconds'] for a, b in pairs):.2f}x wall "
+              f"({median(a['process_seconds'] / b['process_seconds'] for a, b in pairs):.2f}x whole process), "
+              f"{median(a['rss_mb'] / b['rss_mb'] for a, b in pairs):.2f}x peak RSS")
     print("  check (rows, distinct ids, SUM(hours), billable hours"
           + (", SUM(billable_amount)" if variant == "plain" else "") + "; column types):")
+    ok = True
     ref = None
-    for key, r in results.items():
-        if not key.endswith("/" + variant):
-            continue
-        c = dict(r["check"])
-        sums = {k: v for k, v in c.items() if k != "types"}
-        same = ref is None or (sums, c["types"]) == ref
-        ref = ref or (sums, c["types"])
-        ok &= same and c["rows"] == n and c["ids"] == n
+    for key, runs in mine.items():
+        for r in runs:
+            c = dict(r["check"])
+            sums = {k: v for k, v in c.items() if k != "types"}
+            same = ref is None or (sums, c["types"]) == ref
+            ref = ref or (sums, c["types"])
+            ok &= same and c["rows"] == n and c["ids"] == n
         print(f"    {key:<26} {' '.join(str(v) for v in sums.values())}  {c['types']}  "
-              f"{'OK' if same and c['rows'] == n else 'MISMATCH'}")
+              f"{'OK' if ok else 'MISMATCH'}")
     return ok
 
 
