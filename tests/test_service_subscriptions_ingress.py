@@ -31,7 +31,8 @@ CHAIN = "lb.subscription_chain"
 def _subscriptions(url: str) -> list[dict[str, Any]]:
     return [
         {"name": "onboard", "event": "project.approved", "key": "project.id",
-         "actions": [{"name": "erp_hook", "kind": "webhook", "options": {"url": f"{url}/ok"}}]},
+         "actions": [{"name": "erp_hook", "kind": "webhook",
+                      "options": {"url": f"{url}/ok", "system_label": "crm_hook"}}]},
         {"name": "timefeed", "event": "time_entry.approved", "key": "entry.project_id",
          "actions": [{"name": "push", "kind": "webhook", "options": {"url": f"{url}/ok"}}]},
     ]
@@ -79,6 +80,7 @@ def test_accepted_project_event_runs_its_chain_and_the_target_gets_one_write(svc
     assert len(calls) == 1
     assert calls[0]["idempotency_key"] == f"onboard:erp_hook:{key}"
     assert calls[0]["body"]["event"]["project"]["id"] == "P-100" and calls[0]["body"]["key"] == "P-100"
+    assert 'ledgerbridge_target_api_calls_total{outcome="200",target="crm_hook"}' in client.get("/metrics").text
 
     # the same fact again (re-signed one second apart, so not a replay): nothing new starts, nothing is written
     again = _post(client, _project_event("P-100"), resent=True)

@@ -204,7 +204,14 @@ def _http(call: ActionCall, method: str, url: str, body: dict[str, Any]) -> dict
                **{str(k): str(v) for k, v in (call.options.get("headers") or {}).items()}}
     timeout = float(call.options.get("timeout_seconds", 10))
     system = str(call.options.get("system_label", "webhook"))
-    resp = _http_client().request(method, url, json=body, headers=headers, timeout=timeout)
+    from ledgerbridge.service.metrics import record_api_call
+
+    try:
+        resp = _http_client().request(method, url, json=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:  # counted, then classified by the runtime's retry policy (timeouts: transient)
+        record_api_call(system, "timeout" if isinstance(exc, httpx.TimeoutException) else "error")
+        raise
+    record_api_call(system, resp.status_code)
     err = classify_http(resp.status_code, dict(resp.headers), resp.content, system=system)
     if err is not None:
         err.details.setdefault("url", url)
