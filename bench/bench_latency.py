@@ -20,6 +20,9 @@ Prints per rate: offered and achieved accept rate, end-to-end latency (scheduled
 p50/p90/p99/max, accept latency (scheduled send -> 202) p50/p99, where the time goes (per-stage p50/p99 from the
 chain workflows' timestamps: created = enqueued in the request, dequeued = started by the queue runner, completed),
 events lost and duplicate writes at the target, server CPU per event and peak RSS.
+
+``LB_BENCH_PROFILE=<file>`` makes the service write a sampling profile (busy stacks of its threads) to ``file``.
+``--batch-dequeue`` is an experiment (registers the subscriptions queue without its queue-wide limit).
 """
 
 from __future__ import annotations

@@ -193,6 +193,8 @@ def _http_client() -> httpx.Client:
     it a TLS context (loading the CA bundle: several ms of CPU), per call and open a new connection each time —
     the largest cost of a near-real-time chain (bench/bench_latency.py). httpx clients are thread-safe."""
     global _HTTP_CLIENT
+    if _HTTP_CLIENT is not None:  # no lock on the hot path (32 chains call at once)
+        return _HTTP_CLIENT
     with _HTTP_CLIENT_LOCK:
         if _HTTP_CLIENT is None:
             _HTTP_CLIENT = httpx.Client()
