@@ -17,6 +17,14 @@ def test_runtime_settings_from_starter_use_the_runtime_pinned_version() -> None:
     assert settings.system_database_url == "sqlite:///.ledgerbridge/dbos.sqlite"
     assert settings.application_version == runtime_settings.DEFAULT_APPLICATION_VERSION
     assert settings.executor_id == "local"
+    assert settings.queue_polling_interval_sec == 1.0
+
+
+def test_queue_polling_interval_is_configurable() -> None:
+    cfg = load_config_text("version: 1\nruntime: {queue_polling_interval_seconds: 0.05}\n")
+    assert cfg.runtime.to_runtime().queue_polling_interval_sec == 0.05
+    with pytest.raises(Exception, match="queue_polling_interval_seconds"):
+        load_config_text("version: 1\nruntime: {queue_polling_interval_seconds: 0}\n")
 
 
 def test_pinned_version_secret_url_queues_and_retry(monkeypatch: pytest.MonkeyPatch) -> None:

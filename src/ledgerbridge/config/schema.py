@@ -166,6 +166,9 @@ class RuntimeConfig(_Model):
     application_version: str | None = Field(default=None, min_length=1)
     executor_id: str = Field(default="local", min_length=1)
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
+    #: How often a worker looks for queued work (seconds). Lower = less latency per event (the near-real-time
+    #: path: webhook -> subscription chain -> target) for more polling of the system database when idle.
+    queue_polling_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
     def reveal_system_database_url(self) -> str:
         return reveal_url(self.system_database_url)
@@ -175,7 +178,8 @@ class RuntimeConfig(_Model):
         from ledgerbridge.runtime.settings import RuntimeSettings
 
         settings = RuntimeSettings(system_database_url=self.reveal_system_database_url(),
-                                   executor_id=self.executor_id, log_level=self.log_level)
+                                   executor_id=self.executor_id, log_level=self.log_level,
+                                   queue_polling_interval_sec=self.queue_polling_interval_seconds)
         if self.application_version is not None:
             settings = dataclasses.replace(settings, application_version=self.application_version)
         return settings

@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -74,6 +75,10 @@ _STATUS_OF: dict[type, ApprovalStatus | None] = {
 }
 
 log = get_logger()
+
+
+#: A JSON escape of a UTF-16 surrogate (``\ud800``-``\udfff``): fine in pairs, not alone (then not storable text).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -234,9 +239,11 @@ def make_router() -> APIRouter:
                                            "(it is stored; nothing to do)")
         try:
             data = json.loads(body)
-        except ValueError as exc:
-            return refuse(422, "invalid", f"body is not JSON: {exc}",
-                          errors=[{"loc": ["body"], "msg": f"not JSON: {exc}", "type": "json_invalid"}])
+            if _SURROGATE_ESCAPE.search(body):  # valid JSON, but a lone \ud800-style escape is not Unicode text
+                json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except ValueError as exc:  # UnicodeEncodeError is a ValueError
+            return refuse(422, "invalid", f"body is not valid JSON text: {exc}",
+                          errors=[{"loc": ["body"], "msg": f"not JSON text: {exc}", "type": "json_invalid"}])
         try:
             event = _EVENTS.validate_python(data)
         except ValidationError as exc:
