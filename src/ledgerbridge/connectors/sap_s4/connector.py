@@ -372,22 +372,32 @@ class SapS4Ledger:
                                         "company code — add them to options.company_codes", code="LB-V001",
                                         details={"rule": "sap.company_code_unmapped", "projects": foreign})
         out: dict[str, str] = {}
-        path = PROJECT_SRV + "A_EnterpriseProject"
         for start in range(0, len(projs), LOOKUP_CHUNK):
-            chunk = projs[start:start + LOOKUP_CHUNK]
-            flt = " or ".join(f"Project eq '{p.id}'" for p in chunk)
-            out.update({str(r["Project"]): str(r["ProjectUUID"])
-                        for r in self.client.odata_rows(path, {"$filter": flt, "$select": "Project,ProjectUUID"})})
+            out.update(self._project_uuids([p.id for p in projs[start:start + LOOKUP_CHUNK]]))
         for p in projs:
             if p.id in out:
                 continue
-            created = self.client.write("POST", PROJECT_SRV, "A_EnterpriseProject", project_payload(
-                p, company_code=str(codes[p.id]), profile=self.project_profile, profit_center=self.profit_center))
+            try:
+                created = self.client.write("POST", PROJECT_SRV, "A_EnterpriseProject", project_payload(
+                    p, company_code=str(codes[p.id]), profile=self.project_profile,
+                    profit_center=self.profit_center))
+            except LedgerbridgeError:
+                # the answer to our create was lost and the retried POST was refused ("already exists"): the
+                # project the lookup above did not find is now there — ours; bind it instead of failing
+                if (found := self._project_uuids([p.id])).get(p.id) is None:
+                    raise
+                out[p.id] = found[p.id]
+                continue
             if not isinstance(created, Mapping) or not created.get("ProjectUUID"):
                 raise PermanentError(f"{SYSTEM}: creating project {p.id} answered without a ProjectUUID",
                                      code="LB-P006", details={"project": p.id})
             out[p.id] = str(created["ProjectUUID"])
         return out
+
+    def _project_uuids(self, ids: Sequence[str]) -> dict[str, str]:
+        flt = " or ".join(f"Project eq '{pid}'" for pid in ids)
+        return {str(r["Project"]): str(r["ProjectUUID"]) for r in self.client.odata_rows(
+            PROJECT_SRV + "A_EnterpriseProject", {"$filter": flt, "$select": "Project,ProjectUUID"})}
 
     # ------------------------------------------------------------------ timesheets
 
