@@ -42,9 +42,9 @@ bench-quick: $(STAMP)
 chaos: $(STAMP)
 	LB_KILL_POINTS=100 $(BIN)/pytest -q -s tests/test_main_job_kill.py
 
-# fault injection: 30% of target calls fail (5xx, 429, resets, stalls, lost answers), several seeds, bigger firm
+# fault injection: 30% of target calls fail (5xx, 429, resets, stalls, lost answers), every ERP target, 10 seeds, bigger firm
 fault: $(STAMP)
-	LB_FAULT_SEEDS=1,2,3,4,5,6,7,8,9,10 LB_FAULT_EMPLOYEES=12 $(BIN)/pytest -q -s tests/test_fault_injection.py tests/test_faultproxy.py
+	LB_FAULT_TARGETS=workday,xero,netsuite,dynamics365,sap_s4,oracle_fusion LB_FAULT_SEEDS=1,2,3,4,5,6,7,8,9,10 LB_FAULT_EMPLOYEES=12 $(BIN)/pytest -q -s tests/test_fault_*.py tests/test_faultproxy.py
 
 # fuzzing: 15,000 cases per parser target (>100k in all) + schemathesis with its coverage phase on every operation
 fuzz: $(STAMP)
