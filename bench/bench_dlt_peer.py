@@ -523,21 +523,24 @@ def peak_rss_mb() -> float:
 
 def run_child(argv: list[str], env: Mapping[str, str]) -> dict[str, Any]:
     t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env})
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child and every process it started and reaped
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         raise SystemExit(f"child {argv[1:3]} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
                          f"{proc.stderr[-4000:]}")
     out = json.loads(line[len("RESULT "):])
     out["process_seconds"] = wall
+    out["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return out
 
 
 def show(name: str, r: Mapping[str, Any], n: int) -> None:
     extra = f", {r['calls']} API calls; {r['phases']}" if r.get("calls") else ""
     print(f"  {name:<26} {r['seconds']:7.2f} s  {n / r['seconds']:9,.0f} rows/s  peak RSS {r['rss_mb']:6.0f} MB  "
-          f"(process {r['process_seconds']:.1f} s{extra})", flush=True)
+          f"(process {r['process_seconds']:.1f} s, {r['cpu_seconds']:.1f} cpu-s{extra})", flush=True)
 
 
 def main() -> int:
@@ -617,14 +620,16 @@ def report_variant(variant: str, results: Mapping[str, list[dict[str, Any]]], n:
     for key, runs in mine.items():
         walls = [r["seconds"] for r in runs]
         print(f"    {key.split('/')[0]:<24} {median(walls):7.2f} s  {n / median(walls):9,.0f} rows/s  "
-              f"({min(walls):.1f}-{max(walls):.1f} s)  peak RSS {median(r['rss_mb'] for r in runs):5.0f} MB")
+              f"({min(walls):.1f}-{max(walls):.1f} s)  peak RSS {median(r['rss_mb'] for r in runs):5.0f} MB  "
+              f"{median(r['cpu_seconds'] for r in runs):.1f} cpu-s (whole process)")
     for key, runs in mine.items():
         if key.startswith("ledgerbridge"):
             continue
         pairs = list(zip(lb, runs, strict=True))
         print(f"  ratio ledgerbridge / {key.split('/')[0]}: "
               f"{median(a['seconds'] / b['seconds'] for a, b in pairs):.2f}x wall "
-              f"({median(a['process_seconds'] / b['process_seconds'] for a, b in pairs):.2f}x whole process), "
+              f"({median(a['process_seconds'] / b['process_seconds'] for a, b in pairs):.2f}x whole process, "
+              f"{median(a['cpu_seconds'] / b['cpu_seconds'] for a, b in pairs):.2f}x cpu-s), "
               f"{median(a['rss_mb'] / b['rss_mb'] for a, b in pairs):.2f}x peak RSS")
     print("  check (rows, distinct ids, SUM(hours), billable hours"
           + (", SUM(billable_amount)" if variant == "plain" else "") + "; column types):")

@@ -76,6 +76,19 @@ def test_append_and_replace(duck: Any) -> None:
                         "column_name = 'amount'").fetchone()[0] == "DECIMAL(38,10)"
 
 
+def test_failing_source_leaves_old_table_and_no_staged_file(duck: Any, tmp_path: Path) -> None:
+    load_source_records(duck, [entry(0, "1")], tmpdir=tmp_path)
+
+    def broken() -> Any:
+        yield entry(1, "2")
+        raise RuntimeError("page 2 refused")
+
+    with pytest.raises(RuntimeError, match="page 2"):
+        load_source_records(duck, broken(), tmpdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert duck.execute("SELECT id FROM time_entries").fetchall() == [("T0",)]
+
+
 def test_bad_arguments(duck: Any) -> None:
     with pytest.raises(ValueError, match="plain table"):
         load_rows(duck, "x; DROP TABLE y", [("id", "VARCHAR")], [])
