@@ -3,7 +3,8 @@ store by ledgerbridge and by dlt (issue 14). Prints wall seconds, rows/s and pea
 ledgerbridge / dlt per dlt variant, and checks that every table holds the same rows, SUM(hours) and billable sums.
 
     .venv/bin/python bench/bench_dlt_peer.py                  # 200,000 entries, both API variants
-    .venv/bin/python bench/bench_dlt_peer.py --rows 20000 --variants kantata
+    .venv/bin/python bench/bench_dlt_peer.py --repeat 3       # tools interleaved, medians + paired ratios
+    .venv/bin/python bench/bench_dlt_peer.py --rows 20000 --variants kantata --dlt-modes resource
 
 dlt runs in its OWN virtual environment (created once under ``~/.cache/ledgerbridge/dlt-venv`` with the pinned
 versions below; never in the project's .venv), as a subprocess script this bench writes. Telemetry off
@@ -31,7 +32,7 @@ API variants (the server runs in this process; each loader runs in its own child
 Like for like: same rows, same column types (``DECIMAL(38,10)`` hours and amounts, ``DATE`` work date,
 ``TIMESTAMPTZ`` stamps; dlt gets column hints), same primary key (``id``), a fresh table (replace). Wall time is
 measured inside each child from the first HTTP call to the committed table (imports excluded; the child's whole
-process time is printed too).
+process time and the CPU seconds of its process tree are printed too). Figures and findings: ``docs/peers.md``.
 """
 
 from __future__ import annotations
