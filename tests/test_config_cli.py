@@ -32,7 +32,7 @@ def test_init_writes_the_starter_which_validates(tmp_path: Path) -> None:
     assert target.read_text() == starter_text()
     result = runner.invoke(CLI, [*VALIDATE, str(target)])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "OK: 2 systems, 7 posting rules"
+    assert result.output.strip() == "OK: 2 systems, 8 posting rules"
 
 
 def test_init_default_path_and_refusal_to_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
