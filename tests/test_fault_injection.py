@@ -84,7 +84,8 @@ def _xero(ctx: Any, app: Any, url: str) -> tuple[SystemConfig, Any, Any]:
         options={"client_id": xero_sandbox.CLIENT_ID, "legal_entity_id": "US01", "tenant_id": None,
                  "api_url": f"{url}/api.xro/2.0", "token_url": f"{url}/connect/token",
                  "connections_url": f"{url}/connections", "tax_map": {"US-EXEMPT": "NONE"},
-                 "tracking_map": {"project": "Project", "cost_center": "Cost centre"}, "timeout": TIMEOUT})
+                 "tracking_map": {"project": "Project", "cost_center": "Cost centre"}, "timeout": TIMEOUT,
+                 "calls_per_minute": 600, "window_seconds": 1.0})  # the sandbox's limit (below): no minute waits
 
     def held(store: Any) -> tuple[Counter[str], Counter[str]]:
         tags = [m.group(1) for j in store.manual_journals.values()
