@@ -10,13 +10,21 @@
    ``costing.cost_many``, turned into postings with ``posting.postings_for_time`` and summarized; prints entries/s
    end to end and per stage. ``--combined 0`` skips it.
 
-Prints postings/s (wall and process CPU), journals and lines produced, and the process's peak RSS.
+3. Floor (``--floor``, on by default): what the same postings cost with everything but the unavoidable CPython work
+   taken out: the grouping pass alone (per posting: the (entity, date) placement lookup and the bucket lookup on
+   (group, txn_type, dimensions, currency), no amount check, no sum), ``SourceRef.key`` for every posting (the
+   lineage digest needs it), and one validated ``JournalLine`` per output line. Their sum bounds what any rewrite
+   of ``summarize`` in pure Python on this data model can reach on this machine.
+
+Prints the load average, postings/s (wall and process CPU), journals and lines produced, and the process's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
+import os
 import random
 import resource
 import sys
@@ -28,7 +36,7 @@ from ledgerbridge.domain.periods import LatePolicy, PeriodBook, monthly_periods
 from ledgerbridge.domain.posting import default_rules, postings_for_time, summarize
 from ledgerbridge.domain.types import Posting
 from ledgerbridge.model.base import SourceRef
-from ledgerbridge.model.entities import PeriodStatus
+from ledgerbridge.model.entities import JournalLine, PeriodStatus
 
 ENTITIES = (("US01", "USD"), ("UK01", "GBP"), ("DE01", "EUR"))
 START = dt.date(2026, 1, 1)
@@ -93,17 +101,20 @@ def main() -> int:
     ap.add_argument("--postings", type=int, default=1_000_000)
     ap.add_argument("--combined", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the floor: grouping pass, SourceRef.key, JournalLine validation")
     args = ap.parse_args()
     print(f"machine: a pure-Python loop of 3M integer adds takes {calibrate():.2f}s cpu "
-          "(about 0.10s on an idle modern x86 core; scale the figures below accordingly)")
+          "(about 0.10s on an idle modern x86 core; scale the figures below accordingly); "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.postings:
-        bench_postings(args.postings, args.seed)
+        bench_postings(args.postings, args.seed, floor=args.floor)
     if args.combined:
         bench_combined(args.combined)
     return 0
 
 
-def bench_postings(n: int, seed: int) -> None:
+def bench_postings(n: int, seed: int, *, floor: bool = True) -> None:
     rules = default_rules()
     t0 = time.perf_counter()
     ps = make_postings(n, seed)
@@ -128,6 +139,52 @@ def bench_postings(n: int, seed: int) -> None:
     redated = sum(1 for j in s2.journals if j.redated_from)
     print(f"  -> {len(s2.journals):,} journals ({redated} redated), {len(s2.rejected_journals)} rejected journals; "
           f"peak RSS {peak_rss_mb():.0f} MB")
+    if floor:
+        bench_floor(ps, [ln for j in s.journals for ln in j.lines])
+
+
+def bench_floor(ps: list[Posting], lines: list[JournalLine]) -> None:
+    """Time the work no pure-Python summarize can skip on these postings (see the module doc, item 3)."""
+    gc_was = gc.isenabled()
+    gc.disable()  # as summarize does
+    try:
+        placed: dict[tuple[str, dt.date], tuple[int, dt.date]] = {}
+        groups: dict[str, int] = {}
+        for p in ps:  # setup (not timed): one placement per (entity, date), as summarize caches it
+            if (p.legal_entity_id, p.date) not in placed:
+                g = groups.setdefault(f"{p.legal_entity_id}-{p.date:%Y-%m}", len(groups))
+                placed[(p.legal_entity_id, p.date)] = (g, p.date)
+
+        def grouping() -> int:
+            buckets: dict[tuple[int, str, tuple[tuple[str, str], ...], str], list[int]] = {}
+            for p in ps:
+                at = placed.get((p.legal_entity_id, p.date))
+                assert at is not None
+                key = (at[0], p.txn_type, p.dimensions, p.currency)
+                b = buckets.get(key)
+                if b is None:
+                    buckets[key] = [0]
+            return len(buckets)
+
+        kw = ("line_no", "account", "currency", "dimensions", "debit", "credit", "description", "lineage",
+              "lineage_count")
+        args = [{k: getattr(ln, k) for k in kw} for ln in lines]
+        c_group = _cpu(grouping)
+        c_keys = _cpu(lambda: [p.source.key for p in ps])
+        c_lines = _cpu(lambda: [JournalLine(**a) for a in args])
+    finally:
+        if gc_was:
+            gc.enable()
+    total = c_group + c_keys + c_lines
+    print(f"floor: grouping pass {c_group:.2f}s cpu, SourceRef.key {c_keys:.2f}s cpu, {len(lines):,} validated "
+          f"JournalLines {c_lines:.2f}s cpu ({c_lines / max(len(lines), 1) * 1e6:.1f} us each) -> {total:.2f}s cpu, "
+          f"at most {len(ps) / total:,.0f} postings/cpu-s before any amount check, sum, sort or digest")
+
+
+def _cpu(fn):  # type: ignore[no-untyped-def]
+    c0 = time.process_time()
+    fn()
+    return time.process_time() - c0
 
 
 def bench_combined(n_entries: int) -> None:
