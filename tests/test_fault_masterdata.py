@@ -1,9 +1,8 @@
-"""Known defect of the shared master-data flow (issue 14, found by the fault-injection harness; reported, not fixed
-here — flows/masterdata.py is not this harness's file): when the push of the customers fails *transiently* (they
-stay pending, ``push_retry_later``), the same ``sync_master`` still pushes the projects of those customers; the ERP
-refuses them for good (the customer does not exist) and they become operational dead letters. A later push lands
-them, but the dead letters stay open. Strict xfail: it turns red the day the flow is fixed (remove the marker then).
-Dynamics 365 sandbox; its customer endpoint answers 503 while the network is "down"."""
+"""Master data under a transient outage (issue 14, found by the fault-injection harness): when the push of the
+customers fails *transiently* (they stay pending, ``push_retry_later``), the projects of those customers wait for
+them instead of being pushed and refused for good (the customer does not exist in the ERP yet) — no dead letter;
+the next pushes land customers, then projects. (And a later successful push closes any earlier refusal of the same
+record.) Dynamics 365 sandbox; its customer endpoint answers 503 while the network is "down"."""
 
 from __future__ import annotations
 
@@ -45,8 +44,6 @@ def customers_unreachable(app: Any, down: dict[str, bool]) -> Any:
     return asgi
 
 
-@pytest.mark.xfail(strict=True, reason="flows/masterdata.py pushes projects whose customers are still pending after "
-                                       "a transient failure; the refusals stay open dead letters (issue 14 report)")
 def test_projects_wait_for_customers_whose_push_failed_transiently(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     app, down = seeded_app(), {"customers": True}
@@ -69,4 +66,4 @@ def test_projects_wait_for_customers_whose_push_failed_transiently(tmp_path: Pat
         with ctx.engine.connect() as conn:
             letters = [(lt.item_key, lt.error_text[-120:]) for lt in dead_letters.list_letters(conn)]
         ctx.engine.dispose()
-    assert letters == []  # fails today: the projects' refusals of the first sync stay open
+    assert letters == []  # the projects waited for their customers: nothing was refused

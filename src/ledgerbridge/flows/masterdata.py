@@ -372,6 +372,10 @@ def push_pending(ctx: FlowContext, etype: str, ids: Sequence[str] | None = None,
         with ctx.engine.connect() as conn:
             bound = xref.lookup_many(conn, etype, target, wanted)
         todo = [cid for cid in wanted if cid not in bound or bound[cid].version_synced != hashes[cid]]
+        waiting = _waiting_on_parents(ctx, rules, etype, target, {cid: canon[cid] for cid in todo})
+        if waiting:  # e.g. a project whose customer is not in the target yet: it waits, it is not refused
+            out.push_retry_later += len(waiting)
+            todo = [cid for cid in todo if cid not in waiting]
         if not todo:
             continue
         models = [MODELS[etype].model_validate(canon[cid]) for cid in todo]
@@ -393,10 +397,39 @@ def push_pending(ctx: FlowContext, etype: str, ids: Sequence[str] | None = None,
         with ctx.engine.begin() as conn:
             xref.upsert_many(conn, [XrefEntry(etype, cid, target, str(ext.get(cid, cid)), version_synced=hashes[cid])
                                     for cid in todo])
+            # an earlier refusal of these records is settled by this push: close its dead letters
+            pushed_ids = set(todo)
+            settled = [lt.id for lt in dead_letters.list_letters(conn, flow=f"{FLOW}.push", system=target,
+                                                                 entity=etype, limit=100_000)
+                       if lt.item_key in pushed_ids]
+            if settled:
+                dead_letters.mark(conn, settled, "replayed", resolution=f"pushed to {target} by a later push")
             audit.append(conn, "ledgerbridge", "master.pushed", f"{etype}:{target}", {"ids": todo[:500],
                                                                                       "count": len(todo)})
         out.pushed[target] = len(todo)
     return out
+
+
+#: master-data references a target must hold before a record can be pushed: type -> [(field, parent type)]
+PARENTS: dict[str, tuple[tuple[str, str], ...]] = {"project": (("customer_id", "customer"),)}
+
+
+def _waiting_on_parents(ctx: FlowContext, rules: MasterRules, etype: str, target: str,
+                        records: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Ids of ``records`` whose parent (a project's customer) also propagates to ``target`` but is not bound there
+    yet (its own push is pending or failed): pushing them now would only earn a refusal."""
+    waiting: set[str] = set()
+    for field_name, parent in PARENTS.get(etype, ()):
+        if target not in rules.for_type(parent).propagate_to:
+            continue
+        refs = {cid: str(rec.get(field_name)) for cid, rec in records.items() if rec.get(field_name)}
+        if not refs:
+            continue
+        with ctx.engine.connect() as conn:
+            canon = load_state(conn, CANONICAL, parent, set(refs.values()))
+            bound = xref.lookup_many(conn, parent, target, sorted(set(refs.values())))
+        waiting |= {cid for cid, pid in refs.items() if pid in canon and pid not in bound}
+    return waiting
 
 
 def _push(connector: Any, etype: str, models: Sequence[Contract]) -> Mapping[str, Any]:
