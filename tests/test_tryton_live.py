@@ -134,6 +134,7 @@ def test_closed_period_is_refused_before_sending(ledger: TrytonLedger, client: T
     (res,) = ledger.post_journals(run)
     assert res.status is PostStatus.REJECTED and isinstance(res.error, RecordValidationError)
     assert res.error.details["rule"] == "tryton.period_closed" and "2026-02" in res.error.message
+    assert res.error.code == "LB-V006"  # its own stable code: closed period, not a bad record
     assert client.stats.by_method.get("model.account.move.create", 0) == creates  # nothing was sent
     assert moves_with_reference(client, "CLOSED-1") == []
 

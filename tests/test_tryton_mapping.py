@@ -95,7 +95,7 @@ def test_user_error_becomes_validation_error_with_tryton_message() -> None:
 def test_closed_period_messages_get_their_own_rule(message: str) -> None:
     err = rpc_error("model.account.move.create", ["UserError", [message, "", None]])
     assert isinstance(err, RecordValidationError) and err.details["rule"] == "tryton.period_closed"
-    assert "period is closed" in err.message
+    assert err.code == "LB-V006" and "period is closed" in err.message
 
 
 def test_other_rpc_errors() -> None:

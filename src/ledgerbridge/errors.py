@@ -69,6 +69,7 @@ CODES: dict[str, tuple[ErrorKind, str]] = {
     "LB-V003": (ErrorKind.VALIDATION, "unprocessable entity (HTTP 422)"),
     "LB-V004": (ErrorKind.VALIDATION, "2xx answer whose body carries validation errors (QBO ValidationFault, Xero)"),
     "LB-V005": (ErrorKind.VALIDATION, "a ledgerbridge domain rule refused the item (DomainError)"),
+    "LB-V006": (ErrorKind.VALIDATION, "the target's accounting period is closed or locked (refused before sending)"),
     # conflict: stewardship queue
     "LB-C001": (ErrorKind.CONFLICT, "conflict (unspecified)"),
     "LB-C002": (ErrorKind.CONFLICT, "conflict (HTTP 409)"),

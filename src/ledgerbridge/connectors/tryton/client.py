@@ -139,7 +139,7 @@ def rpc_error(method: str, error: Any) -> LedgerbridgeError | TrytonUserWarning:
             details["rule"] = "tryton.period_closed"
             return RecordValidationError(
                 f"{SYSTEM}: {method} refused: {text} — the Tryton period is closed: post into an open period "
-                "(next_open_period policy) or have the accountant reopen it", code="LB-V001", details=details)
+                "(next_open_period policy) or have the accountant reopen it", code="LB-V006", details=details)
         details["rule"] = "tryton.user_error"
         return RecordValidationError(f"{SYSTEM}: {method} refused: {text} — fix the record and replay",
                                      code="LB-V001", details=details)

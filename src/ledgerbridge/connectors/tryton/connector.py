@@ -294,9 +294,10 @@ class TrytonLedger:
         held = self._held([p.reference for p in plans])
         held_lines = self._lines([i for h in held.values() for i in h.line_ids])  # one read for all held moves
         for plan in plans:
-            def reject(msg: str, rule: str, extra: Mapping[str, Any] | None = None, *, _p: MovePlan = plan) -> None:
+            def reject(msg: str, rule: str, extra: Mapping[str, Any] | None = None, *, _p: MovePlan = plan,
+                       code: str = "LB-V001") -> None:
                 results[_p.journal_id] = PostResult(_p.journal_id, PostStatus.REJECTED, None, RecordValidationError(
-                    f"{SYSTEM}: journal {_p.journal_id}: {msg}", code="LB-V001",
+                    f"{SYSTEM}: journal {_p.journal_id}: {msg}", code=code,
                     details={"journal_id": _p.journal_id, "run_id": run_id, "rule": rule, **(extra or {})}))
 
             problems = move_problems(plan)
@@ -319,7 +320,7 @@ class TrytonLedger:
             elif period.state != "open":
                 reject(f"Tryton period {period.name} is {period.state}; refused before sending — post into the next "
                        "open period (late-item policy) or have the accountant reopen it", "tryton.period_closed",
-                       {"period": period.name, "period_state": period.state})
+                       {"period": period.name, "period_state": period.state}, code="LB-V006")
             elif period.name != plan.period and plan.period:
                 reject(f"entry date {plan.date} is in Tryton period {period.name}, not the journal's period "
                        f"{plan.period} — fix the entry date", "tryton.period_mismatch")
