@@ -76,3 +76,23 @@ def test_script_copies_starts_stops_and_drops() -> None:
     with pytest.raises(httpx.TransportError):
         httpx.post(f"http://127.0.0.1:{port}/rpc/", json={"id": 1, "method": "common.server.version", "params": []})
     assert not ts.db_exists(name, "sqlite")
+
+
+def test_databases_left_by_a_killed_run_are_dropped() -> None:
+    """A copy named for a process that no longer exists (a SIGKILLed test session) is dropped by the next run's
+    sweep; one of a live process is kept."""
+    try:
+        ts.install()
+    except ts.TrytonSetupError as exc:
+        ts._skip_or_fail(f"Tryton could not be installed: {str(exc)[-300:]}")
+    template = ts.ensure_template("sqlite")
+    gone_pid = 2**22 + 12345  # above the default pid_max: never a live process
+    orphan, mine = f"{ts.RUN_PREFIX}{gone_pid}_deadbeef", f"{ts.RUN_PREFIX}{os.getpid()}_cafef00d"
+    for name in (orphan, mine):
+        ts.copy_db(template, name, "sqlite")
+    try:
+        assert orphan in ts.drop_orphans("sqlite")
+        assert not ts.db_exists(orphan, "sqlite") and ts.db_exists(mine, "sqlite")
+    finally:
+        ts.drop_db(mine, "sqlite")
+        ts.drop_db(orphan, "sqlite")

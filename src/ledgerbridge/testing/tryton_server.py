@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -195,6 +196,40 @@ def drop_db(name: str, backend: str) -> None:
 
     with _pg_connect() as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+#: Per-run database names carry the owning process id (``lb_tryton_p<pid>_<random>``) so a later run can drop the
+#: copies a SIGKILLed test session left behind (its ``finally`` never ran).
+RUN_PREFIX = "lb_tryton_p"
+_RUN_NAME = re.compile(rf"^{RUN_PREFIX}(\d+)_[0-9a-f]+$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def drop_orphans(backend: str) -> list[str]:
+    """Drop the per-run databases whose owning process is gone; returns their names."""
+    if backend == "sqlite":
+        names = [f.name[:-len(".sqlite")] for f in _sqlite_dir().glob(f"{RUN_PREFIX}*.sqlite")]
+    else:
+        with _pg_connect() as conn:
+            names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                                (f"{RUN_PREFIX}%",))]
+    dropped = []
+    for name in names:
+        m = _RUN_NAME.match(name)
+        if m and not _alive(int(m.group(1))):
+            with contextlib.suppress(Exception):  # another session may be dropping it at the same moment
+                drop_db(name, backend)
+                dropped.append(name)
+    return dropped
 
 
 def copy_db(template: str, name: str, backend: str) -> None:
@@ -410,7 +445,8 @@ def live_tryton(backend: str = "postgresql", *, session_timeout: int = 3600) -> 
     except TrytonSetupError as exc:
         _skip_or_fail(f"Tryton {TRYTON_SERIES} could not be installed (PyPI unreachable?): {str(exc)[-400:]}")
     template = ensure_template(backend)
-    name = f"lb_tryton_{uuid.uuid4().hex[:10]}"
+    drop_orphans(backend)
+    name = f"{RUN_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
     copy_db(template, name, backend)
     server = TrytonServer(name, backend, session_timeout=session_timeout)
     try:
