@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ledgerbridge.errors import LedgerbridgeError
 from ledgerbridge.model.entities import Invoice, JournalEntry
@@ -339,6 +339,35 @@ class InvoiceStatusSink(Protocol):
     def write_invoice_status(self, updates: Sequence[InvoiceStatusUpdate]) -> int: ...
 
 
+# --------------------------------------------------------------------------------------------------- source contract
+
+
+def inbox_record(entity: str, item: Any, idempotency_key: str, kind: str) -> dict[str, Any]:
+    """One version of a source item (a canonical ``TimeEntry``/``Expense``... with ``id``, ``version`` and
+    ``updated_at``) as the inbox record :func:`ledgerbridge.flows.sources.sync_source` lands (the shape
+    ``flows.transactions.land`` takes), plus the connector's ``idempotency_key`` and change ``kind``."""
+    return {"entity": entity, "external_id": item.id, "version": item.version, "updated_at": item.updated_at,
+            "payload": item.model_dump(mode="json"), "idempotency_key": idempotency_key, "kind": kind}
+
+
+@dataclass(slots=True)
+class SourceSyncResult:
+    """What a polled source's ``sync(cursor)`` found. ``sync_source`` stores ``cursor`` in the same transaction as
+    the ``events`` (each with ``to_record()``) and dead-letters ``errors`` (each a ``LedgerbridgeError`` naming the
+    item, the rule and the fix); ``business_events`` (contract JSON such as ``project.approved``) start their
+    subscription chains first."""
+
+    events: list[Any]
+    errors: list[LedgerbridgeError]
+    cursor: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    business_events: list[dict[str, Any]] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every event as an inbox record, in the order found."""
+        return [e.to_record() for e in self.events]
+
+
 # --------------------------------------------------------------------------------------------------- file helpers
 
 
@@ -404,10 +433,12 @@ __all__ = [
     "PostStatus",
     "PostingBatch",
     "ReadBack",
+    "SourceSyncResult",
     "SystemKind",
     "amount_text",
     "atomic_write_bytes",
     "file_lock",
     "fsync_dir",
+    "inbox_record",
     "journal_totals",
 ]

@@ -28,7 +28,7 @@ import bisect
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -43,7 +43,9 @@ from ledgerbridge.connectors.base import (
     Limits,
     PagingKind,
     SystemKind,
+    inbox_record,
 )
+from ledgerbridge.connectors.base import SourceSyncResult as SyncResult
 from ledgerbridge.connectors.http import Pacer
 from ledgerbridge.connectors.jira_tempo.client import (
     ATLASSIAN_API_URL,
@@ -114,20 +116,7 @@ class ChangeEvent:
         return f"{CONNECTOR}:{self.system}:time_entry:{self.entry.id}:{self.entry.version}"
 
     def to_record(self) -> dict[str, Any]:
-        return {"entity": "time_entry", "external_id": self.entry.id, "version": self.entry.version,
-                "updated_at": self.entry.updated_at, "payload": self.entry.model_dump(mode="json"),
-                "idempotency_key": self.idempotency_key, "kind": self.kind}
-
-
-@dataclass(slots=True)
-class SyncResult:
-    events: list[ChangeEvent]
-    errors: list[LedgerbridgeError]
-    cursor: dict[str, Any]
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def records(self) -> list[dict[str, Any]]:
-        return [e.to_record() for e in self.events]
+        return inbox_record("time_entry", self.entry, self.idempotency_key, self.kind)
 
 
 @dataclass(frozen=True, slots=True)

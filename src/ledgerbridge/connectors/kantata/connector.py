@@ -42,7 +42,9 @@ from ledgerbridge.connectors.base import (
     Limits,
     PagingKind,
     SystemKind,
+    inbox_record,
 )
+from ledgerbridge.connectors.base import SourceSyncResult as SyncResult
 from ledgerbridge.connectors.kantata.client import MAX_PER_PAGE, SYSTEM, Credentials, KantataClient
 from ledgerbridge.connectors.kantata.mapping import (
     ENTITIES,
@@ -115,20 +117,7 @@ class Change:
         return f"kantata:{self.system}:{self.entity}:{self.item.id}:{self.item.version}"
 
     def to_record(self) -> dict[str, Any]:
-        return {"entity": self.entity, "external_id": self.item.id, "version": self.item.version,
-                "updated_at": self.item.updated_at, "payload": self.item.model_dump(mode="json"),
-                "idempotency_key": self.idempotency_key, "kind": self.kind}
-
-
-@dataclass(slots=True)
-class SyncResult:
-    changes: list[Change]
-    errors: list[LedgerbridgeError]
-    cursor: dict[str, Any]
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def records(self) -> list[dict[str, Any]]:
-        return [c.to_record() for c in self.changes]
+        return inbox_record(self.entity, self.item, self.idempotency_key, self.kind)
 
 
 @dataclass(slots=True)

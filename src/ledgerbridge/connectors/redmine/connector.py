@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ledgerbridge.connectors.base import (
@@ -38,7 +38,9 @@ from ledgerbridge.connectors.base import (
     Limits,
     PagingKind,
     SystemKind,
+    inbox_record,
 )
+from ledgerbridge.connectors.base import SourceSyncResult as SyncResult
 from ledgerbridge.connectors.redmine.client import SYSTEM, RedmineClient
 from ledgerbridge.connectors.redmine.mapping import (
     FieldMap,
@@ -110,28 +112,11 @@ class ChangeEvent:
     def to_record(self) -> dict[str, Any]:
         """The inbox record of this version (the shape ``flows.transactions.land`` takes, as the CSV source
         yields it), plus ``idempotency_key`` and ``kind``."""
-        return {"entity": "time_entry", "external_id": self.entry.id, "version": self.entry.version,
-                "updated_at": self.entry.updated_at, "payload": self.entry.model_dump(mode="json"),
-                "idempotency_key": self.idempotency_key, "kind": self.kind}
+        return inbox_record("time_entry", self.entry, self.idempotency_key, self.kind)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "idempotency_key": self.idempotency_key, "system": self.system,
                 "observed_at": self.observed_at.isoformat(), "entry": self.entry.model_dump(mode="json")}
-
-
-@dataclass(slots=True)
-class SyncResult:
-    """What a sync found. Store ``cursor`` in the same transaction as ``events``; dead-letter ``errors``
-    (each a :class:`RecordValidationError` naming the entry, the rule and the fix, with the raw entry in details)."""
-
-    events: list[ChangeEvent]
-    errors: list[LedgerbridgeError]
-    cursor: dict[str, Any]
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every event as an inbox record (:meth:`ChangeEvent.to_record`), in the order found."""
-        return [e.to_record() for e in self.events]
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ledgerbridge.connectors.base import (
@@ -46,7 +46,9 @@ from ledgerbridge.connectors.base import (
     Limits,
     PagingKind,
     SystemKind,
+    inbox_record,
 )
+from ledgerbridge.connectors.base import SourceSyncResult as SyncResult
 from ledgerbridge.connectors.salesforce.client import SYSTEM, SalesforceClient
 from ledgerbridge.connectors.salesforce.mapping import (
     PROJECT_BASE,
@@ -139,25 +141,7 @@ class ChangeEvent:
                    occurred_at=self.entry.updated_at or self.observed_at, expense=self.entry)
 
     def to_record(self) -> dict[str, Any]:
-        return {"entity": self.entity, "external_id": self.entry.id, "version": self.entry.version,
-                "updated_at": self.entry.updated_at, "payload": self.entry.model_dump(mode="json"),
-                "idempotency_key": self.idempotency_key, "kind": self.kind}
-
-
-@dataclass(slots=True)
-class SyncResult:
-    """What a sync found: ``events`` (inbox records via :meth:`records`), ``business_events`` (contract JSON of
-    ``project.approved`` / ``milestone.completed`` for :func:`ledgerbridge.flows.subscriptions.publish`),
-    ``errors`` (records that could not be mapped), the new ``cursor`` and ``stats``."""
-
-    events: list[ChangeEvent]
-    errors: list[LedgerbridgeError]
-    cursor: dict[str, Any]
-    stats: dict[str, Any] = field(default_factory=dict)
-    business_events: list[dict[str, Any]] = field(default_factory=list)
-
-    def records(self) -> list[dict[str, Any]]:
-        return [e.to_record() for e in self.events]
+        return inbox_record(self.entity, self.entry, self.idempotency_key, self.kind)
 
 
 @dataclass(frozen=True, slots=True)
