@@ -50,3 +50,36 @@ def ledger_text(workdir: Path) -> dict[str, bytes]:
     """Every file of the Beancount ledger, by relative path (to compare two runs byte for byte)."""
     root = workdir / "ledger"
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.beancount"))}
+
+
+def posted_net_by_item(ctx: FlowContext, system: str, *, txn_type: str = "labor_cost",
+                       entity: str | None = None) -> dict[str, Any]:
+    """source item id -> net posted amount (posts minus reversals) of ``txn_type`` staged from ``system``; items
+    that net to zero are left out. What a source's changes amount to in the ledger."""
+    from collections import defaultdict
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from ledgerbridge.store.schema import staging_lines as sl
+
+    where = [sl.c.source_system == system, sl.c.txn_type == txn_type, sl.c.status == "posted"]
+    if entity is not None:
+        where.append(sl.c.source_entity == entity)
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    with ctx.engine.connect() as conn:
+        for r in conn.execute(sa.select(sl).where(*where)):
+            out[r.source_id] += Decimal(r.amounts[0][1]) * r.sign
+    return {k: v for k, v in out.items() if v}
+
+
+def sync_and_post(ctx: FlowContext, system: str, entity: str = "US01", period: str | None = None) -> None:
+    """One cycle of a polled source: sync it, run the transactional flow, post ``entity``'s ``period``."""
+    from ledgerbridge.flows import posting, transactions
+    from ledgerbridge.flows.sources import sync_source
+
+    sync_source(ctx, system)
+    transactions.process_pending(ctx)
+    if period is not None:
+        out = posting.post_period(ctx, entity, period)
+        assert out.status in ("posted", "nothing_to_post"), out

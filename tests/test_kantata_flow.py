@@ -5,7 +5,6 @@ post; an un-approval (cancelled submission), a re-approved edit and a deletion a
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,15 +16,14 @@ import sqlalchemy as sa
 from ledgerbridge.config.schema import RouteTargets, SystemConfig
 from ledgerbridge.config.secrets import SecretRef
 from ledgerbridge.domain.costing import RateBook
-from ledgerbridge.flows import posting, transactions
-from ledgerbridge.flows.sources import load_source_master, sync_source
+from ledgerbridge.flows.sources import load_source_master
 from ledgerbridge.model.entities import RateCardLine, RateKind
 from ledgerbridge.store import journals, periods
 from ledgerbridge.store.schema import staging_lines
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes.kantata import create_app
 
-from flows_support import make_ctx, tiny_firm
+from flows_support import make_ctx, posted_net_by_item, sync_and_post, tiny_firm
 
 TODAY = dt.datetime.now(dt.UTC).date()
 DAY = TODAY - dt.timedelta(days=1)
@@ -72,20 +70,11 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any
 
 
 def net_by_item(ctx: Any) -> dict[str, Decimal]:
-    out: dict[str, Decimal] = defaultdict(Decimal)
-    with ctx.engine.connect() as conn:
-        for r in conn.execute(sa.select(staging_lines).where(staging_lines.c.source_system == SYSTEM,
-                                                             staging_lines.c.txn_type == "labor_cost",
-                                                             staging_lines.c.status == "posted")):
-            out[r.source_id] += Decimal(r.amounts[0][1]) * r.sign
-    return {k: v for k, v in out.items() if v}
+    return posted_net_by_item(ctx, SYSTEM)
 
 
 def cycle(ctx: Any) -> None:
-    sync_source(ctx, SYSTEM)
-    transactions.process_pending(ctx)
-    out = posting.post_period(ctx, "US01", PERIOD)
-    assert out.status in ("posted", "nothing_to_post"), out
+    sync_and_post(ctx, SYSTEM, "US01", PERIOD)
 
 
 def test_kantata_approvals_reach_the_ledger_as_posts_and_reversals(setup: tuple[Any, Any, str, str]) -> None:

@@ -5,7 +5,6 @@ again changes nothing. Uses the session's private Redmine instance (ledgerbridge
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,15 +14,14 @@ import sqlalchemy as sa
 from ledgerbridge.config.schema import RouteTargets, SystemConfig
 from ledgerbridge.config.secrets import SecretRef
 from ledgerbridge.domain.costing import RateBook
-from ledgerbridge.flows import posting, transactions
-from ledgerbridge.flows.sources import load_source_master, sync_source
+from ledgerbridge.flows.sources import load_source_master
 from ledgerbridge.model.entities import RateCardLine, RateKind
 from ledgerbridge.store import journals
 from ledgerbridge.store.schema import staging_lines
 from ledgerbridge.testing.redmine_server import RedmineSettings
 from ledgerbridge.testing.redmine_server import redmine_server as redmine_server
 
-from flows_support import make_ctx, tiny_firm
+from flows_support import make_ctx, posted_net_by_item, sync_and_post, tiny_firm
 
 TODAY = dt.datetime.now(dt.UTC).date()
 DAY = TODAY - dt.timedelta(days=1)
@@ -81,20 +79,11 @@ def set_cf(api, settings: RedmineSettings, entry_id: int, name: str, value: str)
 
 
 def net_by_item(ctx) -> dict[str, Decimal]:
-    out: dict[str, Decimal] = defaultdict(Decimal)
-    with ctx.engine.connect() as conn:
-        for r in conn.execute(sa.select(staging_lines).where(staging_lines.c.source_system == "psa_rm",
-                                                             staging_lines.c.txn_type == "labor_cost",
-                                                             staging_lines.c.status == "posted")):
-            out[r.source_id] += Decimal(r.amounts[0][1]) * r.sign
-    return {k: v for k, v in out.items() if v}
+    return posted_net_by_item(ctx, "psa_rm")
 
 
 def cycle(ctx) -> None:
-    sync_source(ctx, "psa_rm")
-    transactions.process_pending(ctx)
-    out = posting.post_period(ctx, "US01", PERIOD)
-    assert out.status in ("posted", "nothing_to_post"), out
+    sync_and_post(ctx, "psa_rm", "US01", PERIOD)
 
 
 def test_redmine_changes_reach_the_ledger_as_posts_and_reversals(setup) -> None:

@@ -6,7 +6,6 @@ the Salesforce sandbox (real HTTP) with the flows and the embedded Beancount led
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,14 @@ import sqlalchemy as sa
 from ledgerbridge.config.schema import RouteTargets, SystemConfig
 from ledgerbridge.config.secrets import SecretRef
 from ledgerbridge.domain.costing import RateBook
-from ledgerbridge.flows import posting, transactions
-from ledgerbridge.flows.sources import load_source_master, sync_source
+from ledgerbridge.flows.sources import load_source_master
 from ledgerbridge.model.entities import RateCardLine, RateKind
 from ledgerbridge.store import journals, periods
 from ledgerbridge.store.schema import staging_lines
 from ledgerbridge.testing.sandbox import serve_in_thread
 from ledgerbridge.testing.sandboxes.salesforce import connector_options, create_app
 
-from flows_support import make_ctx, tiny_firm
+from flows_support import make_ctx, posted_net_by_item, sync_and_post, tiny_firm
 
 PERIOD = "2026-09"
 WEEK = "2026-09-14"  # a Monday
@@ -67,21 +65,11 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def net(ctx: Any, entity: str, txn_type: str) -> dict[str, Decimal]:
-    out: dict[str, Decimal] = defaultdict(Decimal)
-    with ctx.engine.connect() as conn:
-        for r in conn.execute(sa.select(staging_lines).where(staging_lines.c.source_system == "psa_sf",
-                                                             staging_lines.c.source_entity == entity,
-                                                             staging_lines.c.txn_type == txn_type,
-                                                             staging_lines.c.status == "posted")):
-            out[r.source_id] += Decimal(r.amounts[0][1]) * r.sign
-    return {k: v for k, v in out.items() if v}
+    return posted_net_by_item(ctx, "psa_sf", txn_type=txn_type, entity=entity)
 
 
 def cycle(ctx: Any) -> None:
-    sync_source(ctx, "psa_sf")
-    transactions.process_pending(ctx)
-    out = posting.post_period(ctx, "US01", PERIOD)
-    assert out.status in ("posted", "nothing_to_post"), out
+    sync_and_post(ctx, "psa_sf", "US01", PERIOD)
 
 
 def test_timecard_recalled_after_posting_is_reversed_and_reposted_when_approved_again(setup) -> None:
