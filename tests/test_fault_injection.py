@@ -110,10 +110,9 @@ def _propagate(ctx: Any, etypes: tuple[str, ...]) -> None:
     ctx.reset_connectors()
     ref = ctx.reference
     by_type = {"customer": ref.customers, "project": ref.projects}
-    # one type after the other: the flow pushes projects even when their customers' push failed transiently, and
-    # the target then refuses those projects for good (dead letters) — a defect of flows/masterdata.py (reported)
+    # one sync of all types: projects whose customers' push failed transiently wait for them (no dead letter)
+    masterdata.sync_master(ctx, SOURCE, [r for e in etypes for r in by_type[e].values() if r.legal_entity_id == "US01"])
     for etype in etypes:
-        masterdata.sync_master(ctx, SOURCE, [r for r in by_type[etype].values() if r.legal_entity_id == "US01"])
         _until_done(lambda e=etype: masterdata.push_pending(ctx, e),
                     lambda r: r.push_failed == 0 and r.push_retry_later == 0)
 
@@ -185,6 +184,8 @@ TARGETS = {"workday": (workday_sandbox.create_app, _workday),
            # an import whose answer was lost finishes on its own after job_seconds (nobody polls it)
            "oracle_fusion": (lambda: oracle_sandbox.create_app(job_seconds=0.5), _oracle_fusion)}
 CHOSEN = [t.strip() for t in os.environ.get("LB_FAULT_TARGETS", "workday,xero").split(",") if t.strip()]
+if set(CHOSEN) - set(TARGETS):
+    raise ValueError(f"LB_FAULT_TARGETS: unknown {sorted(set(CHOSEN) - set(TARGETS))}; choose from {sorted(TARGETS)}")
 
 
 def _seen_at(app: Any, port: int) -> Any:
