@@ -214,6 +214,7 @@ def sync_master(ctx: FlowContext, source_system: str, records: Iterable[Contract
             for target, n in pushed.pushed.items():
                 result.pushed[target] = result.pushed.get(target, 0) + n
             result.push_failed += pushed.push_failed
+            result.push_retry_later += pushed.push_retry_later
     return result
 
 
