@@ -579,10 +579,12 @@ def create_pending(ctx: FlowContext, entity: str | None = None, ids: Sequence[st
         for start in range(0, len(group), CREATE_BATCH):
             chunk = group[start:start + CREATE_BATCH]
             invs = {r.id: Invoice.model_validate(r.payload) for r in chunk}
+            booking = False
             try:
                 target = _target(ctx, system)
                 sent = list(invs.values())
-                if getattr(target, "books_ledger", False):
+                booking = bool(getattr(target, "books_ledger", False))
+                if booking:
                     sent = [for_booking_target(ctx, inv) for inv in sent]
                 results = _create_batch(target, system, sent)
             except LedgerbridgeError as err:
@@ -590,14 +592,17 @@ def create_pending(ctx: FlowContext, entity: str | None = None, ids: Sequence[st
                     out.retry_later += [r.id for r in chunk]
                     continue
                 results = {r.id: err for r in chunk}
-            _record_created(ctx, system, chunk, invs, results, out)
+            _record_created(ctx, system, chunk, invs, results, out, relieve=booking)
     return out
 
 
 def _record_created(ctx: FlowContext, system: str, chunk: list[InvoiceRow], invs: dict[str, Invoice],
-                    results: dict[str, Any], out: CreateOutcome) -> None:
+                    results: dict[str, Any], out: CreateOutcome, *, relieve: bool = False) -> None:
     """One store transaction for a batch: status + number, xref, staged postings and audit per created invoice;
-    ``failed`` + a financial dead letter (draft attached) per refused one."""
+    ``failed`` + a financial dead letter (draft attached) per refused one. ``relieve``: the invoices were sent with
+    their work lines on the clearing account (:func:`for_booking_target`), so a target that booked them gets the
+    relief staged; one that books without having been sent that way gets nothing staged (its own booking already
+    relieved unbilled receivables)."""
     with ctx.engine.begin() as conn:
         placer = _Placer(ctx, conn)
         current_rows = invoices_repo.get_many(conn, [r.id for r in chunk])
@@ -623,7 +628,8 @@ def _record_created(ctx: FlowContext, system: str, chunk: list[InvoiceRow], invs
                 continue
             invoices_repo.set_status(conn, row.id, res.status, erp_number=res.number)
             bindings.append(XrefEntry("invoice", row.id, system, res.number or row.id, version_synced=res.status))
-            facts = relief_postings_for_invoice(inv) if res.books_ledger else postings_for_invoice(inv)
+            facts = ((relief_postings_for_invoice(inv) if relieve else []) if res.books_ledger
+                     else postings_for_invoice(inv))
             postings = [placer.stage(p) for p in facts]
             stage += postings
             audit.append(conn, "ledgerbridge", "billing.invoice_created", f"invoice:{row.id}", {
