@@ -389,3 +389,45 @@ def test_beancount_invoice_register_is_keyed_numbered_and_conflict_checked(tmp_p
     assert ledger.check() == []  # the registers are part of the ledger and load cleanly
     registers = list((ctx.workdir / "ledger").rglob("invoices.beancount"))
     assert sum(p.read_text().count("ledgerbridge-invoice") for p in registers) == len(drafts) + 1
+
+
+class _BooksItself:
+    """The real invoice target, answering as an ERP that books invoices in its own ledger (``books_ledger`` on each
+    result); ``declares``: whether the connector also says so up front (the class attribute the flow reads)."""
+
+    def __init__(self, inner, declares: bool) -> None:
+        self.inner, self.sent = inner, []
+        if declares:
+            self.books_ledger = True
+
+    def create_invoice(self, inv):
+        import dataclasses
+
+        self.sent.append(inv)
+        return dataclasses.replace(self.inner.create_invoice(inv), books_ledger=True)
+
+    def invoice_status(self, keys):
+        import dataclasses
+
+        return {k: dataclasses.replace(v, books_ledger=True) for k, v in self.inner.invoice_status(keys).items()}
+
+
+@pytest.mark.parametrize("declares", [True, False])
+def test_a_target_booking_invoices_itself_gets_clearing_lines_and_only_the_relief(tmp_path: Path, posted: Path,
+                                                                                    declares: bool) -> None:
+    ctx = fresh(tmp_path, posted)
+    system = billing.invoice_system(ctx, "US01")
+    target = _BooksItself(ctx.connector(system), declares)
+    ctx._connectors[system] = target
+    out = billing.run_billing(ctx, SEP, "US01")
+    assert out["create"]["created"] and not out["create"]["failed"], out
+    with ctx.engine.connect() as conn:
+        staged = conn.execute(sa.select(staging_lines.c.txn_type, staging_lines.c.source_entity)
+                              .where(staging_lines.c.source_system == "ledgerbridge")).all()
+    types = {t for t, e in staged if e in ("invoice", "invoice_relief", "invoice_line")}
+    work_accounts = {ln.revenue_account for inv in target.sent for ln in inv.lines
+                     if not billing.is_expense_line(ln)}
+    if declares:  # sent on the clearing account; the engine stages the relief and nothing else of the invoice
+        assert work_accounts == {"4900"} and types == {"invoice_relief"}, (work_accounts, types)
+    else:  # sent as drafted (crediting unbilled itself): nothing staged, unbilled is not relieved twice
+        assert work_accounts == {"1200"} and types == set(), (work_accounts, types)
