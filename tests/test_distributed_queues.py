@@ -47,19 +47,27 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[W.Coordi
 
 
 def test_rate_limit_holds_across_two_workers(limited: tuple[W.Coordinator, dict[str, WorkerProc]]) -> None:
+    """The queue's rate limit holds while two workers take its calls. Which worker dequeues is up to them: on a
+    loaded machine one may take a whole round while the other is still polling, so rounds repeat (each checked
+    for the limit) until both have taken calls, at most three."""
     coord, _ = limited
-    tag = uuid.uuid4().hex[:8]
-    ids = [coord.enqueue(SOURCE, "lb.probe", 50, workflow_id=f"probe:{tag}:{i}") for i in range(N)]
-    results = [coord.result(i) for i in ids]
-    rows = coord.workflows(ids=ids)
-    starts = sorted(dt.datetime.fromisoformat(r["dequeued_at"]).timestamp() for r in rows if r["dequeued_at"])
-    assert len(starts) == N
-    worst = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
-    span = starts[-1] - starts[0]
-    by_worker = {e: sum(1 for r in results if r["executor_id"] == e) for e in ("w1", "w2")}
-    print(f"{N} calls at {R}/s over two workers {by_worker}: busiest 1 s window {worst} starts, span {span:.2f} s")
-    assert worst <= R, f"{worst} starts in one second: the limit of {R}/s did not hold across workers ({starts})"
-    assert span >= (N / R - 1) - 0.1, f"{N} starts took only {span:.2f} s: the limit was not applied"
+    by_worker = {"w1": 0, "w2": 0}
+    for _round in range(3):
+        tag = uuid.uuid4().hex[:8]
+        ids = [coord.enqueue(SOURCE, "lb.probe", 50, workflow_id=f"probe:{tag}:{i}") for i in range(N)]
+        results = [coord.result(i) for i in ids]
+        rows = coord.workflows(ids=ids)
+        starts = sorted(dt.datetime.fromisoformat(r["dequeued_at"]).timestamp() for r in rows if r["dequeued_at"])
+        assert len(starts) == N
+        worst = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
+        span = starts[-1] - starts[0]
+        for r in results:
+            by_worker[r["executor_id"]] += 1
+        print(f"{N} calls at {R}/s over two workers {by_worker}: busiest 1 s window {worst} starts, span {span:.2f} s")
+        assert worst <= R, f"{worst} starts in one second: the limit of {R}/s did not hold across workers ({starts})"
+        assert span >= (N / R - 1) - 0.1, f"{N} starts took only {span:.2f} s: the limit was not applied"
+        if all(by_worker.values()):
+            break
     assert all(by_worker.values()), f"both workers should take calls: {by_worker}"
 
 
@@ -143,7 +151,20 @@ def test_events_through_jetstream_are_processed_by_the_workers_as_embedded(tmp_p
     assert got == _staged(embedded.engine)
 
 
-def _staged(engine: sa.Engine) -> list[tuple[object, ...]]:
-    cols = [c for c in staging_lines.c if c.name not in ("id", "created_at", "updated_at", "posting_run_id")]
+def _staged(engine: sa.Engine) -> dict[tuple[object, ...], object]:
+    """The net effect of everything staged: per (txn type, entity, period, date, currency, dimensions, source item)
+    the signed sum of each amount, zero nets left out. How versions were batched may differ between the embedded
+    run and the workers (one batch sees v1 and v2 together, another stages v1, then reverses it and stages v2); the
+    ledger they lead to must not."""
+    from collections import defaultdict
+    from decimal import Decimal
+
+    net: dict[tuple[object, ...], Decimal] = defaultdict(Decimal)
     with engine.connect() as conn:
-        return sorted(tuple(str(v) for v in r) for r in conn.execute(sa.select(*cols)))
+        for r in conn.execute(sa.select(staging_lines)):
+            dims = tuple(tuple(d) for d in r.dimensions) if r.dimensions else ()
+            for name, amount in r.amounts:
+                key = (r.txn_type, r.legal_entity_id, r.period, str(r.entry_date), r.currency, dims,
+                       r.source_system, r.source_entity, r.source_id, name)
+                net[key] += Decimal(str(amount)) * r.sign
+    return {k: v for k, v in net.items() if v}
