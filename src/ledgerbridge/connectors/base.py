@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ledgerbridge.errors import LedgerbridgeError
+from ledgerbridge.errors import LedgerbridgeError, PermanentError, RecordValidationError
 from ledgerbridge.model.entities import Invoice, JournalEntry
 from ledgerbridge.model.money import quantum
 
@@ -197,6 +197,24 @@ class PostResult:
             raise ValueError(f"journal {self.journal_id}: a rejected result must carry the error")
         if self.status is PostStatus.POSTED and self.error is not None:
             raise ValueError(f"journal {self.journal_id}: a posted result cannot carry an error")
+
+
+def require_run_entity(run: PostingBatch, legal_entity_id: str, system: str, where: str = "") -> None:
+    """A target that keeps one legal entity refuses a run of another as a whole (``LB-P001``): routing sent it to
+    the wrong system. ``where`` names the entity's home in the target (``" (company code 1010)"``)."""
+    if run.legal_entity_id != legal_entity_id:
+        raise PermanentError(f"{system}: this target keeps legal entity {legal_entity_id}{where}, not "
+                             f"{run.legal_entity_id} (run {run.run_id}) — route the run to its own target",
+                             code="LB-P001", details={"run_id": run.run_id})
+
+
+def rejected(system: str, journal_id: str, run_id: str, message: str, rule: str,
+             extra: Mapping[str, Any] | None = None, *, code: str = "LB-V001") -> PostResult:
+    """One journal a target refuses (before sending or on the target's answer): a ``rejected`` result carrying a
+    :class:`RecordValidationError` that names the journal, the run and the rule (the flow dead-letters it)."""
+    return PostResult(journal_id, PostStatus.REJECTED, None, RecordValidationError(
+        f"{system}: journal {journal_id}: {message}", code=code,
+        details={"journal_id": journal_id, "run_id": run_id, "rule": rule, **(extra or {})}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,4 +459,6 @@ __all__ = [
     "fsync_dir",
     "inbox_record",
     "journal_totals",
+    "rejected",
+    "require_run_entity",
 ]

@@ -39,6 +39,7 @@ from ledgerbridge.connectors.base import (
     PostStatus,
     ReadBack,
     SystemKind,
+    rejected,
 )
 from ledgerbridge.connectors.dynamics365.client import (
     SYSTEM,
@@ -278,9 +279,7 @@ class D365Connector:
         todo: list[Plan] = []
 
         def reject(plan: Plan, msg: str, rule: str, **extra: Any) -> None:
-            results[plan.key] = PostResult(plan.key, PostStatus.REJECTED, None, RecordValidationError(
-                f"{self.system}: journal {plan.key}: {msg}", code="LB-V001",
-                details={"journal_id": plan.key, "run_id": run.run_id, "rule": rule, **extra}))
+            results[plan.key] = rejected(self.system, plan.key, run.run_id, msg, rule, extra)
 
         for plan in plans:
             day = dt.date.fromisoformat(str(plan.lines[0]["TransDate"])[:10])

@@ -46,6 +46,8 @@ from ledgerbridge.connectors.base import (
     SystemKind,
     atomic_write_bytes,
     file_lock,
+    rejected,
+    require_run_entity,
 )
 from ledgerbridge.connectors.http import Pacer
 from ledgerbridge.connectors.oracle_fusion.client import SYSTEM, OracleFusionClient
@@ -62,7 +64,7 @@ from ledgerbridge.connectors.oracle_fusion.mapping import (
     to_decimal,
     unzip,
 )
-from ledgerbridge.errors import ConflictError, LedgerbridgeError, PermanentError, RecordValidationError
+from ledgerbridge.errors import ConflictError, LedgerbridgeError, PermanentError
 from ledgerbridge.model.entities import JournalEntry
 
 CAPABILITIES = Capabilities(
@@ -220,10 +222,7 @@ class OracleFusionLedger:
     # ------------------------------------------------------------------ posting
 
     def post_journals(self, run: PostingBatch) -> list[PostResult]:
-        if run.legal_entity_id != self.legal_entity_id:
-            raise PermanentError(f"{SYSTEM}: this target keeps legal entity {self.legal_entity_id} (ledger "
-                                 f"{self.ledger_id}), not {run.legal_entity_id} (run {run.run_id})",
-                                 code="LB-P001", details={"run_id": run.run_id})
+        require_run_entity(run, self.legal_entity_id, SYSTEM, f" (ledger {self.ledger_id})")
         results: dict[str, PostResult] = {}
         ok: list[JournalEntry] = []
         for j in run.journals:
@@ -247,9 +246,7 @@ class OracleFusionLedger:
 
     def _reject(self, journal_id: str, run_id: str, msg: str, rule: str, extra: Mapping[str, Any] | None = None
                 ) -> PostResult:
-        return PostResult(journal_id, PostStatus.REJECTED, None, RecordValidationError(
-            f"{SYSTEM}: journal {journal_id}: {msg}", code="LB-V001",
-            details={"journal_id": journal_id, "run_id": run_id, "rule": rule, **(extra or {})}))
+        return rejected(SYSTEM, journal_id, run_id, msg, rule, extra)
 
     def _held_result(self, j: JournalEntry, batches: list[_Batch], run_id: str) -> PostResult:
         ref = ",".join(f"batch {b.batch_id}" for b in batches)

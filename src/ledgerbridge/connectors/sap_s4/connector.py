@@ -41,6 +41,8 @@ from ledgerbridge.connectors.base import (
     PostStatus,
     ReadBack,
     SystemKind,
+    rejected,
+    require_run_entity,
 )
 from ledgerbridge.connectors.http import Pacer
 from ledgerbridge.connectors.sap_s4.client import (
@@ -197,10 +199,7 @@ class SapS4Ledger:
     # ------------------------------------------------------------------ posting
 
     def post_journals(self, run: PostingBatch) -> list[PostResult]:
-        if run.legal_entity_id != self.legal_entity_id:
-            raise PermanentError(f"{SYSTEM}: this target keeps legal entity {self.legal_entity_id} (company code "
-                                 f"{self.company_code}), not {run.legal_entity_id} (run {run.run_id})",
-                                 code="LB-P001", details={"run_id": run.run_id})
+        require_run_entity(run, self.legal_entity_id, SYSTEM, f" (company code {self.company_code})")
         results: dict[str, PostResult] = {}
         plans: list[JournalPlan] = []
         for j in run.journals:
@@ -226,9 +225,7 @@ class SapS4Ledger:
 
     def _reject(self, journal_id: str, run_id: str, msg: str, rule: str, extra: Mapping[str, Any] | None = None
                 ) -> PostResult:
-        return PostResult(journal_id, PostStatus.REJECTED, None, RecordValidationError(
-            f"{SYSTEM}: journal {journal_id}: {msg}", code="LB-V001",
-            details={"journal_id": journal_id, "run_id": run_id, "rule": rule, **(extra or {})}))
+        return rejected(SYSTEM, journal_id, run_id, msg, rule, extra)
 
     def _already_held(self, plan: JournalPlan, h: _Held, run_id: str) -> PostResult:
         ref = h.ref(self.company_code)

@@ -44,6 +44,8 @@ from ledgerbridge.connectors.base import (
     PostStatus,
     ReadBack,
     SystemKind,
+    rejected,
+    require_run_entity,
 )
 from ledgerbridge.connectors.tryton.client import DEFAULT_BATCH, SYSTEM, TrytonClient, chunks
 from ledgerbridge.connectors.tryton.mapping import (
@@ -276,10 +278,7 @@ class TrytonLedger:
     # ------------------------------------------------------------------ posting
 
     def post_journals(self, run: PostingBatch) -> list[PostResult]:
-        if run.legal_entity_id != self.legal_entity_id:
-            raise PermanentError(f"{SYSTEM}: this Tryton target keeps legal entity {self.legal_entity_id}, not "
-                                 f"{run.legal_entity_id} (run {run.run_id}) — route the run to its own target",
-                                 code="LB-P001", details={"run_id": run.run_id})
+        require_run_entity(run, self.legal_entity_id, SYSTEM)
         chart = self.chart()
         plans = [journal_to_move(j, chart) for j in run.journals]
         return self.post_moves(plans, run_id=run.run_id)
@@ -296,9 +295,7 @@ class TrytonLedger:
         for plan in plans:
             def reject(msg: str, rule: str, extra: Mapping[str, Any] | None = None, *, _p: MovePlan = plan,
                        code: str = "LB-V001") -> None:
-                results[_p.journal_id] = PostResult(_p.journal_id, PostStatus.REJECTED, None, RecordValidationError(
-                    f"{SYSTEM}: journal {_p.journal_id}: {msg}", code=code,
-                    details={"journal_id": _p.journal_id, "run_id": run_id, "rule": rule, **(extra or {})}))
+                results[_p.journal_id] = rejected(SYSTEM, _p.journal_id, run_id, msg, rule, extra, code=code)
 
             problems = move_problems(plan)
             period = self._period_for(periods, plan.date)

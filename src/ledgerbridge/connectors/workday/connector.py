@@ -43,6 +43,8 @@ from ledgerbridge.connectors.base import (
     PostStatus,
     ReadBack,
     SystemKind,
+    rejected,
+    require_run_entity,
 )
 from ledgerbridge.connectors.workday.client import DEFAULT_VERSION, SYSTEM, WorkdayClient, utc_now
 from ledgerbridge.connectors.workday.mapping import (
@@ -227,16 +229,11 @@ class WorkdayLedger:
         return out
 
     def post_journals(self, run: PostingBatch) -> list[PostResult]:
-        if run.legal_entity_id != self.legal_entity_id:
-            raise PermanentError(f"{SYSTEM}: this Workday target keeps legal entity {self.legal_entity_id} (company "
-                                 f"{self.company_id}), not {run.legal_entity_id} (run {run.run_id}) — route the run "
-                                 "to its own target", code="LB-P001", details={"run_id": run.run_id})
+        require_run_entity(run, self.legal_entity_id, SYSTEM, f" (company {self.company_id})")
         results: dict[str, PostResult] = {}
 
         def reject(jid: str, message: str, rule: str, **extra: Any) -> None:
-            results[jid] = PostResult(jid, PostStatus.REJECTED, None, RecordValidationError(
-                f"{SYSTEM}: journal {jid}: {message}", code="LB-V001",
-                details={"journal_id": jid, "run_id": run.run_id, "rule": rule, **extra}))
+            results[jid] = rejected(SYSTEM, jid, run.run_id, message, rule, extra)
 
         status = self.period_status(run.legal_entity_id, run.period) if self.period_status_report else None
         held = self.held([j.id for j in run.journals])

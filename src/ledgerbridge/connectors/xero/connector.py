@@ -44,6 +44,8 @@ from ledgerbridge.connectors.base import (
     PostStatus,
     ReadBack,
     SystemKind,
+    rejected,
+    require_run_entity,
 )
 from ledgerbridge.connectors.xero.client import API_URL, CONNECTIONS_URL, IDENTITY_URL, SYSTEM, XeroClient
 from ledgerbridge.connectors.xero.mapping import (
@@ -240,10 +242,7 @@ class XeroLedger:
     # ------------------------------------------------------------------ posting
 
     def post_journals(self, run: PostingBatch) -> list[PostResult]:
-        if run.legal_entity_id != self.legal_entity_id:
-            raise PermanentError(f"{SYSTEM}: this Xero organisation keeps legal entity {self.legal_entity_id}, not "
-                                 f"{run.legal_entity_id} (run {run.run_id}) — route the run to its own target",
-                                 code="LB-P001", details={"run_id": run.run_id})
+        require_run_entity(run, self.legal_entity_id, SYSTEM)
         chart = self.chart()
         period_lock, year_lock = lock_date(self.organisation())
         locked_until = max((d for d in (period_lock, year_lock) if d is not None), default=None)
@@ -287,9 +286,7 @@ class XeroLedger:
 
     @staticmethod
     def _reject(plan: ManualJournalPlan, run_id: str, msg: str, rule: str, **extra: Any) -> PostResult:
-        return PostResult(plan.journal_id, PostStatus.REJECTED, None, RecordValidationError(
-            f"{SYSTEM}: journal {plan.journal_id}: {msg}", code="LB-V001",
-            details={"journal_id": plan.journal_id, "run_id": run_id, "rule": rule, **extra}))
+        return rejected(SYSTEM, plan.journal_id, run_id, msg, rule, extra)
 
     def _already_held(self, plan: ManualJournalPlan, held: list[dict[str, Any]], run_id: str) -> PostResult:
         ids = [str(h["ManualJournalID"]) for h in held]
