@@ -115,3 +115,22 @@ def test_2xx_with_error_body_and_validation_are_not_retried() -> None:
     with pytest.raises(RecordValidationError):
         send(http, "POST", "/x", system="xero")
     assert len(seen) == 1
+
+
+def test_retry_transient_false_raises_a_failed_write_at_once_but_still_waits_out_429() -> None:
+    clock = FakeClock()
+    http, seen = _client([httpx.Response(503)])
+    with pytest.raises(TransientError):
+        send(http, "POST", "/soap", system="sap", retry_transient=False, sleep=clock.sleep)
+    assert len(seen) == 1  # the target may have applied it: the caller looks up what it holds
+    http, seen = _client([httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(200, json={"ok": 1})])
+    p = Pacer(None, clock=clock, sleep=clock.sleep)
+    assert send(http, "POST", "/soap", system="sap", pacer=p, retry_transient=False).json() == {"ok": 1}
+    assert len(seen) == 2
+
+
+def test_a_token_refresh_is_not_a_failed_attempt() -> None:
+    refreshed: list[int] = []
+    http, seen = _client([httpx.Response(401), httpx.Response(200, json={"ok": 1})])
+    r = send(http, "GET", "/x", system="oracle", attempts=1, on_unauthorized=lambda: refreshed.append(1))
+    assert r.json() == {"ok": 1} and refreshed == [1] and len(seen) == 2

@@ -103,14 +103,19 @@ class Pacer:
 def send(http: httpx.Client, method: str, url: str, *, system: str, pacer: Pacer | None = None,
          attempts: int = 5, body_error: BodyErrorDetector | None = None,
          default_wait: float = 1.0, max_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep,
-         on_unauthorized: Callable[[], None] | None = None, **kwargs: Any) -> httpx.Response:
+         on_unauthorized: Callable[[], None] | None = None, retry_transient: bool = True,
+         **kwargs: Any) -> httpx.Response:
     """Send one request with pacing, classification, metrics and bounded retries; return the good response.
 
     - rate-limited answers pause the pacer for ``retry_after`` (or ``default_wait`` when the vendor sends none, as
       NetSuite and Kantata do), then retry; a ``retry_after`` above ``max_wait`` is raised at once so the runtime
       can reschedule instead of holding a worker;
     - transient answers (5xx, timeouts, resets) retry with exponential backoff (0.2 s, 0.4 s, ... capped at 5 s);
-    - a 401 calls ``on_unauthorized`` once (the client refreshes its token), then retries;
+    - a 401 calls ``on_unauthorized`` once (the client refreshes its token), then retries (not counted as an
+      attempt);
+    - ``retry_transient=False`` for a write the target may have applied although the answer failed (a SOAP post, a
+      file import without an idempotency key): a timeout, reset or 5xx is raised at once for the caller to look up
+      what the target holds; a rate-limited answer (refused before any processing) is still retried;
     - everything else raises the classified :class:`~ledgerbridge.errors.LedgerbridgeError` at once.
     ``kwargs`` go to ``httpx.Client.request`` (``json=``, ``params=``, ``headers=``, ``content=`` ...).
     """
@@ -118,7 +123,9 @@ def send(http: httpx.Client, method: str, url: str, *, system: str, pacer: Pacer
 
     refreshed = False
     last: LedgerbridgeError | None = None
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while attempt < attempts:
+        attempt += 1
         ctx = pacer.slot() if pacer is not None else contextlib.nullcontext()
         try:
             with ctx:
@@ -126,7 +133,7 @@ def send(http: httpx.Client, method: str, url: str, *, system: str, pacer: Pacer
         except httpx.HTTPError as exc:
             record_api_call(system, "timeout" if isinstance(exc, httpx.TimeoutException) else "error")
             err = classify_exception(exc, system=system) or TransientError(f"{system}: {exc}", code="LB-T001")
-            if err.kind is not ErrorKind.TRANSIENT:
+            if err.kind is not ErrorKind.TRANSIENT or not retry_transient:
                 raise err from exc
             last = err
             if attempt < attempts:
@@ -136,6 +143,7 @@ def send(http: httpx.Client, method: str, url: str, *, system: str, pacer: Pacer
         if response.status_code == 401 and on_unauthorized is not None and not refreshed:
             refreshed = True
             on_unauthorized()
+            attempt -= 1  # the retry with a fresh token is not a failed attempt
             continue
         err = classify_http(response.status_code, response.headers, response.content, system=system,
                             body_error_detector=body_error)
@@ -153,7 +161,7 @@ def send(http: httpx.Client, method: str, url: str, *, system: str, pacer: Pacer
             else:
                 sleep(wait)
             continue
-        if err.kind is ErrorKind.TRANSIENT:
+        if err.kind is ErrorKind.TRANSIENT and retry_transient:
             last = err
             if attempt < attempts:
                 sleep(min(max(err.retry_after or 0.0, 0.2 * 2 ** (attempt - 1)), 5.0))

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from ledgerbridge.connectors.http import Pacer, send
-from ledgerbridge.errors import PermanentError, RateLimitedError
+from ledgerbridge.errors import PermanentError
 
 SYSTEM = "oracle_fusion"
 REST = "/fscmRestApi/resources/11.13.18.05/"
@@ -122,14 +122,8 @@ class OracleFusionClient:
         body = {"OperationName": "importBulkData", "DocumentContent": base64.b64encode(zip_bytes).decode(),
                 "ContentType": "zip", "FileName": file_name, "DocumentAccount": account, "JobName": job_name,
                 "ParameterList": parameters, "CallbackURL": "#NULL", "NotificationCode": "10", "JobOptions": ""}
-        answer = None
-        for attempt in range(1, 6):  # a 429 was refused unprocessed (send waited as told): safe to send again;
-            try:  # a timeout or 5xx is not retried here — the import may have started
-                answer = self._send("POST", ERP_INTEGRATIONS, json=body, attempts=1)
-                break
-            except RateLimitedError:
-                if attempt == 5:
-                    raise
+        # a 429 is refused unprocessed and is sent again; a timeout or 5xx is not — the import may have started
+        answer = self._send("POST", ERP_INTEGRATIONS, json=body, retry_transient=False)
         req = (answer or {}).get("ReqstId") if isinstance(answer, Mapping) else None
         if not req or str(req) in ("-1", "0"):
             raise PermanentError(f"{self.system}: importBulkData answered without a request id: {answer!r}",

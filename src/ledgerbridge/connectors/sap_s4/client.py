@@ -28,7 +28,6 @@ from ledgerbridge.connectors.http import Pacer, send
 from ledgerbridge.errors import (
     LedgerbridgeError,
     PermanentError,
-    RateLimitedError,
     RecordValidationError,
     TransientError,
 )
@@ -190,21 +189,16 @@ class SapS4Client:
     def soap(self, path: str, envelope: bytes, action: str, *, throttled_attempts: int = 5) -> httpx.Response:
         """POST a SOAP message. A timeout or 5xx is not retried here (SAP may have posted it); a 429 is — SAP
         refused it before any processing, and ``send`` has already waited as told."""
-        for attempt in range(1, throttled_attempts + 1):
-            try:
-                return self._send("POST", path, content=envelope, attempts=1,
-                                  headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action})
-            except RateLimitedError:
-                if attempt == throttled_attempts:
-                    raise
-            except TransientError as exc:
-                if "soap-env:Client" in exc.message or "<faultcode>soap:Client" in exc.message:
-                    # a SOAP client fault comes as HTTP 500 but will fail again: the message itself is refused
-                    raise RecordValidationError(f"{self.system}: SAP refused the SOAP message as a whole: "
-                                                f"{exc.message}", code="LB-V001",
-                                                details={"rule": "sap.soap_client_fault"}) from exc
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return self._send("POST", path, content=envelope, attempts=throttled_attempts, retry_transient=False,
+                              headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action})
+        except TransientError as exc:
+            if "soap-env:Client" in exc.message or "<faultcode>soap:Client" in exc.message:
+                # a SOAP client fault comes as HTTP 500 but will fail again: the message itself is refused
+                raise RecordValidationError(f"{self.system}: SAP refused the SOAP message as a whole: "
+                                            f"{exc.message}", code="LB-V001",
+                                            details={"rule": "sap.soap_client_fault"}) from exc
+            raise
 
     def confirmation(self, message_id: str) -> bytes | None:
         """The bulk confirmation of an asynchronous message from the confirmation inbox (where the arrangement's
