@@ -38,7 +38,6 @@ from ledgerbridge.errors import (
     ConflictError,
     LedgerbridgeError,
     PermanentError,
-    RateLimitedError,
     RecordValidationError,
     classify_http,
 )
@@ -270,30 +269,14 @@ class D365Client:
         failure or 5xx is raised (the batch may have been applied: look the documents up before sending again)."""
         boundary = f"batch_{uuid.uuid4()}"
         body = _multipart(boundary, changesets, self.fo_url)
-        refreshed = False
-        for _ in range(20):
-            try:
-                resp = send(self._http, "POST", f"{self.fo_url}/data/$batch", system=self.system, pacer=self.pacer,
-                            attempts=1, max_wait=self.max_wait, auth=self._fo_auth, content=body,
-                            headers={"Content-Type": f"multipart/mixed; boundary={boundary}",
-                                     "Accept": "multipart/mixed", "OData-Version": "4.0"})
-                self.requests += 1
-            except RateLimitedError:
-                self.requests += 1
-                continue  # send paused the pacer for Retry-After; nothing was applied
-            except PermanentError as err:
-                self.requests += 1
-                if err.code == "LB-P002" and not refreshed:
-                    refreshed = True
-                    self._invalidate(self.fo_url)()
-                    continue
-                raise
-            results = _parse_batch(resp.headers.get("content-type", ""), resp.content)
-            if len(results) != len(changesets):
-                raise PermanentError(f"{self.system}: $batch answered {len(results)} parts for "
-                                     f"{len(changesets)} changesets", code="LB-P006")
-            return results
-        raise RateLimitedError(f"{self.system}: $batch still throttled after 20 waits", code="LB-R001")
+        resp = self._call("POST", f"{self.fo_url}/data/$batch", attempts=20, retry_transient=False, content=body,
+                          headers={"Content-Type": f"multipart/mixed; boundary={boundary}",
+                                   "Accept": "multipart/mixed"})
+        results = _parse_batch(resp.headers.get("content-type", ""), resp.content)
+        if len(results) != len(changesets):
+            raise PermanentError(f"{self.system}: $batch answered {len(results)} parts for "
+                                 f"{len(changesets)} changesets", code="LB-P006")
+        return results
 
     # ------------------------------------------------------------------ Dataverse
 
